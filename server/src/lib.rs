@@ -1,0 +1,3 @@
+//! A y-redis compatible WebSocket server for Yjs collaborative editing.
+
+pub mod storage;
