@@ -1,0 +1,108 @@
+//! Child processes that die with their handle, and port helpers.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A free TCP port on 127.0.0.1, as told by the kernel. Another process may take
+/// it before it is used; services retry on a new port when that happens.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Wait until something accepts TCP connections on `127.0.0.1:port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nothing listens on port {port} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test
+/// never leaves services behind.
+pub struct ServiceProcess {
+    name: String,
+    child: Option<Child>,
+}
+
+impl ServiceProcess {
+    /// Spawn `command` with its output discarded unless `TESTKIT_VERBOSE` is set.
+    pub fn spawn(name: &str, mut command: Command) -> Result<Self> {
+        if std::env::var_os("TESTKIT_VERBOSE").is_none() {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        command.stdin(Stdio::null());
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name}: is it installed? (run ci/setup.sh)"))?;
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+        })
+    }
+
+    /// The operating system's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Fail if the process has already exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!("{} exited early with {status}", self.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Send SIGTERM and wait up to `timeout` for a clean exit; returns the exit
+    /// status, or kills the process and fails if it did not stop in time.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("{} already stopped", self.name);
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("could not signal {}", self.name);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} did not stop within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kill the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,71 @@
+//! A throwaway `redis-server`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::process::{free_port, wait_for_port, ServiceProcess};
+
+/// A `redis-server` without persistence on a free port; stopped on drop.
+pub struct RedisServer {
+    port: u16,
+    process: ServiceProcess,
+}
+
+impl RedisServer {
+    /// Start a new server and wait until it accepts connections.
+    pub fn start() -> Result<Self> {
+        let port = free_port()?;
+        let process = Self::spawn(port)?;
+        Ok(Self { port, process })
+    }
+
+    fn spawn(port: u16) -> Result<ServiceProcess> {
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        let process = ServiceProcess::spawn("redis-server", command)?;
+        wait_for_port(port, Duration::from_secs(10))?;
+        Ok(process)
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stop the server (its data is lost, as after a crash without persistence).
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Start it again on the same port after [`RedisServer::stop`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.kill();
+        self.process = Self::spawn(self.port)?;
+        Ok(())
+    }
+
+    /// Run `redis-cli` against this server and return its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
