@@ -1,0 +1,150 @@
+//! Finding the token in an upgrade request, and URL text helpers.
+
+use axum::http::header::SEC_WEBSOCKET_PROTOCOL;
+use axum::http::HeaderMap;
+
+use super::RequestToken;
+
+/// The subprotocol prefix that carries a token (browsers cannot set other headers on
+/// a WebSocket).
+const SUBPROTOCOL_PREFIX: &str = "yauth-";
+
+/// The query parameter that carries a token when no subprotocol does.
+const QUERY_PARAMETER: &str = "yauth";
+
+/// Finds the client's token, where y-redis looks for it: first a
+/// `Sec-WebSocket-Protocol` entry `yauth-<token>` (entries are comma separated and
+/// trimmed; the header may repeat), then the `yauth` query parameter (decoded as a
+/// browser's `URLSearchParams` does). Empty tokens count as absent. `None` means the
+/// request must be answered with 401.
+pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<RequestToken> {
+    let from_header = headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .find_map(|entry| {
+            let token = entry.strip_prefix(SUBPROTOCOL_PREFIX)?;
+            (!token.is_empty()).then(|| RequestToken {
+                token: token.to_owned(),
+                subprotocol: Some(entry.to_owned()),
+            })
+        });
+    if from_header.is_some() {
+        return from_header;
+    }
+    let query = query?;
+    let query = query.strip_prefix('?').unwrap_or(query);
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(name) == QUERY_PARAMETER).then(|| form_decode(value))
+        })
+        // URLSearchParams.get returns the first occurrence.
+        .next()
+        .filter(|token| !token.is_empty())
+        .map(|token| RequestToken {
+            token,
+            subprotocol: None,
+        })
+}
+
+/// Decodes an `application/x-www-form-urlencoded` component: `+` is a space, `%XX` a
+/// byte; malformed escapes stay as they are and invalid UTF-8 is replaced, as
+/// browsers do.
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => match (
+                bytes.get(i + 1).and_then(|&b| hex_value(b)),
+                bytes.get(i + 2).and_then(|&b| hex_value(b)),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-encodes `s` for use as one URL path segment, so that a user id cannot add
+/// path segments, a query or a fragment to the callback request. Characters that are
+/// common in user ids (letters, digits, `-._~`, `@`, `:` and the other sub-delimiters)
+/// are kept, so those ids reach the callback exactly as the JavaScript server sends
+/// them.
+pub(super) fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        if keep {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The room as one raw path segment of the callback URL. The room is normally already
+/// the raw segment of the request path and passes unchanged; a `/`, `?` or `#` in it is
+/// escaped so that it cannot change which URL is asked. Empty and dot segments (`.`,
+/// `..`, also percent-encoded) would be dropped or climb a level when the URL is
+/// normalized, so they yield `None`.
+pub(super) fn room_segment(room: &str) -> Option<String> {
+    let lower = room.to_ascii_lowercase().replace("%2e", ".");
+    if room.is_empty() || lower == "." || lower == ".." {
+        return None;
+    }
+    Some(
+        room.replace('/', "%2F")
+            .replace('?', "%3F")
+            .replace('#', "%23"),
+    )
+}
