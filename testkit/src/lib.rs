@@ -4,8 +4,14 @@
 //! A missing program is an error, never a skip: tests that need a service fail
 //! loudly where it is not installed (`ci/setup.sh` installs everything).
 
+pub mod gcs;
+pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod s3;
 
+pub use gcs::FakeGcsServer;
+pub use postgres::PostgresServer;
 pub use process::{free_port, wait_for_port, ServiceProcess};
 pub use redis::RedisServer;
+pub use s3::S3Server;
