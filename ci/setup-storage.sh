@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the services the storage tests start: a PostgreSQL server (initdb and
-# postgres), moto's S3 server and the fake-gcs-server emulator. Debian 12, as root.
+# postgres), moto's S3 server (with boto3/botocore, used to check signatures) and
+# the fake-gcs-server emulator. Debian 12, as root.
 # Idempotent: installs only what is missing and refreshes the apt lists only when
 # an apt package is needed.
 set -euo pipefail
@@ -29,6 +30,12 @@ fi
 if ! command -v runuser >/dev/null 2>&1 && ! command -v su >/dev/null 2>&1; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends util-linux
+fi
+
+# openssl makes the RSA key of the service-account token test.
+if ! command -v openssl >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -120,8 +120,29 @@ fn load_dir(dir: &Path) -> Result<Vec<StoredItem>, StorageError> {
     )))
 }
 
-fn write_item(dir: &Path, update: &[u8]) -> Result<String, StorageError> {
+/// Create the document's directory if needed; new directories are synced into
+/// their parents so the item's path survives a power loss too.
+fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     std::fs::create_dir_all(dir)?;
+    let mut current = dir;
+    // The room directory and the storage directory hold the new entries.
+    for _ in 0..2 {
+        match current.parent() {
+            Some(parent) => {
+                std::fs::File::open(parent)?.sync_all()?;
+                current = parent;
+            }
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn write_item(dir: &Path, update: &[u8]) -> Result<String, StorageError> {
+    ensure_dir(dir)?;
     let reference = uuid::Uuid::new_v4().to_string();
     let temp = dir.join(format!(".{reference}.tmp"));
     let result = (|| {
