@@ -44,6 +44,11 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-pip
 fi
+if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+    log "installing pip"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-pip
+fi
 pip_install() {
     "$PYTHON" -m pip install --quiet --disable-pip-version-check "$@" \
         || "$PYTHON" -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
