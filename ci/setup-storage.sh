@@ -27,10 +27,6 @@ fi
 if ! id postgres >/dev/null 2>&1; then
     useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
-if ! command -v runuser >/dev/null 2>&1 && ! command -v su >/dev/null 2>&1; then
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends util-linux
-fi
 
 # openssl makes the RSA key of the service-account token test.
 if ! command -v openssl >/dev/null 2>&1; then
