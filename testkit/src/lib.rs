@@ -5,9 +5,15 @@
 //! loudly where it is not installed (`ci/setup.sh` installs everything).
 
 pub mod client;
+pub mod gcs;
+pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod s3;
 
 pub use client::{doc_content, RawClient, YClient};
+pub use gcs::FakeGcsServer;
+pub use postgres::PostgresServer;
 pub use process::{free_port, wait_for_port, ServiceProcess};
 pub use redis::RedisServer;
+pub use s3::S3Server;

@@ -7,7 +7,22 @@
 //! y-redis 0.1.6's (compat notes section 7), so JavaScript instances read what we
 //! write and the reverse.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use async_trait::async_trait;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ReadTxn, Transact, Update};
+
+pub mod config;
+pub mod fs;
+pub mod gcs;
+mod http;
+pub mod memory;
+pub mod postgres;
+pub mod s3;
+
+pub use config::{open_storage, StorageBackend, StorageConfig};
 
 /// Why a storage operation failed. Callers treat every variant as retryable except
 /// [`StorageError::Config`], which is reported at start.
@@ -64,4 +79,176 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A short name for logs and metrics ("memory", "fs", "gcs", ...).
     fn name(&self) -> &'static str;
+
+    /// The v1-encoded state vector of the stored document, `None` when it was never
+    /// stored. Lets a caller learn what storage already holds without shipping the
+    /// whole document around. The default merges every item; backends that keep the
+    /// state vector beside the update (PostgreSQL) answer from it.
+    async fn state_vector(&self, room: &str, docid: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let items = self.load(room, docid).await?;
+        match merge_items(&items)? {
+            Some(update) => Ok(Some(state_vector_of_update(&update)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Load (room, docid) and merge its items into one v2 update, ready to apply to a
+/// fresh document. Returns `None` when nothing is stored, plus the references of
+/// every item merged, so a compaction can delete exactly those afterwards.
+pub async fn load_doc_state(
+    storage: &dyn Storage,
+    room: &str,
+    docid: &str,
+) -> Result<(Option<Vec<u8>>, Vec<String>), StorageError> {
+    let items = storage.load(room, docid).await?;
+    let merged = merge_items(&items)?;
+    let references = items.into_iter().map(|item| item.reference).collect();
+    Ok((merged, references))
+}
+
+/// Merge stored items (v2 updates) into one v2 update; `None` for no items. A single
+/// item is checked for being decodable and returned unchanged. Undecodable bytes are
+/// [`StorageError::Corrupt`], never a panic.
+pub fn merge_items(items: &[StoredItem]) -> Result<Option<Vec<u8>>, StorageError> {
+    match items {
+        [] => Ok(None),
+        [single] => {
+            guard_yrs("decoding a stored update", || {
+                Update::decode_v2(&single.update).map(|_| ())
+            })?;
+            Ok(Some(single.update.clone()))
+        }
+        many => {
+            let merged = guard_yrs("merging stored updates", || {
+                yrs::merge_updates_v2(many.iter().map(|item| item.update.as_slice()))
+            })?;
+            Ok(Some(merged))
+        }
+    }
+}
+
+/// The v1-encoded state vector of the document a v2 update describes, computed by
+/// applying it to a fresh document (the state vector yjs would store beside it).
+pub fn state_vector_of_update(update: &[u8]) -> Result<Vec<u8>, StorageError> {
+    guard_yrs("computing a state vector", || {
+        let decoded = Update::decode_v2(update).map_err(|e| e.to_string())?;
+        let doc = yrs::Doc::new();
+        let mut txn = doc.transact_mut();
+        txn.apply_update(decoded).map_err(|e| e.to_string())?;
+        Ok::<_, String>(txn.state_vector().encode_v1())
+    })
+}
+
+/// Run a yrs call that may fail or panic on malformed input, turning both into
+/// [`StorageError::Corrupt`].
+fn guard_yrs<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, StorageError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(StorageError::Corrupt(format!("{what}: {e}"))),
+        Err(_) => Err(StorageError::Corrupt(format!("{what}: decoder panicked"))),
+    }
+}
+
+/// JavaScript's `encodeURIComponent`: ASCII letters, digits and `- _ . ! ~ * ' ( )`
+/// stay, every other UTF-8 byte becomes `%XX` (uppercase hex). Room and document
+/// names are encoded this way in Redis keys and object names, as y-redis does.
+fn encode_uri_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX_UPPER[usize::from(b >> 4)] as char);
+            out.push(HEX_UPPER[usize::from(b & 0x0f)] as char);
+        }
+    }
+    out
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`),
+/// optionally keeping `/`. This is the encoding S3 signatures and the GCS JSON API
+/// expect for object names in paths and query strings.
+fn encode_strict(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX_UPPER[usize::from(b >> 4)] as char);
+            out.push(HEX_UPPER[usize::from(b & 0x0f)] as char);
+        }
+    }
+    out
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The object-name prefix of (room, docid) in object stores:
+/// `{enc(room)}/{enc(docid)}/`, as y-redis lays out its S3 bucket.
+pub fn object_prefix(room: &str, docid: &str) -> String {
+    format!(
+        "{}/{}/",
+        encode_uri_component(room),
+        encode_uri_component(docid)
+    )
+}
+
+/// How many times a listing is read again when an item vanished between listing
+/// and fetching it (a concurrent compaction replaced it by a newer item).
+const RELIST_ATTEMPTS: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_uri_component_matches_javascript() {
+        assert_eq!(encode_uri_component("fixture%20room"), "fixture%2520room");
+        assert_eq!(encode_uri_component("my room"), "my%20room");
+        assert_eq!(encode_uri_component("a/b"), "a%2Fb");
+        assert_eq!(encode_uri_component("ä:ö"), "%C3%A4%3A%C3%B6");
+        assert_eq!(encode_uri_component("AZaz09-_.!~*'()"), "AZaz09-_.!~*'()");
+        assert_eq!(
+            encode_uri_component("#?&=+,;@$"),
+            "%23%3F%26%3D%2B%2C%3B%40%24"
+        );
+        assert_eq!(encode_uri_component("😀"), "%F0%9F%98%80");
+    }
+
+    #[test]
+    fn encode_strict_keeps_only_unreserved() {
+        assert_eq!(encode_strict("a%2Fb/c!(", true), "a%252Fb/c%21%28");
+        assert_eq!(encode_strict("a/b", false), "a%2Fb");
+    }
+
+    #[test]
+    fn corrupt_items_are_errors_not_panics() {
+        let junk = StoredItem {
+            reference: "x".into(),
+            update: vec![0xff, 0x13, 0x37, 0x00, 0x01],
+        };
+        assert!(matches!(
+            merge_items(std::slice::from_ref(&junk)),
+            Err(StorageError::Corrupt(_))
+        ));
+        assert!(matches!(
+            merge_items(&[junk.clone(), junk]),
+            Err(StorageError::Corrupt(_))
+        ));
+        assert!(matches!(
+            state_vector_of_update(&[1, 2, 3]),
+            Err(StorageError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn empty_storage_merges_to_none() {
+        assert_eq!(merge_items(&[]).ok(), Some(None));
+    }
 }

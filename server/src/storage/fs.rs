@@ -1,0 +1,230 @@
+//! Documents as files: `{dir}/{enc(room)}/{enc(docid)}/{uuid}`, each file one v2
+//! update. The same layout as the object stores, on a local or shared disk.
+//!
+//! Writes are atomic: an item is written to a hidden temporary file (name starting
+//! with `.`), flushed to disk, then renamed into place, and the directory is synced,
+//! so `load` sees either the whole item or nothing, also after a crash.
+
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::{encode_uri_component, Storage, StorageError, StoredItem, RELIST_ATTEMPTS};
+
+/// Stores documents under a directory (default `./data`). Several processes may
+/// share the directory: item names are fresh UUIDs and nothing is rewritten in place.
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    dir: PathBuf,
+}
+
+impl FsStorage {
+    /// Use `dir`, creating it if missing, and check that files can be written there,
+    /// so a read-only or misconfigured directory fails at start, not at the first
+    /// compaction.
+    pub async fn open(dir: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let dir = dir.into();
+        let probe_dir = dir.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&probe_dir).map_err(|e| {
+                StorageError::Config(format!(
+                    "cannot create storage directory {}: {e}",
+                    probe_dir.display()
+                ))
+            })?;
+            let probe = probe_dir.join(format!(".probe-{}", uuid::Uuid::new_v4()));
+            std::fs::write(&probe, b"probe").map_err(|e| {
+                StorageError::Config(format!(
+                    "storage directory {} is not writable: {e}",
+                    probe_dir.display()
+                ))
+            })?;
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        })
+        .await?;
+        Ok(Self { dir })
+    }
+
+    /// The directory documents are stored under.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory holding the items of (room, docid).
+    pub fn doc_dir(&self, room: &str, docid: &str) -> PathBuf {
+        self.dir.join(path_segment(room)).join(path_segment(docid))
+    }
+}
+
+/// One path component for a room or document name: `encodeURIComponent`, except
+/// for the three names that cannot be directory names (`""`, `"."`, `".."`), which
+/// get spellings the encoding never produces.
+fn path_segment(name: &str) -> String {
+    match name {
+        "" => "%".to_string(),
+        "." => "%2E".to_string(),
+        ".." => "%2E%2E".to_string(),
+        _ => encode_uri_component(name),
+    }
+}
+
+/// A reference names a file inside the doc directory; anything else (hidden files,
+/// path separators, `..`) is not ours and is ignored.
+fn is_item_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\'])
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Backend(format!("file system task failed: {e}")))?
+}
+
+fn load_dir(dir: &Path) -> Result<Vec<StoredItem>, StorageError> {
+    'relist: for _ in 0..RELIST_ATTEMPTS {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut items = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !is_item_name(&name) || !entry.file_type()?.is_file() {
+                continue;
+            }
+            match std::fs::read(entry.path()) {
+                Ok(update) => items.push(StoredItem {
+                    reference: name,
+                    update,
+                }),
+                // Deleted since the listing: a compaction replaced it by a newer
+                // item, which this listing may not contain. Read the listing again.
+                Err(e) if e.kind() == ErrorKind::NotFound => continue 'relist,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        items.sort_by(|a, b| a.reference.cmp(&b.reference));
+        return Ok(items);
+    }
+    Err(StorageError::Backend(format!(
+        "items of {} kept changing while being read",
+        dir.display()
+    )))
+}
+
+/// Create the document's directory if needed; new directories are synced into
+/// their parents so the item's path survives a power loss too.
+fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut current = dir;
+    // The room directory and the storage directory hold the new entries.
+    for _ in 0..2 {
+        match current.parent() {
+            Some(parent) => {
+                std::fs::File::open(parent)?.sync_all()?;
+                current = parent;
+            }
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn write_item(dir: &Path, update: &[u8]) -> Result<String, StorageError> {
+    ensure_dir(dir)?;
+    let reference = uuid::Uuid::new_v4().to_string();
+    let temp = dir.join(format!(".{reference}.tmp"));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(update)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, dir.join(&reference))?;
+        // Make the rename itself durable.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e.into());
+    }
+    Ok(reference)
+}
+
+fn delete_items(dir: &Path, references: &[String]) -> Result<(), StorageError> {
+    for reference in references.iter().filter(|r| is_item_name(r)) {
+        match std::fs::remove_file(dir.join(reference)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    async fn load(&self, room: &str, docid: &str) -> Result<Vec<StoredItem>, StorageError> {
+        let dir = self.doc_dir(room, docid);
+        blocking(move || load_dir(&dir)).await
+    }
+
+    async fn put(
+        &self,
+        room: &str,
+        docid: &str,
+        update: &[u8],
+        _state_vector: &[u8],
+    ) -> Result<String, StorageError> {
+        let dir = self.doc_dir(room, docid);
+        let update = update.to_vec();
+        blocking(move || write_item(&dir, &update)).await
+    }
+
+    async fn delete(
+        &self,
+        room: &str,
+        docid: &str,
+        references: &[String],
+    ) -> Result<(), StorageError> {
+        let dir = self.doc_dir(room, docid);
+        let references = references.to_vec();
+        blocking(move || delete_items(&dir, &references)).await
+    }
+
+    fn name(&self) -> &'static str {
+        "fs"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_names_stay_inside_the_directory() {
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("."), "%2E");
+        assert_eq!(path_segment(""), "%");
+        assert_eq!(path_segment("a/b"), "a%2Fb");
+        assert_eq!(path_segment(".hidden"), ".hidden");
+    }
+
+    #[test]
+    fn foreign_references_are_ignored() {
+        assert!(is_item_name("5b7e0f1c-1b0e-4a55-9a43-2f5d1f1a2b3c"));
+        assert!(!is_item_name("../x"));
+        assert!(!is_item_name(".tmp"));
+        assert!(!is_item_name(""));
+    }
+}

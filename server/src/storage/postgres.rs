@@ -1,0 +1,299 @@
+//! PostgreSQL storage in y-redis's table, so JavaScript and Rust servers share rows:
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS yredis_docs_v1 (
+//!     room text, doc text, r SERIAL, update bytea, sv bytea,
+//!     PRIMARY KEY (room, doc, r)
+//! );
+//! ```
+//!
+//! Room and document names are stored as they are (not percent-encoded); an item's
+//! reference is its `r` in decimal.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use super::{Storage, StorageError, StoredItem};
+
+/// How long establishing a connection may take before the call fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one statement may take (a 10 MB document is written well within it).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS yredis_docs_v1 (
+    room text,
+    doc text,
+    r SERIAL,
+    update bytea,
+    sv bytea,
+    PRIMARY KEY (room, doc, r)
+)";
+
+/// Documents in the `yredis_docs_v1` table. Holds one connection, shared by all
+/// tasks (tokio-postgres pipelines concurrent statements on it). A lost connection
+/// is dropped and re-established by the next call, which is retried once on it.
+pub struct PostgresStorage {
+    config: tokio_postgres::Config,
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+impl std::fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStorage")
+            .field("hosts", &self.config.get_hosts())
+            .field("ports", &self.config.get_ports())
+            .field("dbname", &self.config.get_dbname())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(format!("postgres: {e}"))
+}
+
+impl PostgresStorage {
+    /// Connect to `url` (`postgres://user:password@host:port/db`, or the key=value
+    /// form) and create the table if it is missing, so a wrong URL or an unreachable
+    /// server fails at start. TLS is not supported: the server must accept plain
+    /// connections (`sslmode=prefer`, the default, or `disable`).
+    pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StorageError::Config(format!("invalid postgres URL: {e}")))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        if config.get_application_name().is_none() {
+            config.application_name("y-websocket");
+        }
+        let storage = Self {
+            config,
+            client: Mutex::new(None),
+        };
+        let client = storage.client().await?;
+        if let Err(first) = timed(client.batch_execute(CREATE_TABLE)).await {
+            // Two servers creating the table at once can collide on the catalog;
+            // the second attempt then finds the table.
+            let client = storage.client().await?;
+            timed(client.batch_execute(CREATE_TABLE))
+                .await
+                .map_err(|e| backend(format!("creating table: {e} (first attempt: {first})")))?;
+        }
+        Ok(storage)
+    }
+
+    /// The shared connection, (re)connecting when there is none or it was lost.
+    async fn client(&self) -> Result<Arc<Client>, StorageError> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            if !client.is_closed() {
+                return Ok(client.clone());
+            }
+        }
+        *slot = None;
+        let connecting = self.config.connect(NoTls);
+        let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT * 2, connecting)
+            .await
+            .map_err(|_| backend("connecting timed out"))?
+            .map_err(|e| backend(format!("connecting: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "postgres storage connection lost");
+            }
+        });
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+}
+
+/// Bound a statement in time; a timeout counts as a lost connection.
+async fn timed<T>(
+    fut: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, TimedError> {
+    match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(TimedError::Postgres(e)),
+        Err(_) => Err(TimedError::Timeout),
+    }
+}
+
+/// A statement's failure: its own error, or running out of time.
+#[derive(Debug)]
+enum TimedError {
+    Postgres(tokio_postgres::Error),
+    Timeout,
+}
+
+impl TimedError {
+    fn is_closed(&self) -> bool {
+        match self {
+            TimedError::Postgres(e) => e.is_closed(),
+            TimedError::Timeout => true,
+        }
+    }
+}
+
+impl std::fmt::Display for TimedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TimedError::Postgres(e) => match e.as_db_error() {
+                Some(db) => write!(f, "{db}"),
+                None => write!(f, "{e}"),
+            },
+            TimedError::Timeout => write!(f, "statement timed out after {STATEMENT_TIMEOUT:?}"),
+        }
+    }
+}
+
+impl PostgresStorage {
+    /// Run `op` on the shared connection; when the connection turns out to be lost,
+    /// reconnect and run it once more. Retrying an insert whose answer was lost may
+    /// store the same document twice, which merges harmlessly.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StorageError>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let client = self.client().await?;
+        match timed(op(client.clone())).await {
+            Ok(value) => Ok(value),
+            Err(e) if e.is_closed() || client.is_closed() => {
+                tracing::info!(error = %e, "postgres storage reconnecting");
+                self.drop_client(&client).await;
+                let client = self.client().await?;
+                timed(op(client)).await.map_err(backend)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Forget `client` (when it is still the shared one) so the next call reconnects.
+    async fn drop_client(&self, client: &Arc<Client>) {
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
+            *slot = None;
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for PostgresStorage {
+    async fn load(&self, room: &str, docid: &str) -> Result<Vec<StoredItem>, StorageError> {
+        let rows = self
+            .run(|client| async move {
+                client
+                    .query(
+                        "SELECT update, r FROM yredis_docs_v1 WHERE room = $1 AND doc = $2 ORDER BY r",
+                        &[&room, &docid],
+                    )
+                    .await
+            })
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let update: Option<Vec<u8>> = row.try_get(0).map_err(backend)?;
+                let r: i32 = row.try_get(1).map_err(backend)?;
+                Ok(StoredItem {
+                    reference: r.to_string(),
+                    update: update.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn put(
+        &self,
+        room: &str,
+        docid: &str,
+        update: &[u8],
+        state_vector: &[u8],
+    ) -> Result<String, StorageError> {
+        let row = self
+            .run(|client| async move {
+                client
+                    .query_one(
+                        "INSERT INTO yredis_docs_v1 (room, doc, r, update, sv) \
+                         VALUES ($1, $2, DEFAULT, $3, $4) RETURNING r",
+                        &[&room, &docid, &update, &state_vector],
+                    )
+                    .await
+            })
+            .await?;
+        let r: i32 = row.try_get(0).map_err(backend)?;
+        Ok(r.to_string())
+    }
+
+    async fn delete(
+        &self,
+        room: &str,
+        docid: &str,
+        references: &[String],
+    ) -> Result<(), StorageError> {
+        let rs: Vec<i32> = references
+            .iter()
+            .filter_map(|r| r.parse::<i32>().ok())
+            .collect();
+        if rs.is_empty() {
+            return Ok(());
+        }
+        let rs = &rs;
+        self.run(|client| async move {
+            client
+                .execute(
+                    "DELETE FROM yredis_docs_v1 WHERE room = $1 AND doc = $2 AND r = ANY($3)",
+                    &[&room, &docid, rs],
+                )
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    /// Answered from the `sv` column when the document is a single row (the normal
+    /// state after a compaction); merged from all rows otherwise.
+    async fn state_vector(&self, room: &str, docid: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let rows = self
+            .run(|client| async move {
+                client
+                    .query(
+                        "SELECT sv FROM yredis_docs_v1 WHERE room = $1 AND doc = $2 LIMIT 2",
+                        &[&room, &docid],
+                    )
+                    .await
+            })
+            .await?;
+        match rows.as_slice() {
+            [] => Ok(None),
+            [row] => {
+                let sv: Option<Vec<u8>> = row.try_get(0).map_err(backend)?;
+                match sv {
+                    Some(sv) if !sv.is_empty() => Ok(Some(sv)),
+                    _ => self.merged_state_vector(room, docid).await,
+                }
+            }
+            _ => self.merged_state_vector(room, docid).await,
+        }
+    }
+}
+
+impl PostgresStorage {
+    async fn merged_state_vector(
+        &self,
+        room: &str,
+        docid: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let items = self.load(room, docid).await?;
+        match super::merge_items(&items)? {
+            Some(update) => Ok(Some(super::state_vector_of_update(&update)?)),
+            None => Ok(None),
+        }
+    }
+}
