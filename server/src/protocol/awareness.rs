@@ -249,6 +249,19 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_json_does_not_overflow() {
+        for depth in [10usize, 200_000] {
+            let state = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let payload = update(&[(1, 1, &state)]).encode();
+            // Deep nesting may be refused; returning a verdict is what matters.
+            let verdict = AwarenessUpdate::decode(&payload);
+            if depth == 10 {
+                assert!(verdict.is_ok());
+            }
+        }
+    }
+
+    #[test]
     fn apply_follows_y_protocols() {
         let mut s = AwarenessStates::default();
         assert!(s.is_empty());
