@@ -1,0 +1,31 @@
+//! The y-websocket wire protocol and the Redis naming shared with y-redis 0.1.6.
+//!
+//! Everything here is pure (no I/O): decoding and encoding of client messages, the
+//! decision of what a client message turns into in Redis, awareness state handling,
+//! stream key and stream id handling, and the merge applied to messages read from a
+//! stream before they are relayed. Byte layouts follow the y-redis 0.1.6 captures in
+//! `fixtures/yredis-0.1.6/`.
+
+mod awareness;
+mod codec;
+mod ids;
+mod keys;
+mod merge;
+mod message;
+mod update;
+
+#[cfg(test)]
+mod test_util;
+
+pub use awareness::{
+    encode_awareness_message, encode_awareness_removal, AwarenessEntry, AwarenessStates,
+    AwarenessUpdate,
+};
+pub use ids::{is_smaller_redis_id, StreamId};
+pub use keys::{decode_uri_component, encode_uri_component, parse_stream_key, stream_key};
+pub use merge::merge_messages;
+pub use message::{
+    client_action, decode_message, encode_sync_step1, encode_sync_step2, encode_sync_update,
+    ClientAction, Message, ProtocolError, SyncMessage, MESSAGE_AUTH, MESSAGE_AWARENESS,
+    MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
+};

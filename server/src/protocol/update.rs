@@ -1,0 +1,420 @@
+//! Validation and merging of Yjs v1 updates and state vectors.
+//!
+//! A payload is accepted only when both of these agree:
+//! 1. a structural walk of the v1 layout as Yjs reads it, which bounds every count by the
+//!    bytes actually present, limits the nesting of `Any` values, refuses content and type
+//!    references that Yjs cannot read, refuses what Yjs never writes and throws on when it
+//!    integrates it (empty structs, empty delete ranges, an item referencing its own
+//!    client at or after its own clock), and refuses trailing bytes;
+//! 2. yrs's own decoder, run under `catch_unwind` so a decoder panic becomes an error.
+//!
+//! The walk runs first so that yrs never sees a length prefix larger than the input (no
+//! allocation bombs) nor an `Any` nested deep enough to exhaust the stack, which no
+//! `catch_unwind` could recover from. Refusing what Yjs cannot read matters because the
+//! accepted bytes are stored in Redis and relayed to clients: JavaScript instances of the
+//! fleet and browsers apply them too.
+//!
+//! This is a check of one update on its own. Whether an update is consistent with a
+//! document (for example, whether the parent it names is a shared type) is only known
+//! when it is applied, so code applying updates to a document must still expect errors.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use yrs::updates::decoder::Decode;
+use yrs::{StateVector, Update};
+
+use super::codec::{ReadError, Reader};
+
+/// Deepest nesting of `Any` arrays and objects accepted inside an update; the same depth
+/// serde_json allows for the JSON texts carried next to them.
+const MAX_ANY_DEPTH: usize = 128;
+
+/// Why a payload was refused, as a human-readable reason.
+pub(crate) type Reason = String;
+
+fn read_err(e: ReadError) -> Reason {
+    e.to_string()
+}
+
+/// Check that `payload` is a Yjs v1 update that both Yjs and yrs can read.
+pub(crate) fn check_update_v1(payload: &[u8]) -> Result<(), Reason> {
+    let mut r = Reader::new(payload);
+    walk_update(&mut r)?;
+    if !r.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(payload).map(drop))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("decoder panicked".into()),
+    }
+}
+
+/// Check that `payload` is a v1 encoded state vector.
+pub(crate) fn check_state_vector_v1(payload: &[u8]) -> Result<(), Reason> {
+    let mut r = Reader::new(payload);
+    let clients = r.read_var_u64().map_err(read_err)?;
+    for _ in 0..clients {
+        r.read_var_u64().map_err(read_err)?;
+        r.read_var_u64().map_err(read_err)?;
+    }
+    if !r.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    match catch_unwind(AssertUnwindSafe(|| {
+        StateVector::decode_v1(payload).map(drop)
+    })) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("decoder panicked".into()),
+    }
+}
+
+/// Merge v1 updates into one v1 update with yrs; a yrs panic becomes an error.
+/// Callers pass only payloads that passed [`check_update_v1`].
+pub(crate) fn merge_updates_v1(updates: &[&[u8]]) -> Result<Vec<u8>, Reason> {
+    match catch_unwind(AssertUnwindSafe(|| {
+        yrs::merge_updates_v1(updates.iter().copied())
+    })) {
+        Ok(Ok(merged)) => Ok(merged),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("merge panicked".into()),
+    }
+}
+
+/// Walk a whole v1 update (structs, then delete set) the way Yjs's `UpdateDecoderV1`
+/// reads it. Every loop iteration consumes at least one byte, so counts are bounded by
+/// the input length.
+fn walk_update(r: &mut Reader<'_>) -> Result<(), Reason> {
+    let clients = r.read_var_u64().map_err(read_err)?;
+    for _ in 0..clients {
+        let structs = r.read_var_u64().map_err(read_err)?;
+        let client = r.read_var_u64().map_err(read_err)?;
+        let mut clock = r.read_var_u64().map_err(read_err)?;
+        for _ in 0..structs {
+            let len = walk_struct(r, client, clock)?;
+            if len == 0 {
+                return Err(format!("empty struct at {client}:{clock}"));
+            }
+            clock = clock
+                .checked_add(len)
+                .ok_or_else(|| Reason::from("clock out of range"))?;
+        }
+    }
+    // Delete set.
+    let clients = r.read_var_u64().map_err(read_err)?;
+    for _ in 0..clients {
+        r.read_var_u64().map_err(read_err)?; // client
+        let ranges = r.read_var_u64().map_err(read_err)?;
+        for _ in 0..ranges {
+            r.read_var_u64().map_err(read_err)?; // clock
+                                                 // Yjs never writes an empty range and throws when it re-encodes one.
+            if r.read_var_u64().map_err(read_err)? == 0 {
+                return Err("empty delete range".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+const HAS_ORIGIN: u8 = 0x80;
+const HAS_RIGHT_ORIGIN: u8 = 0x40;
+const HAS_PARENT_SUB: u8 = 0x20;
+
+/// Walk one struct of `client` starting at `clock`; returns its length in clock units.
+fn walk_struct(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<u64, Reason> {
+    let info = r.read_u8().map_err(read_err)?;
+    match info & 0x1f {
+        // GC and Skip: a length only.
+        0 | 10 => r.read_var_u64().map_err(read_err),
+        content => {
+            if info & HAS_ORIGIN != 0 {
+                walk_id(r, client, clock)?;
+            }
+            if info & HAS_RIGHT_ORIGIN != 0 {
+                walk_id(r, client, clock)?;
+            }
+            if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+                if r.read_var_u64().map_err(read_err)? == 1 {
+                    r.read_var_str().map_err(read_err)?; // root type name
+                } else {
+                    walk_id(r, client, clock)?; // parent item
+                }
+                if info & HAS_PARENT_SUB != 0 {
+                    r.read_var_str().map_err(read_err)?;
+                }
+            }
+            walk_content(r, content)
+        }
+    }
+}
+
+/// Walk an item id referenced by an item of `client` at `clock`. Yjs integrates the
+/// structs of one client in clock order and looks up references to the same client
+/// without checking they exist (it throws when they do not), so such a reference must
+/// point strictly before the referencing item.
+fn walk_id(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<(), Reason> {
+    let ref_client = r.read_var_u64().map_err(read_err)?;
+    let ref_clock = r.read_var_u64().map_err(read_err)?;
+    if ref_client == client && ref_clock >= clock {
+        return Err(format!(
+            "item {client}:{clock} references {ref_client}:{ref_clock}, not before it"
+        ));
+    }
+    Ok(())
+}
+
+/// Walk the content of an item; returns its length in clock units as Yjs counts them.
+fn walk_content(r: &mut Reader<'_>, content: u8) -> Result<u64, Reason> {
+    Ok(match content {
+        // Deleted: length.
+        1 => r.read_var_u64().map_err(read_err)?,
+        // JSON: count, then one JSON text each.
+        2 => {
+            let len = r.read_var_u64().map_err(read_err)?;
+            for _ in 0..len {
+                r.read_var_str().map_err(read_err)?;
+            }
+            len
+        }
+        // Binary.
+        3 => {
+            r.read_var_bytes().map_err(read_err)?;
+            1
+        }
+        // String: its length in UTF-16 code units, as JavaScript counts.
+        4 => r.read_var_str().map_err(read_err)?.encode_utf16().count() as u64,
+        // Embed (JSON text).
+        5 => {
+            r.read_var_str().map_err(read_err)?;
+            1
+        }
+        // Format: key, JSON text.
+        6 => {
+            r.read_var_str().map_err(read_err)?;
+            r.read_var_str().map_err(read_err)?;
+            1
+        }
+        // Type: the type references Yjs knows; XmlElement and XmlHook carry a name.
+        7 => {
+            match r.read_var_u64().map_err(read_err)? {
+                0 | 1 | 2 | 4 | 6 => {}
+                3 | 5 => {
+                    r.read_var_str().map_err(read_err)?;
+                }
+                other => return Err(format!("unknown type reference {other}")),
+            }
+            1
+        }
+        // Any: count, then values.
+        8 => {
+            let len = r.read_var_u64().map_err(read_err)?;
+            for _ in 0..len {
+                walk_any(r, 0)?;
+            }
+            len
+        }
+        // Subdocument: guid, options.
+        9 => {
+            r.read_var_str().map_err(read_err)?;
+            walk_any(r, 0)?;
+            1
+        }
+        other => return Err(format!("unknown content reference {other}")),
+    })
+}
+
+fn walk_any(r: &mut Reader<'_>, depth: usize) -> Result<(), Reason> {
+    if depth >= MAX_ANY_DEPTH {
+        return Err(format!("values nested deeper than {MAX_ANY_DEPTH}"));
+    }
+    match r.read_u8().map_err(read_err)? {
+        // undefined, null, false, true
+        127 | 126 | 121 | 120 => {}
+        // integer
+        125 => r.skip_var_i64().map_err(read_err)?,
+        // float32
+        124 => {
+            r.read_exact(4).map_err(read_err)?;
+        }
+        // float64, bigint
+        123 | 122 => {
+            r.read_exact(8).map_err(read_err)?;
+        }
+        // string
+        119 => {
+            r.read_var_str().map_err(read_err)?;
+        }
+        // object
+        118 => {
+            let len = r.read_var_u64().map_err(read_err)?;
+            for _ in 0..len {
+                r.read_var_str().map_err(read_err)?;
+                walk_any(r, depth + 1)?;
+            }
+        }
+        // array
+        117 => {
+            let len = r.read_var_u64().map_err(read_err)?;
+            for _ in 0..len {
+                walk_any(r, depth + 1)?;
+            }
+        }
+        // Uint8Array
+        116 => {
+            r.read_var_bytes().map_err(read_err)?;
+        }
+        tag => return Err(format!("unknown value tag {tag}")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{updates::encoder::Encode, Array, Doc, Map, ReadTxn, Text, Transact};
+
+    fn rich_update() -> Vec<u8> {
+        let doc = Doc::with_client_id(7);
+        let text = doc.get_or_insert_text("t");
+        let map = doc.get_or_insert_map("m");
+        let array = doc.get_or_insert_array("a");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, "hello world");
+        text.remove_range(&mut txn, 2, 3);
+        text.insert(&mut txn, 0, "ä😀");
+        map.insert(&mut txn, "n", 1.5f64);
+        map.insert(&mut txn, "i", 42i64);
+        map.insert(&mut txn, "b", true);
+        map.insert(&mut txn, "s", "x");
+        map.insert(&mut txn, "bin", yrs::Any::Buffer(vec![1u8, 2, 3].into()));
+        map.insert(&mut txn, "nested", yrs::MapPrelim::default());
+        array.insert(&mut txn, 0, "two");
+        array.insert(&mut txn, 1, yrs::Any::Null);
+        array.insert(&mut txn, 2, yrs::ArrayPrelim::default());
+        map.remove(&mut txn, "s");
+        txn.encode_state_as_update_v1(&yrs::StateVector::default())
+    }
+
+    #[test]
+    fn yrs_made_updates_pass() {
+        let update = rich_update();
+        assert_eq!(check_update_v1(&update), Ok(()));
+        let empty = Doc::new()
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        assert_eq!(empty, [0, 0]);
+        assert_eq!(check_update_v1(&empty), Ok(()));
+        let sv = Doc::with_client_id(7).transact().state_vector().encode_v1();
+        assert_eq!(check_state_vector_v1(&sv), Ok(()));
+    }
+
+    #[test]
+    fn single_zero_byte_is_not_an_update() {
+        // The delete set is missing.
+        assert!(check_update_v1(&[0x00]).is_err());
+        // yrs on its own agrees.
+        assert!(Update::decode_v1(&[0x00]).is_err());
+        assert!(check_update_v1(&[]).is_err());
+        assert!(check_update_v1(&[0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn deep_any_nesting_is_refused() {
+        // One client, one Any item at the root map key "k" holding arrays nested 100000 deep.
+        let depth = 100_000;
+        let mut u = vec![1, 1, 1, 0, 8 | 0x20, 1, 1, b'm', 1, b'k', 1];
+        for _ in 0..depth {
+            u.extend_from_slice(&[117, 1]);
+        }
+        u.push(126);
+        u.push(0);
+        let err = check_update_v1(&u).unwrap_err();
+        assert!(err.contains("nested"), "{err}");
+
+        // A shallow nesting of the same shape is fine.
+        let mut u = vec![1, 1, 1, 0, 8 | 0x20, 1, 1, b'm', 1, b'k', 1];
+        for _ in 0..10 {
+            u.extend_from_slice(&[117, 1]);
+        }
+        u.push(126);
+        u.push(0);
+        assert_eq!(check_update_v1(&u), Ok(()));
+    }
+
+    #[test]
+    fn huge_counts_are_refused_without_allocating() {
+        // Claims 2^32-1 clients, 2^32-1 structs, an Any of 2^32-1 values.
+        let cases: [&[u8]; 4] = [
+            &[0xff, 0xff, 0xff, 0xff, 0x0f],
+            &[1, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 0],
+            &[
+                1,
+                1,
+                1,
+                0,
+                8 | 0x20,
+                1,
+                1,
+                b'm',
+                1,
+                b'k',
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0x0f,
+            ],
+            &[0, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ];
+        for c in cases {
+            assert!(check_update_v1(c).is_err(), "{c:?}");
+        }
+        assert!(check_state_vector_v1(&[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    #[test]
+    fn references_yjs_cannot_read_are_refused() {
+        // Content reference 11 and type reference 9 (subdocument type) do not exist in Yjs.
+        assert!(check_update_v1(&[1, 1, 1, 0, 11 | 0x20, 1, 1, b'm', 1, b'k', 0]).is_err());
+        assert!(check_update_v1(&[1, 1, 1, 0, 7 | 0x20, 1, 1, b'm', 1, b'k', 9, 0]).is_err());
+        assert!(check_update_v1(&[1, 1, 1, 0, 7 | 0x20, 1, 1, b'm', 1, b'k', 1, 0]).is_ok());
+    }
+
+    #[test]
+    fn references_yjs_would_crash_on_are_refused() {
+        // Client 1 at clock 0 inserts "a" at the root text "t"; the second struct of the
+        // same client (clock 1) has its origin at 1:0 (fine) or at itself/later (refused).
+        let with_origin = |clock: u8| {
+            vec![
+                1, 2, 1, 0, 4, 1, 1, b't', 1, b'a', 0x84, 1, clock, 1, b'b', 0,
+            ]
+        };
+        assert_eq!(check_update_v1(&with_origin(0)), Ok(()));
+        assert!(check_update_v1(&with_origin(1)).is_err());
+        assert!(check_update_v1(&with_origin(5)).is_err());
+        // An origin in another client is a dependency that may arrive later: fine.
+        let other_client = [1, 1, 1, 0, 0x84, 2, 7, 1, b'b', 0];
+        assert_eq!(check_update_v1(&other_client), Ok(()));
+        // Parent item of the same client at the item's own clock.
+        assert!(check_update_v1(&[1, 1, 1, 0, 4, 0, 1, 0, 1, b'a', 0]).is_err());
+        // A zero-length struct (empty string) and an empty delete range.
+        assert!(check_update_v1(&[1, 1, 1, 0, 4, 1, 1, b't', 0, 0]).is_err());
+        assert_eq!(check_update_v1(&[0, 1, 1, 1, 0, 1]), Ok(()));
+        assert!(check_update_v1(&[0, 1, 1, 1, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        assert!(check_update_v1(&[0, 0, 0]).is_err());
+        assert!(check_state_vector_v1(&[0, 0]).is_err());
+        assert!(check_state_vector_v1(&[]).is_err());
+    }
+
+    #[test]
+    fn merge_reports_errors() {
+        let update = rich_update();
+        assert!(merge_updates_v1(&[&update, &[0, 0]]).is_ok());
+        assert!(merge_updates_v1(&[&update, &[0xff]]).is_err());
+    }
+}
