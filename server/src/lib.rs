@@ -1,5 +1,19 @@
 //! A y-redis compatible WebSocket server for Yjs collaborative editing.
+//!
+//! Clients speak the y-websocket protocol; every message goes through Redis
+//! streams laid out exactly as y-redis 0.1.6 lays them out, so Rust and
+//! JavaScript instances serve the same documents side by side. A worker
+//! compacts streams into storage in y-redis's layouts.
 
+pub mod app;
 pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod doc;
 pub mod protocol;
+pub mod rooms;
+pub mod server;
 pub mod storage;
+pub mod streams;
+pub mod subscriber;
+pub mod worker;

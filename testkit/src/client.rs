@@ -13,9 +13,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use yrs::types::ToJson;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::types::ToJson;
 use yrs::{
     Any, Array, ArrayRef, Doc, GetString, Map, MapRef, ReadTxn, StateVector, Text, TextRef,
     Transact, Update,
@@ -54,7 +54,10 @@ impl<'a> Reader<'a> {
         let mut n = 0u64;
         let mut shift = 0;
         loop {
-            let b = *self.bytes.get(self.pos).ok_or_else(|| anyhow!("truncated"))?;
+            let b = *self
+                .bytes
+                .get(self.pos)
+                .ok_or_else(|| anyhow!("truncated"))?;
             self.pos += 1;
             n |= ((b & 0x7f) as u64) << shift;
             if b < 0x80 {
@@ -146,6 +149,34 @@ impl RawClient {
         })
     }
 
+    /// Connect with a tiny TCP receive buffer, to play a client on a slow link.
+    pub async fn connect_slow(url: &str) -> Result<Self> {
+        let request = url.into_client_request()?;
+        let host = request
+            .uri()
+            .host()
+            .ok_or_else(|| anyhow!("no host"))?
+            .to_string();
+        let port = request.uri().port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .ok_or_else(|| anyhow!("no address for {host}"))?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_recv_buffer_size(4096)?;
+        let stream = socket.connect(addr).await?;
+        let (socket, _) =
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+        Ok(Self {
+            socket,
+            close_code: None,
+        })
+    }
+
     /// Connect offering the given `Sec-WebSocket-Protocol` value.
     pub async fn connect_with_protocols(url: &str, protocols: &str) -> Result<Self> {
         Ok(Self {
@@ -156,7 +187,9 @@ impl RawClient {
 
     /// Send one binary frame.
     pub async fn send(&mut self, frame: &[u8]) -> Result<()> {
-        self.socket.send(Message::Binary(frame.to_vec().into())).await?;
+        self.socket
+            .send(Message::Binary(frame.to_vec().into()))
+            .await?;
         Ok(())
     }
 
@@ -170,7 +203,9 @@ impl RawClient {
     pub async fn recv(&mut self, timeout: Duration) -> Option<Vec<u8>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??;
+            let next = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??;
             match next {
                 Ok(Message::Binary(b)) => return Some(b.to_vec()),
                 Ok(Message::Close(frame)) => {
@@ -280,12 +315,15 @@ impl YClient {
         // Local edits go out as updates; remote ones are applied with an origin
         // so they are not echoed.
         let tx = outbound.clone();
-        doc.observe_update_v1("testkit-client", move |txn: &yrs::TransactionMut, event: &yrs::UpdateEvent| {
+        doc.observe_update_v1(
+            "testkit-client",
+            move |txn: &yrs::TransactionMut, event: &yrs::UpdateEvent| {
                 if txn.origin().is_none() {
                     let _ = tx.send(sync_message(2, &event.update));
                 }
-            })
-            .map_err(|e| anyhow!("observing the doc: {e}"))?;
+            },
+        )
+        .map_err(|e| anyhow!("observing the doc: {e}"))?;
 
         // Announce our state like a provider does.
         let sv = doc.transact().state_vector().encode_v1();
@@ -357,14 +395,20 @@ impl YClient {
                 if check(self) {
                     return Ok(());
                 }
-                bail!("timed out after {timeout:?} waiting for {what}; content {}", self.content());
+                let content = self.content().to_string();
+                let shown: String = content.chars().take(300).collect();
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}; content ({} chars) {shown}",
+                    content.len()
+                );
             }
         }
     }
 
     /// Wait for the server's sync step 2.
     pub async fn wait_synced(&self, timeout: Duration) -> Result<()> {
-        self.wait_until("sync", timeout, |c| c.with_shared(|s| s.synced)).await
+        self.wait_until("sync", timeout, |c| c.with_shared(|s| s.synced))
+            .await
     }
 
     /// Whether the server closed the connection, and with which code.
@@ -406,6 +450,13 @@ impl YClient {
         let a: ArrayRef = self.doc.get_or_insert_array(name);
         let mut txn = self.doc.transact_mut();
         a.push_back(&mut txn, value.into());
+    }
+
+    /// Length in bytes of the text `name`.
+    pub fn text_len(&self, name: &str) -> u32 {
+        let t: TextRef = self.doc.get_or_insert_text(name);
+        let txn = self.doc.transact();
+        t.len(&txn)
     }
 
     /// The text `name`.

@@ -1,1 +1,182 @@
-fn main() {}
+//! The `websocket` command: server, worker, and operator tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use websocket::app::{Instance, Roles};
+use websocket::config::Config;
+
+/// A y-redis compatible WebSocket server for Yjs collaborative editing.
+#[derive(Parser)]
+#[command(name = "websocket", version, after_help = Config::HELP)]
+struct Cli {
+    /// TOML configuration file (environment variables override it).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Port to listen on (overrides file and environment).
+    #[arg(long, global = true)]
+    port: Option<u16>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve WebSocket clients, with a worker unless --no-worker (the default command).
+    Serve {
+        /// Do not compact streams in this process.
+        #[arg(long)]
+        no_worker: bool,
+    },
+    /// Only compact streams into storage (needs Redis).
+    Worker,
+    /// Key and token tools for y-redis compatible auth.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Print a new P-384 key pair as JWKs: the private key, then the public key
+    /// (use it as AUTH_PUBLIC_KEY).
+    Keygen,
+    /// Print a token for a user, signed with a private JWK.
+    Token {
+        /// The private key as JWK JSON text, or @FILE to read it from a file.
+        #[arg(long)]
+        private_key: String,
+        /// The user id (`yuserid`).
+        #[arg(long)]
+        user: String,
+        /// Lifetime in seconds; the token's `exp` is written in milliseconds as
+        /// y-redis expects. Without it the token does not expire.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Some(Command::Auth(command)) => match auth(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        command => {
+            let roles = match command {
+                Some(Command::Worker) => Roles {
+                    serve: false,
+                    worker: true,
+                },
+                Some(Command::Serve { no_worker }) => Roles {
+                    serve: true,
+                    worker: !no_worker,
+                },
+                _ => Roles {
+                    serve: true,
+                    worker: true,
+                },
+            };
+            let config = match load_config(&cli.config, cli.port) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("error: cannot start the runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config, roles)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn load_config(path: &Option<PathBuf>, port: Option<u16>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(|name| std::env::var(name).ok())?;
+    if let Some(port) = port {
+        config.websocket.port = port;
+    }
+    Ok(config)
+}
+
+async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    let mut instance = Instance::start(&config, roles)
+        .await
+        .context("cannot start")?;
+    tokio::select! {
+        signal = shutdown_signal() => signal?,
+        _ = instance.wait() => anyhow::bail!("the instance stopped unexpectedly"),
+    }
+    tracing::info!("shutting down");
+    // Whatever happens, the process ends within 10 s of the signal.
+    if tokio::time::timeout(Duration::from_secs(9), instance.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::error!("shutdown took too long, exiting anyway");
+    }
+    Ok(())
+}
+
+/// SIGINT (Ctrl+C) or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl+C")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+fn auth(command: AuthCommand) -> anyhow::Result<()> {
+    match command {
+        AuthCommand::Keygen => {
+            let (private, public) = websocket::auth::generate_key_pair()?;
+            println!("{private}");
+            println!("{public}");
+        }
+        AuthCommand::Token {
+            private_key,
+            user,
+            ttl,
+        } => {
+            let key = match private_key.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the private key from {path}"))?,
+                None => private_key,
+            };
+            let token = websocket::auth::mint_token(&key, &user, ttl.map(Duration::from_secs))?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}

@@ -153,22 +153,7 @@ fn guard_yrs<T, E: std::fmt::Display>(
     }
 }
 
-/// JavaScript's `encodeURIComponent`: ASCII letters, digits and `- _ . ! ~ * ' ( )`
-/// stay, every other UTF-8 byte becomes `%XX` (uppercase hex). Room and document
-/// names are encoded this way in Redis keys and object names, as y-redis does.
-fn encode_uri_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX_UPPER[usize::from(b >> 4)] as char);
-            out.push(HEX_UPPER[usize::from(b & 0x0f)] as char);
-        }
-    }
-    out
-}
+use crate::protocol::encode_uri_component;
 
 /// Percent-encode everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`),
 /// optionally keeping `/`. This is the encoding S3 signatures and the GCS JSON API
@@ -206,20 +191,6 @@ const RELIST_ATTEMPTS: usize = 5;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn encode_uri_component_matches_javascript() {
-        assert_eq!(encode_uri_component("fixture%20room"), "fixture%2520room");
-        assert_eq!(encode_uri_component("my room"), "my%20room");
-        assert_eq!(encode_uri_component("a/b"), "a%2Fb");
-        assert_eq!(encode_uri_component("ä:ö"), "%C3%A4%3A%C3%B6");
-        assert_eq!(encode_uri_component("AZaz09-_.!~*'()"), "AZaz09-_.!~*'()");
-        assert_eq!(
-            encode_uri_component("#?&=+,;@$"),
-            "%23%3F%26%3D%2B%2C%3B%40%24"
-        );
-        assert_eq!(encode_uri_component("😀"), "%F0%9F%98%80");
-    }
 
     #[test]
     fn encode_strict_keeps_only_unreserved() {

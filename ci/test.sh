@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one test command: installs what is missing, then runs every check and
+# test of the project (Rust workspace and the JavaScript reference).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash ci/setup.sh
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
+if [ -f js-reference/package.json ]; then
+  echo "== js-reference tests"
+  (cd js-reference && npm test)
+fi

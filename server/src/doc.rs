@@ -1,0 +1,147 @@
+//! Loading a document the way y-redis does (compat notes section 4): the stored
+//! state plus every entry of its stream.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::Bytes;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::protocol::{self, AwarenessStates, Message, StreamId, SyncMessage};
+use crate::storage::{Storage, StorageError};
+use crate::streams::{StreamError, Streams};
+
+/// Why a document could not be loaded. Poisoned stream entries are not an error:
+/// they are skipped with a log line.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The storage backend failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The stream bus failed.
+    #[error(transparent)]
+    Streams(#[from] StreamError),
+}
+
+/// A document as stored plus its stream, ready to be served or compacted.
+pub struct LoadedDoc {
+    /// The merged document.
+    pub doc: Doc,
+    /// Awareness states found in the stream (removals kept as `null`).
+    pub awareness: AwarenessStates,
+    /// Id of the last stream entry read, [`StreamId::ZERO`] for an empty stream.
+    pub last_id: StreamId,
+    /// References of the stored items the document was built from.
+    pub references: Vec<String>,
+    /// Whether the stream held changes the stored state did not have.
+    pub changed: bool,
+}
+
+impl LoadedDoc {
+    /// The messages a client receives when it opens the room (compat notes 2.3):
+    /// sync step 1, sync step 2, then awareness if any state is known.
+    pub fn initial_messages(&self) -> InitialSync {
+        let txn = self.doc.transact();
+        let state_vector = txn.state_vector().encode_v1();
+        let update = txn.encode_state_as_update_v1(&StateVector::default());
+        let states = self.awareness.to_update(false);
+        InitialSync {
+            step1: Bytes::from(protocol::encode_sync_step1(&state_vector)),
+            step2: Bytes::from(protocol::encode_sync_step2(&update)),
+            awareness: (!states.entries.is_empty())
+                .then(|| Bytes::from(protocol::encode_awareness_message(&states))),
+            last_id: self.last_id,
+        }
+    }
+}
+
+/// What a new connection is sent before live messages, and the stream position
+/// it reflects. Cheap to clone and share between connections opening together.
+#[derive(Debug, Clone)]
+pub struct InitialSync {
+    /// Sync step 1: the document's state vector.
+    pub step1: Bytes,
+    /// Sync step 2: the whole document as a v1 update.
+    pub step2: Bytes,
+    /// Awareness of every known client, when there is one.
+    pub awareness: Option<Bytes>,
+    /// The last stream id the document includes.
+    pub last_id: StreamId,
+}
+
+/// Apply a v2 (stored) or v1 (stream) update, never panicking on bad bytes.
+fn apply(doc: &Doc, bytes: &[u8], v2: bool) -> Result<(), String> {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let update = if v2 {
+            Update::decode_v2(bytes)
+        } else {
+            Update::decode_v1(bytes)
+        }
+        .map_err(|err| err.to_string())?;
+        doc.transact_mut()
+            .apply_update(update)
+            .map_err(|err| err.to_string())
+    }));
+    match result {
+        Ok(result) => result,
+        Err(_) => Err("decoder panicked".to_string()),
+    }
+}
+
+/// Load (room, docid) from its stream and from storage.
+///
+/// The stream is read first: whatever a worker trims after that read was stored
+/// before the trim, so the storage read that follows still has it.
+pub async fn load_doc(
+    streams: &dyn Streams,
+    storage: &dyn Storage,
+    stream_key: &str,
+    room: &str,
+    docid: &str,
+) -> Result<LoadedDoc, LoadError> {
+    let entries = streams.read_all(stream_key).await?;
+    let items = storage.load(room, docid).await?;
+
+    let doc = Doc::new();
+    let mut references = Vec::with_capacity(items.len());
+    for item in items {
+        if let Err(err) = apply(&doc, &item.update, true) {
+            return Err(StorageError::Corrupt(format!(
+                "stored item {} of room {room:?}: {err}",
+                item.reference
+            ))
+            .into());
+        }
+        references.push(item.reference);
+    }
+
+    let before = doc.transact().snapshot();
+    let mut awareness = AwarenessStates::default();
+    let mut last_id = StreamId::ZERO;
+    for entry in &entries {
+        last_id = entry.id;
+        match protocol::decode_message(&entry.message) {
+            Ok(Message::Sync(SyncMessage::Update(update))) => {
+                if let Err(err) = apply(&doc, &update, false) {
+                    tracing::warn!(stream = stream_key, entry = %entry.id, %err, "stream update could not be applied, skipped");
+                }
+            }
+            Ok(Message::Awareness(update)) => awareness.apply(&update),
+            Ok(_) => {
+                tracing::debug!(stream = stream_key, entry = %entry.id, "stream entry is neither an update nor awareness, skipped");
+            }
+            Err(err) => {
+                tracing::warn!(stream = stream_key, entry = %entry.id, %err, "malformed stream entry skipped");
+            }
+        }
+    }
+    let changed = doc.transact().snapshot() != before;
+    Ok(LoadedDoc {
+        doc,
+        awareness,
+        last_id,
+        references,
+        changed,
+    })
+}

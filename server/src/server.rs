@@ -1,0 +1,97 @@
+//! The HTTP side: WebSocket upgrades on `/<room>` (with auth when configured)
+//! and the state every connection shares.
+
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, Access, Authenticator};
+use crate::connection;
+use crate::rooms::Rooms;
+use crate::storage::Storage;
+use crate::streams::Streams;
+
+/// The document id of every WebSocket connection (as y-redis).
+pub const DOC_ID: &str = "index";
+
+/// What every connection of this instance shares.
+pub struct AppState {
+    /// The stream bus.
+    pub streams: Arc<dyn Streams>,
+    /// Where compacted documents are.
+    pub storage: Arc<dyn Storage>,
+    /// The rooms open on this instance.
+    pub rooms: Arc<Rooms>,
+    /// Token auth, when configured.
+    pub auth: Option<Authenticator>,
+    /// Largest accepted message in bytes.
+    pub max_message_size: usize,
+    /// Every connection task, so shutdown can wait for them.
+    pub connections: TaskTracker,
+    /// Cancelled when connections must close (shutdown).
+    pub shutdown: CancellationToken,
+}
+
+/// The router: every path is a room.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new().fallback(upgrade).with_state(state)
+}
+
+/// The room of a request path: everything after the first `/`, not
+/// percent-decoded (compat notes 2.1).
+pub fn room_of(uri: &Uri) -> Option<String> {
+    let room = uri.path().strip_prefix('/')?;
+    (!room.is_empty()).then(|| room.to_string())
+}
+
+async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(room) = room_of(&uri) else {
+        return (StatusCode::NOT_FOUND, "connect to /<room>\n").into_response();
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let (access, subprotocol) = match &state.auth {
+        None => (Access::ReadWrite, None),
+        Some(authenticator) => {
+            let Some(token) = auth::token_from_request(&headers, uri.query()) else {
+                tracing::info!(%room, "refused: no token");
+                return StatusCode::UNAUTHORIZED.into_response();
+            };
+            match authenticator.authorize(&room, &token.token).await {
+                Ok(grant) => {
+                    tracing::debug!(%room, user = %grant.user_id, access = ?grant.access, "authorized");
+                    (grant.access, token.subprotocol)
+                }
+                Err(err) => {
+                    tracing::info!(%room, reason = %err, "refused");
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+            }
+        }
+    };
+    let ws = ws
+        .max_message_size(state.max_message_size)
+        .max_frame_size(state.max_message_size);
+    let ws = match subprotocol {
+        Some(protocol) => ws.protocols([protocol]),
+        None => ws,
+    };
+    let token = state.connections.token();
+    ws.on_upgrade(move |socket| async move {
+        connection::serve(socket, state, room, access).await;
+        drop(token);
+    })
+}

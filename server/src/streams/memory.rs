@@ -1,0 +1,234 @@
+//! [`Streams`] inside the process: the embedded bus of a single instance.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::{StreamBatch, StreamEntry, StreamError, Streams, WorkerTask, READ_COUNT};
+use crate::protocol::StreamId;
+
+/// The same streams, ids, worker queue and pending list as the Redis layout,
+/// kept in memory, for one instance that runs without Redis.
+pub struct MemoryStreams {
+    prefix: String,
+    state: std::sync::Mutex<State>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<String, DocStream>,
+    queue: BTreeMap<StreamId, String>,
+    pending: BTreeMap<StreamId, Instant>,
+    queue_last: StreamId,
+}
+
+#[derive(Default)]
+struct DocStream {
+    entries: VecDeque<StreamEntry>,
+    last: StreamId,
+}
+
+/// The next id after `last`, from the wall clock as Redis does.
+fn next_id(last: StreamId) -> StreamId {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if now > last.ms {
+        StreamId { ms: now, seq: 0 }
+    } else {
+        StreamId {
+            ms: last.ms,
+            seq: last.seq + 1,
+        }
+    }
+}
+
+impl State {
+    fn queue_task(&mut self, stream: &str) {
+        let id = next_id(self.queue_last);
+        self.queue_last = id;
+        self.queue.insert(id, stream.to_string());
+        self.pending.insert(id, Instant::now());
+    }
+
+    fn drop_task(&mut self, id: StreamId) {
+        self.queue.remove(&id);
+        self.pending.remove(&id);
+    }
+}
+
+impl MemoryStreams {
+    /// An empty bus with the given key prefix.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            state: std::sync::Mutex::new(State::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a
+        // way that matters more than stopping the bus would.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn collect_new(&self, positions: &[(String, StreamId)]) -> Vec<StreamBatch> {
+        let state = self.state();
+        positions
+            .iter()
+            .filter_map(|(stream, after)| {
+                let doc = state.streams.get(stream)?;
+                let entries: Vec<StreamEntry> = doc
+                    .entries
+                    .iter()
+                    .filter(|entry| entry.id > *after)
+                    .take(READ_COUNT)
+                    .cloned()
+                    .collect();
+                (!entries.is_empty()).then(|| StreamBatch {
+                    stream: stream.clone(),
+                    entries,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Streams for MemoryStreams {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError> {
+        {
+            let mut state = self.state();
+            if !state.streams.contains_key(stream) {
+                state.queue_task(stream);
+            }
+            let doc = state.streams.entry(stream.to_string()).or_default();
+            let id = next_id(doc.last);
+            doc.last = id;
+            doc.entries.push_back(StreamEntry {
+                id,
+                message: Bytes::copy_from_slice(message),
+            });
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn read_all(&self, stream: &str) -> Result<Vec<StreamEntry>, StreamError> {
+        Ok(self
+            .state()
+            .streams
+            .get(stream)
+            .map(|doc| doc.entries.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn read_new(
+        &self,
+        positions: &[(String, StreamId)],
+        block: Duration,
+    ) -> Result<Vec<StreamBatch>, StreamError> {
+        let notified = self.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let batches = self.collect_new(positions);
+        if !batches.is_empty() {
+            return Ok(batches);
+        }
+        let _ = tokio::time::timeout(block, notified).await;
+        Ok(self.collect_new(positions))
+    }
+
+    async fn wake_reader(&self) -> Result<(), StreamError> {
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn claim_tasks(
+        &self,
+        _consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<WorkerTask>, StreamError> {
+        let mut state = self.state();
+        let now = Instant::now();
+        let due: Vec<StreamId> = state
+            .pending
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= min_idle)
+            .map(|(id, _)| *id)
+            .take(count)
+            .collect();
+        let mut tasks = Vec::with_capacity(due.len());
+        for id in due {
+            match state.queue.get(&id).cloned() {
+                Some(stream) => {
+                    state.pending.insert(id, now);
+                    tasks.push(WorkerTask { id, stream });
+                }
+                None => {
+                    state.pending.remove(&id);
+                }
+            }
+        }
+        Ok(tasks)
+    }
+
+    async fn stream_len(&self, stream: &str) -> Result<u64, StreamError> {
+        Ok(self
+            .state()
+            .streams
+            .get(stream)
+            .map(|doc| doc.entries.len() as u64)
+            .unwrap_or(0))
+    }
+
+    async fn drop_empty_stream(&self, task: &WorkerTask) -> Result<(), StreamError> {
+        let mut state = self.state();
+        if state
+            .streams
+            .get(&task.stream)
+            .is_some_and(|doc| doc.entries.is_empty())
+        {
+            state.streams.remove(&task.stream);
+        }
+        state.drop_task(task.id);
+        Ok(())
+    }
+
+    async fn finish_task(
+        &self,
+        task: &WorkerTask,
+        trim_before: StreamId,
+    ) -> Result<(), StreamError> {
+        let mut state = self.state();
+        if let Some(doc) = state.streams.get_mut(&task.stream) {
+            while doc
+                .entries
+                .front()
+                .is_some_and(|entry| entry.id < trim_before)
+            {
+                doc.entries.pop_front();
+            }
+        }
+        state.queue_task(&task.stream);
+        state.drop_task(task.id);
+        Ok(())
+    }
+}

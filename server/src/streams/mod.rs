@@ -1,0 +1,125 @@
+//! The y-redis stream layout: where client messages go and how instances and
+//! workers find them (compat notes section 3).
+//!
+//! Two implementations share the [`Streams`] trait: [`RedisStreams`] for fleets
+//! (byte-compatible with y-redis 0.1.6 instances on the same Redis) and
+//! [`MemoryStreams`], an in-process bus with the same semantics for a single
+//! instance without Redis and for fast tests.
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use self::memory::MemoryStreams;
+pub use self::redis::RedisStreams;
+use crate::protocol::StreamId;
+
+/// How many entries one subscriber read returns at most (as y-redis).
+pub const READ_COUNT: usize = 1000;
+/// How long one subscriber read blocks when nothing is new (as y-redis).
+pub const READ_BLOCK: Duration = Duration::from_millis(1000);
+/// How many tasks one worker claims at once (as y-redis).
+pub const CLAIM_COUNT: usize = 5;
+
+/// Why a stream operation failed. Every variant is transient from the caller's
+/// point of view: the operation may be retried once the bus is back.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Redis answered with an error or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// Redis answered with something the y-redis layout does not allow.
+    #[error("unexpected reply from redis: {0}")]
+    Reply(String),
+    /// The worker group was missing (after a FLUSHALL, say) and has been recreated.
+    #[error("worker group was missing and has been recreated")]
+    GroupRecreated,
+}
+
+/// One entry of a doc stream: its id and its `m` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// Redis stream id.
+    pub id: StreamId,
+    /// The message bytes (field `m`).
+    pub message: Bytes,
+}
+
+/// A compaction task from the worker queue: compact `stream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerTask {
+    /// Id of the task entry in `{prefix}:worker`.
+    pub id: StreamId,
+    /// The doc stream key to compact (field `compact`).
+    pub stream: String,
+}
+
+/// The entries a blocking read returned for one stream.
+#[derive(Debug, Clone)]
+pub struct StreamBatch {
+    /// The doc stream key.
+    pub stream: String,
+    /// New entries in stream order.
+    pub entries: Vec<StreamEntry>,
+}
+
+/// The operations servers and workers need from the stream bus.
+#[async_trait]
+pub trait Streams: Send + Sync + 'static {
+    /// The key prefix (`y` by default).
+    fn prefix(&self) -> &str;
+
+    /// Create the worker queue and its consumer group if missing.
+    async fn ensure_worker_group(&self) -> Result<(), StreamError>;
+
+    /// Append one message to a doc stream; a new stream also gets a compaction
+    /// task, parked under the consumer `pending` (compat notes section 3).
+    async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError>;
+
+    /// Every entry of a doc stream, oldest first.
+    async fn read_all(&self, stream: &str) -> Result<Vec<StreamEntry>, StreamError>;
+
+    /// Entries newer than the given positions, waiting up to `block` when there
+    /// are none. At most [`READ_COUNT`] entries per stream.
+    async fn read_new(
+        &self,
+        positions: &[(String, StreamId)],
+        block: Duration,
+    ) -> Result<Vec<StreamBatch>, StreamError>;
+
+    /// Interrupt a [`Streams::read_new`] in progress, because the set of streams
+    /// to follow changed.
+    async fn wake_reader(&self) -> Result<(), StreamError>;
+
+    /// Claim up to `count` tasks idle for at least `min_idle` for `consumer`.
+    async fn claim_tasks(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<WorkerTask>, StreamError>;
+
+    /// Claim every task at once, however recently it was touched (used by a
+    /// single instance flushing its documents before it stops).
+    async fn claim_all_tasks(&self, consumer: &str) -> Result<Vec<WorkerTask>, StreamError> {
+        self.claim_tasks(consumer, Duration::ZERO, usize::MAX).await
+    }
+
+    /// Number of entries in a doc stream.
+    async fn stream_len(&self, stream: &str) -> Result<u64, StreamError>;
+
+    /// The doc stream was empty: delete it if it still is, and drop the task.
+    async fn drop_empty_stream(&self, task: &WorkerTask) -> Result<(), StreamError>;
+
+    /// The doc is safely stored up to `trim_before`: trim older entries, queue
+    /// the next compaction of this stream and drop the finished task.
+    async fn finish_task(
+        &self,
+        task: &WorkerTask,
+        trim_before: StreamId,
+    ) -> Result<(), StreamError>;
+}

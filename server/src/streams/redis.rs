@@ -1,0 +1,464 @@
+//! [`Streams`] on a real Redis, byte-compatible with y-redis 0.1.6.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+use tokio::sync::Mutex;
+
+use super::{StreamBatch, StreamEntry, StreamError, Streams, WorkerTask, READ_COUNT};
+use crate::protocol::StreamId;
+
+/// Appends a message; a stream that does not exist yet first gets a compaction
+/// task, moved at once into the pending list of the consumer `pending` (compat
+/// notes section 3). Unlike y-redis it recreates the worker group when it is
+/// missing (after a FLUSHALL), instead of failing every append of a new room.
+const APPEND_SCRIPT: &str = r#"
+if redis.call("EXISTS", KEYS[1]) == 0 then
+  redis.call("XADD", ARGV[2], "*", "compact", KEYS[1])
+  local read = redis.pcall("XREADGROUP", "GROUP", ARGV[2], "pending", "STREAMS", ARGV[2], ">")
+  if type(read) == "table" and read.err then
+    redis.call("XGROUP", "CREATE", ARGV[2], ARGV[2], "0", "MKSTREAM")
+    redis.call("XREADGROUP", "GROUP", ARGV[2], "pending", "STREAMS", ARGV[2], ">")
+  end
+end
+redis.call("XADD", KEYS[1], "*", "m", ARGV[1])
+"#;
+
+/// Deletes a stream only while it is empty.
+const DELETE_IF_EMPTY_SCRIPT: &str = r#"
+if redis.call("XLEN", KEYS[1]) == 0 then
+  redis.call("DEL", KEYS[1])
+end
+"#;
+
+/// How long a command may wait for its answer before the connection counts as
+/// broken and is re-established.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The y-redis layout on a Redis server: one auto-reconnecting connection for
+/// commands and scripts, and a dedicated one for the blocking subscriber read.
+pub struct RedisStreams {
+    client: Client,
+    prefix: String,
+    worker_key: String,
+    commands: ConnectionManager,
+    reader: Mutex<Option<Reader>>,
+    reader_id: std::sync::Mutex<Option<i64>>,
+    append: Script,
+}
+
+/// The dedicated connection of the blocking read, with its Redis client id so
+/// that `CLIENT UNBLOCK` can interrupt it.
+struct Reader {
+    connection: MultiplexedConnection,
+}
+
+impl RedisStreams {
+    /// Connect to `url` and make sure the worker group exists.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StreamError> {
+        let client = Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_max_delay(Duration::from_secs(2));
+        let commands = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| StreamError::Reply(format!("no answer from redis at {url}")))??;
+        let streams = Self {
+            client,
+            prefix: prefix.to_string(),
+            worker_key: format!("{prefix}:worker"),
+            commands,
+            reader: Mutex::new(None),
+            reader_id: std::sync::Mutex::new(None),
+            append: Script::new(APPEND_SCRIPT),
+        };
+        streams.ensure_worker_group().await?;
+        Ok(streams)
+    }
+
+    /// The worker queue's key, `{prefix}:worker`.
+    pub fn worker_key(&self) -> &str {
+        &self.worker_key
+    }
+
+    async fn reader_connection(&self) -> Result<MultiplexedConnection, StreamError> {
+        let mut reader = self.reader.lock().await;
+        if let Some(reader) = reader.as_ref() {
+            return Ok(reader.connection.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(super::READ_BLOCK + COMMAND_TIMEOUT));
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut connection)
+            .await?;
+        if let Ok(mut slot) = self.reader_id.lock() {
+            *slot = Some(id);
+        }
+        *reader = Some(Reader {
+            connection: connection.clone(),
+        });
+        Ok(connection)
+    }
+
+    async fn forget_reader(&self) {
+        *self.reader.lock().await = None;
+        if let Ok(mut slot) = self.reader_id.lock() {
+            *slot = None;
+        }
+    }
+
+    async fn claim_page(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        start: &str,
+        count: usize,
+    ) -> Result<(String, Vec<WorkerTask>), StreamError> {
+        let mut connection = self.commands.clone();
+        let reply: Result<Value, _> = redis::cmd("XAUTOCLAIM")
+            .arg(&self.worker_key)
+            .arg(&self.worker_key)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(start)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut connection)
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(err) if err.code() == Some("NOGROUP") => {
+                tracing::warn!(queue = %self.worker_key, "worker group missing, recreating it");
+                self.ensure_worker_group().await?;
+                return Err(StreamError::GroupRecreated);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let Value::Array(parts) = reply else {
+            return Err(StreamError::Reply("XAUTOCLAIM: not an array".into()));
+        };
+        let cursor = parts
+            .first()
+            .and_then(value_string)
+            .unwrap_or_else(|| "0-0".to_string());
+        let mut tasks = Vec::new();
+        if let Some(Value::Array(entries)) = parts.get(1) {
+            for entry in entries {
+                let Some((id, fields)) = parse_entry(entry) else {
+                    continue;
+                };
+                match field(&fields, b"compact").and_then(|key| String::from_utf8(key).ok()) {
+                    Some(stream) => tasks.push(WorkerTask { id, stream }),
+                    None => {
+                        tracing::warn!(task = %id, "worker task without a `compact` field, dropping it");
+                        let _: Result<Value, _> = redis::cmd("XDEL")
+                            .arg(&self.worker_key)
+                            .arg(id.to_string())
+                            .query_async(&mut connection)
+                            .await;
+                    }
+                }
+            }
+        }
+        Ok((cursor, tasks))
+    }
+}
+
+#[async_trait]
+impl Streams for RedisStreams {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
+        let mut connection = self.commands.clone();
+        let created: Result<Value, _> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.worker_key)
+            .arg(&self.worker_key)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut connection)
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError> {
+        let mut connection = self.commands.clone();
+        let _: Value = self
+            .append
+            .key(stream)
+            .arg(message)
+            .arg(&self.worker_key)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn read_all(&self, stream: &str) -> Result<Vec<StreamEntry>, StreamError> {
+        let mut connection = self.commands.clone();
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut connection)
+            .await?;
+        Ok(parse_entries(stream, &reply))
+    }
+
+    async fn read_new(
+        &self,
+        positions: &[(String, StreamId)],
+        block: Duration,
+    ) -> Result<Vec<StreamBatch>, StreamError> {
+        if positions.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Ok(Vec::new());
+        }
+        let mut connection = self.reader_connection().await?;
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS");
+        for (stream, _) in positions {
+            command.arg(stream);
+        }
+        for (_, id) in positions {
+            command.arg(id.to_string());
+        }
+        let reply: Value = match command.query_async(&mut connection).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                self.forget_reader().await;
+                return Err(err.into());
+            }
+        };
+        Ok(parse_read_reply(reply))
+    }
+
+    async fn wake_reader(&self) -> Result<(), StreamError> {
+        let id = self.reader_id.lock().ok().and_then(|slot| *slot);
+        if let Some(id) = id {
+            let mut connection = self.commands.clone();
+            let _: Value = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .query_async(&mut connection)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn claim_tasks(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<WorkerTask>, StreamError> {
+        if count == usize::MAX {
+            let mut all = Vec::new();
+            let mut cursor = "0-0".to_string();
+            loop {
+                let (next, tasks) = match self.claim_page(consumer, min_idle, &cursor, 100).await {
+                    Err(StreamError::GroupRecreated) => return Ok(all),
+                    other => other?,
+                };
+                all.extend(tasks);
+                if next == "0-0" {
+                    return Ok(all);
+                }
+                cursor = next;
+            }
+        }
+        match self.claim_page(consumer, min_idle, "0", count).await {
+            Ok((_, tasks)) => Ok(tasks),
+            Err(StreamError::GroupRecreated) => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn stream_len(&self, stream: &str) -> Result<u64, StreamError> {
+        let mut connection = self.commands.clone();
+        let len: u64 = redis::cmd("XLEN")
+            .arg(stream)
+            .query_async(&mut connection)
+            .await?;
+        Ok(len)
+    }
+
+    async fn drop_empty_stream(&self, task: &WorkerTask) -> Result<(), StreamError> {
+        let mut connection = self.commands.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("EVAL")
+            .arg(DELETE_IF_EMPTY_SCRIPT)
+            .arg(1)
+            .arg(&task.stream)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.worker_key)
+            .arg(task.id.to_string())
+            .ignore();
+        let _: Value = pipe.query_async(&mut connection).await?;
+        Ok(())
+    }
+
+    async fn finish_task(
+        &self,
+        task: &WorkerTask,
+        trim_before: StreamId,
+    ) -> Result<(), StreamError> {
+        let mut connection = self.commands.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XTRIM")
+            .arg(&task.stream)
+            .arg("MINID")
+            .arg(trim_before.to_string())
+            .ignore()
+            .cmd("XADD")
+            .arg(&self.worker_key)
+            .arg("*")
+            .arg("compact")
+            .arg(&task.stream)
+            .ignore()
+            .cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.worker_key)
+            .arg("pending")
+            .arg("COUNT")
+            .arg(50)
+            .arg("STREAMS")
+            .arg(&self.worker_key)
+            .arg(">")
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.worker_key)
+            .arg(task.id.to_string())
+            .ignore();
+        let _: Value = pipe.query_async(&mut connection).await?;
+        Ok(())
+    }
+}
+
+/// Text of a bulk or simple string reply.
+fn value_string(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn value_bytes(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        Value::SimpleString(text) => Some(text.clone().into_bytes()),
+        _ => None,
+    }
+}
+
+/// Field/value pairs of a stream entry.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// `[id, [field, value, ...]]` → id and field/value pairs.
+fn parse_entry(entry: &Value) -> Option<(StreamId, Fields)> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let id: StreamId = value_string(parts.first()?)?.parse().ok()?;
+    let mut fields = Vec::new();
+    match parts.get(1)? {
+        Value::Array(flat) => {
+            for pair in flat.chunks(2) {
+                if let [name, value] = pair {
+                    fields.push((value_bytes(name)?, value_bytes(value)?));
+                }
+            }
+        }
+        Value::Map(pairs) => {
+            for (name, value) in pairs {
+                fields.push((value_bytes(name)?, value_bytes(value)?));
+            }
+        }
+        _ => return None,
+    }
+    Some((id, fields))
+}
+
+fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<Vec<u8>> {
+    fields
+        .iter()
+        .find(|(field, _)| field == name)
+        .map(|(_, value)| value.clone())
+}
+
+/// Entries of one stream; entries without an `m` field are skipped with a log line.
+fn parse_entries(stream: &str, reply: &Value) -> Vec<StreamEntry> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match parse_entry(entry) {
+            Some((id, fields)) => match field(&fields, b"m") {
+                Some(message) => out.push(StreamEntry {
+                    id,
+                    message: Bytes::from(message),
+                }),
+                None => {
+                    tracing::warn!(%stream, entry = %id, "stream entry without an `m` field, skipped")
+                }
+            },
+            None => tracing::warn!(%stream, "unreadable stream entry, skipped"),
+        }
+    }
+    out
+}
+
+/// An XREAD reply (RESP2 array or RESP3 map) → batches per stream.
+fn parse_read_reply(reply: Value) -> Vec<StreamBatch> {
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| match item {
+                Value::Array(mut pair) if pair.len() == 2 => {
+                    let entries = pair.pop()?;
+                    let key = pair.pop()?;
+                    Some((key, entries))
+                }
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs,
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .filter_map(|(key, entries)| {
+            let stream = value_string(&key)?;
+            let entries = parse_entries(&stream, &entries);
+            Some(StreamBatch { stream, entries })
+        })
+        .collect()
+}

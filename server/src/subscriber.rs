@@ -1,0 +1,54 @@
+//! One blocking stream read per instance, fanned out to the rooms.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{self};
+use crate::rooms::Rooms;
+use crate::streams::{Streams, READ_BLOCK};
+
+/// Read every followed stream, merge each stream's new messages and deliver
+/// them to the room, until `shutdown` is cancelled. Bus errors are logged and
+/// retried with a growing pause, so a Redis restart is survived.
+pub async fn run(streams: Arc<dyn Streams>, rooms: Arc<Rooms>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let follows = rooms.follows();
+        let positions: Vec<_> = follows
+            .iter()
+            .map(|f| (f.stream.clone(), f.after))
+            .collect();
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            read = streams.read_new(&positions, READ_BLOCK) => read,
+        };
+        match read {
+            Ok(batches) => {
+                backoff = Duration::from_millis(100);
+                for batch in batches {
+                    let (Some(follow), Some(last)) = (
+                        follows.iter().find(|f| f.stream == batch.stream),
+                        batch.entries.last(),
+                    ) else {
+                        continue;
+                    };
+                    let messages = protocol::merge_messages(
+                        &batch.entries.iter().map(|e| &e.message).collect::<Vec<_>>(),
+                    );
+                    rooms.deliver(follow, last.id, &messages);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, retry_in = ?backoff, "stream read failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::debug!("subscriber stopped");
+}

@@ -1,0 +1,118 @@
+//! The `websocket` binary: help, configuration errors, signals.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use testkit::{free_port, wait_for_port, ServiceProcess};
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_websocket"))
+}
+
+#[test]
+fn help_documents_every_option() {
+    let output = binary().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for name in [
+        "--config",
+        "REDIS_URL",
+        "REDIS_PREFIX",
+        "REDIS_TASK_DEBOUNCE",
+        "REDIS_MIN_MESSAGE_LIFETIME",
+        "WS_PORT",
+        "PORT",
+        "GOOGLE_CLOUD_STORAGE_BUCKET",
+        "buffer_capacity",
+        "RUST_LOG",
+        "AUTH_PUBLIC_KEY",
+        "serve",
+        "worker",
+    ] {
+        assert!(help.contains(name), "--help mentions {name}:\n{help}");
+    }
+}
+
+#[test]
+fn invalid_configuration_is_one_line_and_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[websocket]\nport = \"not a port\"\n").unwrap();
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
+        (vec!["--config".into(), bad.display().to_string()], vec![]),
+        (vec![], vec![("WS_PORT", "abc")]),
+        (vec!["--config".into(), "/nonexistent.toml".into()], vec![]),
+        (vec![], vec![("REDIS_TASK_DEBOUNCE", "-5")]),
+    ];
+    for (args, env) in cases {
+        let output = binary()
+            .args(&args)
+            .envs(env.iter().copied())
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+    }
+}
+
+/// SIGTERM stops a serving embedded instance within 10 s with status 0, and
+/// its documents are stored on the way out.
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_keeps_documents() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let spawn = || {
+        let mut command = binary();
+        command
+            .current_dir(data.path())
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS")
+            .env("WS_PORT", port.to_string())
+            .env("WS_HOST", "127.0.0.1")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit());
+        let process = ServiceProcess::spawn("websocket", command).unwrap();
+        wait_for_port(port, Duration::from_secs(20)).unwrap();
+        process
+    };
+    let mut process = spawn();
+    let room = format!("ws://127.0.0.1:{port}/kept");
+    let a = YClient::connect(&room).await.unwrap();
+    let b = YClient::connect(&room).await.unwrap();
+    a.wait_synced(SOON).await.unwrap();
+    b.wait_synced(SOON).await.unwrap();
+    a.text_insert("t", 0, "survives");
+    b.wait_until("edit", SOON, |c| c.text("t") == "survives")
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = process.terminate(Duration::from_secs(10));
+        (status, process)
+    })
+    .await
+    .unwrap();
+    let (status, _process) = status;
+    let status = status.expect("stopped within 10 s");
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    b.wait_until("closed by the server", SOON, |c| c.closed().is_some())
+        .await
+        .unwrap();
+    assert_eq!(b.closed(), Some(1001));
+    assert!(!stored_files(&data.path().join("data"), "kept").is_empty());
+
+    let _process = spawn();
+    let c = YClient::connect(&room).await.unwrap();
+    c.wait_synced(SOON).await.unwrap();
+    assert_eq!(c.text("t"), "survives");
+}

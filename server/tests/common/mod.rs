@@ -1,0 +1,157 @@
+//! Shared set-up for the server's integration tests: instances in this process
+//! on free ports, a real redis-server per test, and Redis inspection helpers.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use redis::Value;
+use websocket::app::{Instance, Roles};
+use websocket::config::Config;
+
+#[allow(unused_imports)]
+pub use testkit::{RawClient, RedisServer, YClient};
+
+/// Generous limit for anything that should happen "soon".
+pub const SOON: Duration = Duration::from_secs(10);
+
+/// A configuration for tests: a free port on loopback, the given Redis (or the
+/// embedded bus), files under `data`.
+pub fn config(redis: Option<&RedisServer>, data: &Path) -> Config {
+    let mut config = Config::from_toml(&format!(
+        "[storage]\nbackend = \"fs\"\ndir = {:?}\n",
+        data.display().to_string()
+    ))
+    .expect("test config");
+    config.websocket.port = 0;
+    config.websocket.host = [127, 0, 0, 1].into();
+    config.redis.url = redis.map(RedisServer::url);
+    config
+}
+
+/// Start a server (with its worker) for `config`.
+pub async fn start(config: &Config) -> Instance {
+    Instance::start(
+        config,
+        Roles {
+            serve: true,
+            worker: true,
+        },
+    )
+    .await
+    .expect("instance starts")
+}
+
+/// Start with explicit roles.
+pub async fn start_roles(config: &Config, serve: bool, worker: bool) -> Instance {
+    Instance::start(config, Roles { serve, worker })
+        .await
+        .expect("instance starts")
+}
+
+/// `ws://127.0.0.1:{port}/{room}`.
+pub fn url(instance: &Instance, room: &str) -> String {
+    let addr = instance.local_addr.expect("instance serves");
+    format!("ws://{addr}/{room}")
+}
+
+/// A direct Redis connection for inspecting what the servers wrote.
+pub async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connects")
+}
+
+/// `(id, m bytes)` of every entry of a stream.
+pub async fn stream_entries(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let reply: Value = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .expect("XRANGE");
+    let mut out = Vec::new();
+    if let Value::Array(entries) = reply {
+        for entry in entries {
+            if let Value::Array(parts) = entry {
+                let id = match &parts[0] {
+                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                    other => panic!("unexpected id {other:?}"),
+                };
+                let fields = match &parts[1] {
+                    Value::Array(f) => f.clone(),
+                    other => panic!("unexpected fields {other:?}"),
+                };
+                for pair in fields.chunks(2) {
+                    if let [Value::BulkString(name), Value::BulkString(value)] = pair {
+                        if name == b"m" || name == b"compact" {
+                            out.push((id.clone(), value.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// XLEN of a stream.
+pub async fn xlen(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("XLEN")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("XLEN")
+}
+
+/// Poll `check` every 50 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Files stored for (room, index) under a fs storage directory.
+pub fn stored_files(data: &Path, encoded_room: &str) -> Vec<String> {
+    let dir = data.join(encoded_room).join("index");
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Decode hex from the fixtures.
+pub fn hex(text: &str) -> Vec<u8> {
+    ::hex::decode(text).expect("hex")
+}
+
+/// The fixtures directory of the project.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/../fixtures/yredis-0.1.6/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).expect("fixture json")
+}
