@@ -41,6 +41,9 @@ impl ServiceProcess {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }
         command.stdin(Stdio::null());
+        // Its own process group, so that stopping it also stops whatever it
+        // forked (PostgreSQL backends, Node workers).
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command
             .spawn()
             .with_context(|| format!("starting {name}: is it installed? (run ci/setup.sh)"))?;
@@ -92,9 +95,14 @@ impl ServiceProcess {
         }
     }
 
-    /// Kill the process at once (SIGKILL), as a crash would.
+    /// Kill the process and its process group at once (SIGKILL), as a crash
+    /// would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(Stdio::null())
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
