@@ -53,8 +53,11 @@ test('y-websocket provider and raw client converge', async t => {
   // a second provider sees the same doc and p1's awareness
   await sidecar.call('clientOpen', { client: 'p2', url: server.url, room: 'conv room' })
   assert.deepEqual(await sidecar.call('clientContent', { client: 'p2' }), final)
-  const states = await sidecar.call('clientAwarenessStates', { client: 'p2' })
-  assert.ok(Object.values(states).some(s => s?.user === 'p1'), 'p2 knows p1\'s awareness')
+  // The awareness message follows sync step 2, so it may arrive just after `synced`.
+  await waitFor(async () => {
+    const states = await sidecar.call('clientAwarenessStates', { client: 'p2' })
+    return Object.values(states).some(s => s?.user === 'p1')
+  }, 5000, 'p2 to know p1\'s awareness')
 
   // offline edits on both sides, then reconnect
   await sidecar.call('clientDisconnect', { client: 'p2' })

@@ -44,10 +44,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The room of a request path: everything after the first `/`, not
-/// percent-decoded (compat notes 2.1).
+/// percent-decoded (compat notes 2.1). `/` is the room with the empty name, as
+/// in y-redis (so `wscat -c ws://host:port` connects).
 pub fn room_of(uri: &Uri) -> Option<String> {
-    let room = uri.path().strip_prefix('/')?;
-    (!room.is_empty()).then(|| room.to_string())
+    uri.path().strip_prefix('/').map(str::to_string)
 }
 
 async fn upgrade(
