@@ -197,3 +197,128 @@ impl Rooms {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    fn sync(last_ms: u64) -> InitialSync {
+        InitialSync {
+            step1: Bytes::from_static(b"\x00\x00\x01\x00"),
+            step2: Bytes::from_static(b"\x00\x01\x02\x00\x00"),
+            awareness: None,
+            last_id: StreamId {
+                ms: last_ms,
+                seq: 0,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_opens_share_one_load() {
+        let rooms = Rooms::new(8);
+        let loads = Arc::new(AtomicUsize::new(0));
+        let mut members = Vec::new();
+        let mut opens = Vec::new();
+        for _ in 0..5 {
+            members.push(rooms.join("s"));
+            let rooms = Arc::clone(&rooms);
+            let loads = Arc::clone(&loads);
+            opens.push(tokio::spawn(async move {
+                rooms
+                    .initial_sync("s", || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok(sync(7))
+                    })
+                    .await
+            }));
+        }
+        for open in opens {
+            let (sync, _) = open.await.unwrap().unwrap();
+            assert_eq!(sync.last_id.ms, 7);
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        // A later open loads again.
+        rooms
+            .initial_sync("s", || async {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok(sync(9))
+            })
+            .await
+            .unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn position_starts_at_the_load_and_rewinds_but_never_advances() {
+        let rooms = Rooms::new(8);
+        let _member = rooms.join("s");
+        assert!(rooms.follows().is_empty(), "no position before the load");
+        let (_, moved) = rooms
+            .initial_sync("s", || async { Ok(sync(10)) })
+            .await
+            .unwrap();
+        assert!(moved);
+        assert_eq!(rooms.follows()[0].after.ms, 10);
+        let (_, moved) = rooms
+            .initial_sync("s", || async { Ok(sync(20)) })
+            .await
+            .unwrap();
+        assert!(!moved, "a newer load does not skip entries");
+        assert_eq!(rooms.follows()[0].after.ms, 10);
+        let (_, moved) = rooms
+            .initial_sync("s", || async { Ok(sync(5)) })
+            .await
+            .unwrap();
+        assert!(moved, "an older load rewinds");
+        assert_eq!(rooms.follows()[0].after.ms, 5);
+    }
+
+    #[tokio::test]
+    async fn a_read_in_flight_does_not_undo_a_rewind() {
+        let rooms = Rooms::new(8);
+        let (_member, mut receiver) = rooms.join("s");
+        rooms
+            .initial_sync("s", || async { Ok(sync(10)) })
+            .await
+            .unwrap();
+        let follow = rooms.follows()[0].clone();
+        rooms
+            .initial_sync("s", || async { Ok(sync(3)) })
+            .await
+            .unwrap();
+        rooms.deliver(
+            &follow,
+            StreamId { ms: 12, seq: 0 },
+            &[Bytes::from_static(b"m")],
+        );
+        assert_eq!(rooms.follows()[0].after.ms, 3);
+        assert_eq!(receiver.recv().await.unwrap(), Bytes::from_static(b"m"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_only_that_member() {
+        let rooms = Rooms::new(2);
+        let (_slow, mut slow_rx) = rooms.join("s");
+        let (_fast, mut fast_rx) = rooms.join("s");
+        rooms
+            .initial_sync("s", || async { Ok(sync(1)) })
+            .await
+            .unwrap();
+        for i in 0..3u64 {
+            let follow = rooms.follows()[0].clone();
+            rooms.deliver(
+                &follow,
+                StreamId { ms: 2 + i, seq: 0 },
+                &[Bytes::from(vec![i as u8])],
+            );
+            assert_eq!(fast_rx.recv().await.unwrap(), Bytes::from(vec![i as u8]));
+        }
+        assert_eq!(slow_rx.recv().await.unwrap(), Bytes::from(vec![0]));
+        assert_eq!(slow_rx.recv().await.unwrap(), Bytes::from(vec![1]));
+        assert_eq!(slow_rx.recv().await, None, "dropped from the room");
+    }
+}

@@ -291,3 +291,63 @@ async fn update_callback_receives_each_compacted_document() {
     assert_eq!(t.get_string(&doc.transact()), "called back");
     instance.shutdown().await;
 }
+
+#[tokio::test]
+async fn several_workers_share_the_queue() {
+    let data = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let mut cfg = config(Some(&redis), data.path());
+    fast(&mut cfg);
+    let server = start_roles(&cfg, true, false).await;
+    let workers = [
+        start_roles(&cfg, false, true).await,
+        start_roles(&cfg, false, true).await,
+    ];
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let client = YClient::connect(&url(&server, &format!("shared-{i}")))
+            .await
+            .unwrap();
+        client.wait_synced(SOON).await.unwrap();
+        client.text_insert("t", 0, &format!("doc {i}"));
+        clients.push(client);
+    }
+    let mut conn = redis_conn(&redis).await;
+    for i in 0..12 {
+        let room = format!("shared-{i}");
+        eventually(&format!("{room} stored once and trimmed"), SOON, || {
+            let mut conn = conn.clone();
+            let data = data.path().to_path_buf();
+            let room = room.clone();
+            async move {
+                stored_files(&data, &room).len() == 1
+                    && xlen(&mut conn, &format!("y:room:{room}:index")).await == 0
+            }
+        })
+        .await;
+    }
+    // Both workers took part: each consumer has claimed something by now.
+    let consumers = redis
+        .cli(&["XINFO", "CONSUMERS", "y:worker", "y:worker"])
+        .unwrap();
+    let named: Vec<&str> = consumers
+        .lines()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "name" && w[1] != "pending")
+        .map(|w| w[1])
+        .collect();
+    assert_eq!(named.len(), 2, "two worker consumers: {consumers}");
+    for (i, client) in clients.iter().enumerate() {
+        let reopened = YClient::connect(&url(&server, &format!("shared-{i}")))
+            .await
+            .unwrap();
+        reopened.wait_synced(SOON).await.unwrap();
+        assert_eq!(reopened.text("t"), client.text("t"));
+    }
+    let _ = &mut conn;
+    server.shutdown().await;
+    for worker in workers {
+        worker.shutdown().await;
+    }
+}
