@@ -292,3 +292,37 @@ async fn a_slow_client_is_dropped_and_never_stalls_the_room() {
     assert_eq!(slow.close_code, Some(1013), "after {frames} frames");
     instance.shutdown().await;
 }
+
+/// y-redis 0.1.6 reads a room's stream from `0` on its first subscription and
+/// sends the whole backlog again; this server starts at the loaded document.
+#[tokio::test]
+async fn opening_a_room_does_not_replay_its_backlog() {
+    let data = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let writer_instance = start(&config(Some(&redis), data.path())).await;
+    let writer = YClient::connect(&url(&writer_instance, "backlog"))
+        .await
+        .unwrap();
+    writer.wait_synced(SOON).await.unwrap();
+    for i in 0..5 {
+        writer.text_insert("t", i, "x");
+    }
+    let watcher = YClient::connect(&url(&writer_instance, "backlog"))
+        .await
+        .unwrap();
+    watcher
+        .wait_until("backlog written", SOON, |c| c.text("t") == "xxxxx")
+        .await
+        .unwrap();
+
+    let fresh = start(&config(Some(&redis), data.path())).await;
+    let mut reader = RawClient::connect(&url(&fresh, "backlog")).await.unwrap();
+    let frames = reader.recv_all(Duration::from_millis(1500)).await;
+    assert_eq!(
+        frames.len(),
+        2,
+        "step 1 and step 2 only, no replay: {frames:?}"
+    );
+    writer_instance.shutdown().await;
+    fresh.shutdown().await;
+}
