@@ -82,7 +82,6 @@ impl Instance {
             }
         };
         let storage = open_storage(&config.storage).await?;
-        tracing::info!(backend = storage.name(), "storage ready");
         let auth = match (&config.auth.public_key, &config.auth.perm_callback) {
             (Some(key), Some(callback)) => Some(Authenticator::new(
                 key,
