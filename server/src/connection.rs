@@ -119,13 +119,13 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, room: String, access
             frame = incoming.next() => match frame {
                 None | Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                // Everything a reader sends is dropped unread, awareness included
+                // (compat notes 2.5), so it never has a departure to announce.
+                Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))) if access != Access::ReadWrite => {}
                 Some(Ok(WsMessage::Text(_))) => {
                     break End::Refused(close::UNSUPPORTED, "text frames are not y-websocket messages".into())
                 }
                 Some(Ok(WsMessage::Binary(frame))) => {
-                    if access != Access::ReadWrite {
-                        continue;
-                    }
                     if let Err(end) = handle_frame(&state, &stream_key, frame, &mut awareness).await {
                         break end;
                     }

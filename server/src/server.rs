@@ -66,19 +66,19 @@ async fn upgrade(
     let (access, subprotocol) = match &state.auth {
         None => (Access::ReadWrite, None),
         Some(authenticator) => {
+            // Refused before anything is upgraded: a plain 401 (compat notes 2.2).
+            // `authorize` logs the outcome; the token itself is never logged.
             let Some(token) = auth::token_from_request(&headers, uri.query()) else {
-                tracing::info!(%room, "refused: no token");
+                tracing::info!(
+                    room = room.as_str(),
+                    reason = %auth::AuthError::MissingToken,
+                    "connection refused"
+                );
                 return StatusCode::UNAUTHORIZED.into_response();
             };
             match authenticator.authorize(&room, &token.token).await {
-                Ok(grant) => {
-                    tracing::debug!(%room, user = %grant.user_id, access = ?grant.access, "authorized");
-                    (grant.access, token.subprotocol)
-                }
-                Err(err) => {
-                    tracing::info!(%room, reason = %err, "refused");
-                    return StatusCode::UNAUTHORIZED.into_response();
-                }
+                Ok(grant) => (grant.access, token.subprotocol),
+                Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
             }
         }
     };

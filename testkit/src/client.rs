@@ -133,6 +133,24 @@ async fn connect_socket(url: &str, protocols: Option<&str>) -> Result<Socket> {
     Ok(socket)
 }
 
+/// The outcome of a handshake that the server may refuse.
+pub enum Handshake {
+    /// The server upgraded the connection.
+    Accepted {
+        /// The connection.
+        client: Box<RawClient>,
+        /// The `Sec-WebSocket-Protocol` value of the server's 101 response, if any.
+        protocol: Option<String>,
+    },
+    /// The server answered the upgrade request with another HTTP status.
+    Refused {
+        /// The HTTP status code (for instance 401).
+        status: u16,
+        /// Whether the refusal carried an `Upgrade` header (it must not).
+        upgrade_header: bool,
+    },
+}
+
 /// A client that sends and receives raw frames, for byte-level checks.
 pub struct RawClient {
     socket: Socket,
@@ -183,6 +201,39 @@ impl RawClient {
             socket: connect_socket(url, Some(protocols)).await?,
             close_code: None,
         })
+    }
+
+    /// Attempt a handshake, optionally offering a `Sec-WebSocket-Protocol` value,
+    /// and report either the open connection with the protocol the server chose,
+    /// or the HTTP status of the refusal. Other failures (nothing listening, a
+    /// broken response) are errors.
+    pub async fn try_connect(url: &str, protocols: Option<&str>) -> Result<Handshake> {
+        let mut request = url.into_client_request()?;
+        if let Some(protocols) = protocols {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocols)?);
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, response)) => {
+                let protocol = response
+                    .headers()
+                    .get("Sec-WebSocket-Protocol")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                Ok(Handshake::Accepted {
+                    client: Box::new(Self {
+                        socket,
+                        close_code: None,
+                    }),
+                    protocol,
+                })
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Ok(Handshake::Refused {
+                status: response.status().as_u16(),
+                upgrade_header: response.headers().contains_key("Upgrade"),
+            }),
+            Err(err) => Err(anyhow!(err).context(format!("connecting to {url}"))),
+        }
     }
 
     /// Send one binary frame.

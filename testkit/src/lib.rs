@@ -11,7 +11,7 @@ pub mod process;
 pub mod redis;
 pub mod s3;
 
-pub use client::{doc_content, RawClient, YClient};
+pub use client::{doc_content, Handshake, RawClient, YClient};
 pub use gcs::FakeGcsServer;
 pub use postgres::PostgresServer;
 pub use process::{free_port, wait_for_port, ServiceProcess};

@@ -1,5 +1,6 @@
 //! The `websocket` command: server, worker, and operator tools.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -66,7 +67,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Colours only on a terminal: piped logs (files, journald) stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Some(Command::Auth(command)) => match auth(command) {
