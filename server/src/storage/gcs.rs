@@ -19,7 +19,8 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::http::{self, error_chain, Reply, ATTEMPTS};
-use super::{encode_strict, object_prefix, Storage, StorageError, StoredItem, RELIST_ATTEMPTS};
+use super::objects::{item_of, load_objects, ObjectStore};
+use super::{encode_strict, object_prefix, Storage, StorageError, StoredItem};
 
 /// The production JSON API endpoint.
 const GOOGLE_STORAGE: &str = "https://storage.googleapis.com";
@@ -254,48 +255,23 @@ fn describe(reply: &Reply) -> String {
     }
 }
 
-/// The part of an object name after the document's prefix, when the object
-/// belongs to the document (exactly one more path segment).
-fn item_of<'a>(prefix: &str, name: &'a str) -> Option<&'a str> {
-    name.strip_prefix(prefix)
-        .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+#[async_trait]
+impl ObjectStore for GcsStorage {
+    const KIND: &'static str = "GCS";
+
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.list(prefix).await
+    }
+
+    async fn fetch(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get(name).await
+    }
 }
 
 #[async_trait]
 impl Storage for GcsStorage {
     async fn load(&self, room: &str, docid: &str) -> Result<Vec<StoredItem>, StorageError> {
-        let prefix = object_prefix(room, docid);
-        for _ in 0..RELIST_ATTEMPTS {
-            let names: Vec<String> = self
-                .list(&prefix)
-                .await?
-                .into_iter()
-                .filter(|name| item_of(&prefix, name).is_some())
-                .collect();
-            let fetched: Vec<(String, Result<Option<Vec<u8>>, StorageError>)> = stream::iter(names)
-                .map(|name| async move {
-                    let update = self.get(&name).await;
-                    (name, update)
-                })
-                .buffered(PARALLEL_REQUESTS)
-                .collect()
-                .await;
-            let mut items = Vec::with_capacity(fetched.len());
-            let mut vanished = false;
-            for (reference, update) in fetched {
-                match update? {
-                    Some(update) => items.push(StoredItem { reference, update }),
-                    // Deleted by a compaction since the listing: list again.
-                    None => vanished = true,
-                }
-            }
-            if !vanished {
-                return Ok(items);
-            }
-        }
-        Err(StorageError::Backend(format!(
-            "GCS objects under {prefix} kept changing while being read"
-        )))
+        load_objects(self, room, docid).await
     }
 
     async fn put(

@@ -19,6 +19,7 @@ pub mod fs;
 pub mod gcs;
 mod http;
 pub mod memory;
+mod objects;
 pub mod postgres;
 pub mod s3;
 

