@@ -68,7 +68,7 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, room: String, access
                 DOC_ID,
             )
             .await
-            .map(|doc| doc.initial_messages())
+            .and_then(|doc| doc.initial_messages())
             .map_err(|err| err.to_string())
         })
         .await;

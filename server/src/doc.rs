@@ -22,6 +22,14 @@ pub enum LoadError {
     /// The stream bus failed.
     #[error(transparent)]
     Streams(#[from] StreamError),
+    /// The document could not be encoded (yrs failed on what it was given).
+    #[error("document cannot be encoded: {0}")]
+    Encode(String),
+}
+
+/// Run a yrs computation that may panic on crafted input, as an error instead.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, LoadError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| LoadError::Encode(format!("{what} panicked")))
 }
 
 /// A document as stored plus its stream, ready to be served or compacted.
@@ -41,18 +49,33 @@ pub struct LoadedDoc {
 impl LoadedDoc {
     /// The messages a client receives when it opens the room (compat notes 2.3):
     /// sync step 1, sync step 2, then awareness if any state is known.
-    pub fn initial_messages(&self) -> InitialSync {
-        let txn = self.doc.transact();
-        let state_vector = txn.state_vector().encode_v1();
-        let update = txn.encode_state_as_update_v1(&StateVector::default());
+    pub fn initial_messages(&self) -> Result<InitialSync, LoadError> {
+        let (state_vector, update) = guarded("encoding the initial sync", || {
+            let txn = self.doc.transact();
+            (
+                txn.state_vector().encode_v1(),
+                txn.encode_state_as_update_v1(&StateVector::default()),
+            )
+        })?;
         let states = self.awareness.to_update(false);
-        InitialSync {
+        Ok(InitialSync {
             step1: Bytes::from(protocol::encode_sync_step1(&state_vector)),
             step2: Bytes::from(protocol::encode_sync_step2(&update)),
             awareness: (!states.entries.is_empty())
                 .then(|| Bytes::from(protocol::encode_awareness_message(&states))),
             last_id: self.last_id,
-        }
+        })
+    }
+
+    /// The whole document as a v2 update and its v1 state vector, as stored.
+    pub fn stored_state(&self) -> Result<(Vec<u8>, Vec<u8>), LoadError> {
+        guarded("encoding the document", || {
+            let txn = self.doc.transact();
+            (
+                txn.encode_state_as_update_v2(&StateVector::default()),
+                txn.state_vector().encode_v1(),
+            )
+        })
     }
 }
 

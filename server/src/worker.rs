@@ -2,12 +2,12 @@
 //! (compat notes section 5), sharing the task queue with every other worker of
 //! the fleet, in any language.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
-use yrs::updates::encoder::Encode;
-use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::doc::{load_doc, LoadError};
 use crate::protocol::{self, StreamId};
@@ -142,11 +142,17 @@ impl Worker {
         }
     }
 
+    /// Compact one task and log the outcome. A panic inside (a yrs defect on
+    /// crafted input, say) is caught and logged like an error, so one document
+    /// can never stop the worker.
     async fn compact_logged(&self, task: &WorkerTask) {
-        match self.compact(task).await {
-            Ok(outcome) => tracing::debug!(stream = %task.stream, ?outcome, "compacted"),
-            Err(err) => {
+        match AssertUnwindSafe(self.compact(task)).catch_unwind().await {
+            Ok(Ok(outcome)) => tracing::debug!(stream = %task.stream, ?outcome, "compacted"),
+            Ok(Err(err)) => {
                 tracing::warn!(stream = %task.stream, %err, "compaction failed, the task will be retried")
+            }
+            Err(_) => {
+                tracing::error!(stream = %task.stream, "compaction panicked, the task will be retried")
             }
         }
     }
@@ -191,13 +197,7 @@ impl Worker {
         )
         .await?;
         if loaded.changed {
-            let (update, state_vector) = {
-                let txn = loaded.doc.transact();
-                (
-                    txn.encode_state_as_update_v2(&StateVector::default()),
-                    txn.state_vector().encode_v1(),
-                )
-            };
+            let (update, state_vector) = loaded.stored_state()?;
             if let Some(callback) = &self.settings.update_callback {
                 // As y-redis: the callback hears of the change before it is stored.
                 // Its failure is logged and never blocks storing the document.
