@@ -49,8 +49,8 @@ pub struct WorkerSettings {
 pub enum Outcome {
     /// The stream was empty: it and its task were removed.
     RemovedEmpty,
-    /// The document was compacted (stored when it had changed) and the stream
-    /// trimmed before the given id.
+    /// The document was compacted (stored when it had changed, redundant stored
+    /// items deleted) and the stream trimmed before the given id.
     Compacted {
         /// Whether a new item was stored: the stream changed the document, or
         /// several stored items were folded into one.
