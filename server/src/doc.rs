@@ -44,6 +44,10 @@ pub struct LoadedDoc {
     pub references: Vec<String>,
     /// Whether the stream held changes the stored state did not have.
     pub changed: bool,
+    /// When several items are stored: the reference of one that alone holds the
+    /// whole stored document, which makes the others redundant (left behind by a
+    /// compaction that could not delete what it replaced). `None` otherwise.
+    pub covering: Option<String>,
 }
 
 impl LoadedDoc {
@@ -127,8 +131,7 @@ pub async fn load_doc(
     let items = storage.load(room, docid).await?;
 
     let doc = Doc::new();
-    let mut references = Vec::with_capacity(items.len());
-    for item in items {
+    for item in &items {
         if let Err(err) = apply(&doc, &item.update, true) {
             return Err(StorageError::Corrupt(format!(
                 "stored item {} of room {room:?}: {err}",
@@ -136,10 +139,23 @@ pub async fn load_doc(
             ))
             .into());
         }
-        references.push(item.reference);
     }
 
     let before = doc.transact().snapshot();
+    let covering = if items.len() > 1 {
+        // Same state vector and delete set as all items merged: this item alone
+        // holds everything stored.
+        items
+            .iter()
+            .find(|item| {
+                let alone = Doc::new();
+                apply(&alone, &item.update, true).is_ok() && alone.transact().snapshot() == before
+            })
+            .map(|item| item.reference.clone())
+    } else {
+        None
+    };
+    let references: Vec<String> = items.into_iter().map(|item| item.reference).collect();
     let mut awareness = AwarenessStates::default();
     let mut last_id = StreamId::ZERO;
     for entry in &entries {
@@ -166,5 +182,6 @@ pub async fn load_doc(
         last_id,
         references,
         changed,
+        covering,
     })
 }

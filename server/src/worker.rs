@@ -14,6 +14,9 @@ use crate::protocol::{self, StreamId};
 use crate::storage::{Storage, StorageError};
 use crate::streams::{StreamError, Streams, WorkerTask, CLAIM_COUNT};
 
+/// The longest pause between claims after batches that failed entirely.
+const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(1);
+
 /// Why one compaction pass failed. The task stays claimed and is retried once
 /// it has been idle for the task debounce.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +49,11 @@ pub struct WorkerSettings {
 pub enum Outcome {
     /// The stream was empty: it and its task were removed.
     RemovedEmpty,
-    /// The document was compacted (stored when it had changed) and the stream
-    /// trimmed before the given id.
+    /// The document was compacted (stored when it had changed, redundant stored
+    /// items deleted) and the stream trimmed before the given id.
     Compacted {
-        /// Whether a new item was stored.
+        /// Whether a new item was stored: the stream changed the document, or
+        /// several stored items were folded into one.
         stored: bool,
         /// Entries older than this id were trimmed.
         trimmed_before: StreamId,
@@ -96,6 +100,8 @@ impl Worker {
     pub async fn run(&self, shutdown: CancellationToken) {
         tracing::info!(consumer = %self.consumer, storage = self.storage.name(), "worker started");
         let mut backoff = Duration::from_millis(100);
+        // Pause after a batch whose every task failed; doubles while that goes on.
+        let mut failure_pause: Option<Duration> = None;
         while !shutdown.is_cancelled() {
             let claimed = self
                 .streams
@@ -104,15 +110,30 @@ impl Worker {
             let pause = match claimed {
                 Ok(tasks) if tasks.is_empty() => {
                     backoff = Duration::from_millis(100);
-                    Duration::from_secs(1)
-                        .min(self.settings.task_debounce.max(Duration::from_millis(50)))
+                    self.idle_pause()
                 }
                 Ok(tasks) => {
                     backoff = Duration::from_millis(100);
-                    for task in tasks {
-                        self.compact_logged(&task).await;
+                    let mut failed = 0;
+                    for task in &tasks {
+                        if !self.compact_logged(task).await {
+                            failed += 1;
+                        }
                     }
-                    continue;
+                    if failed < tasks.len() {
+                        failure_pause = None;
+                        continue;
+                    }
+                    // Every claimed task failed (storage down, say). They become
+                    // claimable again after the debounce, the natural retry
+                    // interval; this pause, doubling up to 1 s while failures go
+                    // on, keeps a very short debounce from turning the retries
+                    // into a busy loop.
+                    let pause = failure_pause.map_or(self.idle_pause(), |pause| {
+                        (pause * 2).min(MAX_FAILURE_PAUSE)
+                    });
+                    failure_pause = Some(pause);
+                    pause
                 }
                 Err(err) => {
                     tracing::warn!(%err, retry_in = ?backoff, "claiming worker tasks failed");
@@ -129,6 +150,12 @@ impl Worker {
         tracing::info!(consumer = %self.consumer, "worker stopped");
     }
 
+    /// How long to wait before claiming again when there was nothing to do: the
+    /// task debounce, within 50 ms and 1 s (y-redis sleeps 1 s).
+    fn idle_pause(&self) -> Duration {
+        Duration::from_secs(1).min(self.settings.task_debounce.max(Duration::from_millis(50)))
+    }
+
     /// Compact every queued document now, however recent its changes (a single
     /// instance does this before it stops, since its streams die with it).
     pub async fn flush(&self) {
@@ -142,17 +169,32 @@ impl Worker {
         }
     }
 
-    /// Compact one task and log the outcome. A panic inside (a yrs defect on
-    /// crafted input, say) is caught and logged like an error, so one document
-    /// can never stop the worker.
-    async fn compact_logged(&self, task: &WorkerTask) {
+    /// Compact one task; a failure is logged once, at warn, with its error. A
+    /// panic inside (a yrs defect on crafted input, say) is caught and logged
+    /// like an error, so one document can never stop the worker. Returns
+    /// whether the pass succeeded.
+    async fn compact_logged(&self, task: &WorkerTask) -> bool {
         match AssertUnwindSafe(self.compact(task)).catch_unwind().await {
-            Ok(Ok(outcome)) => tracing::debug!(stream = %task.stream, ?outcome, "compacted"),
+            Ok(Ok(outcome)) => {
+                tracing::debug!(stream = %task.stream, ?outcome, "compacted");
+                true
+            }
             Ok(Err(err)) => {
-                tracing::warn!(stream = %task.stream, %err, "compaction failed, the task will be retried")
+                tracing::warn!(
+                    stream = %task.stream,
+                    %err,
+                    retry_in = ?self.settings.task_debounce,
+                    "compaction failed, nothing was trimmed; the task will be retried"
+                );
+                false
             }
             Err(_) => {
-                tracing::error!(stream = %task.stream, "compaction panicked, the task will be retried")
+                tracing::error!(
+                    stream = %task.stream,
+                    retry_in = ?self.settings.task_debounce,
+                    "compaction panicked, nothing was trimmed; the task will be retried"
+                );
+                false
             }
         }
     }
@@ -172,9 +214,24 @@ impl Worker {
         }
     }
 
+    /// Delete items whose content a stored item already holds. A failure only
+    /// leaves duplicates, which merge harmlessly until a later pass deletes them,
+    /// so it is logged and the pass goes on (the stream may be trimmed: storage
+    /// holds its content).
+    async fn delete_replaced(&self, room: &str, docid: &str, references: &[String]) {
+        if references.is_empty() {
+            return;
+        }
+        if let Err(err) = self.storage.delete(room, docid, references).await {
+            tracing::warn!(%room, %err, "could not delete replaced items, a later pass will");
+        }
+    }
+
     /// One compaction pass over the task's stream. Storage is written before the
     /// stream is trimmed, and old items are deleted only after the new one is
-    /// stored: an error at any step loses nothing.
+    /// stored: an error at any step loses nothing. On an error the task is left
+    /// claimed, untrimmed; any worker claims it again once it has been idle for
+    /// the task debounce.
     pub async fn compact(&self, task: &WorkerTask) -> Result<Outcome, WorkerError> {
         let (room, docid) = match protocol::parse_stream_key(self.streams.prefix(), &task.stream) {
             Ok(parts) => parts,
@@ -196,23 +253,40 @@ impl Worker {
             &docid,
         )
         .await?;
-        if loaded.changed {
+        // Several stored items mean an earlier pass stored its item but could not
+        // delete the ones it replaced (a crash, a failed delete). They merge
+        // harmlessly; when nothing changed they are pruned to the one holding
+        // everything, or folded into a new item when none does.
+        let redundant: Vec<String> = match (&loaded.covering, loaded.changed) {
+            (Some(keep), false) => loaded
+                .references
+                .iter()
+                .filter(|reference| *reference != keep)
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        let store = loaded.changed || (loaded.references.len() > 1 && loaded.covering.is_none());
+        if store {
             let (update, state_vector) = loaded.stored_state()?;
-            if let Some(callback) = &self.settings.update_callback {
+            if let Some(callback) = self
+                .settings
+                .update_callback
+                .as_deref()
+                .filter(|_| loaded.changed)
+            {
                 // As y-redis: the callback hears of the change before it is stored.
                 // Its failure is logged and never blocks storing the document.
                 self.notify_update(callback, &room, &update).await;
             }
+            // Nothing is deleted or trimmed unless this succeeds.
             self.storage
                 .put(&room, &docid, &update, &state_vector)
                 .await?;
-            if !loaded.references.is_empty() {
-                if let Err(err) = self.storage.delete(&room, &docid, &loaded.references).await {
-                    // The new item holds everything: the old ones merge harmlessly
-                    // until a later pass deletes them.
-                    tracing::warn!(%room, %err, "could not delete replaced items");
-                }
-            }
+            self.delete_replaced(&room, &docid, &loaded.references)
+                .await;
+        } else if !redundant.is_empty() {
+            self.delete_replaced(&room, &docid, &redundant).await;
         }
         let last_ms = loaded.last_id.ms.max(task.id.ms);
         let trim_before = StreamId {
@@ -221,7 +295,7 @@ impl Worker {
         };
         self.streams.finish_task(task, trim_before).await?;
         Ok(Outcome::Compacted {
-            stored: loaded.changed,
+            stored: store,
             trimmed_before: trim_before,
         })
     }

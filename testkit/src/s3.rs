@@ -29,16 +29,32 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
-/// moto's S3 server on a free port; stopped on drop.
+/// Creates a bucket.
+const CREATE_BUCKET: &str = r#"
+import sys, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],
+                  config=Config(s3={"addressing_style": "path"}))
+s3.create_bucket(Bucket=sys.argv[4])
+"#;
+
+/// moto's S3 server on a free port; stopped on drop. Its data lives in memory:
+/// [`S3Server::restart`] comes back empty, without buckets.
 pub struct S3Server {
     port: u16,
-    _process: ServiceProcess,
+    process: ServiceProcess,
 }
 
 impl S3Server {
     /// Start the server and wait until it accepts connections.
     pub fn start() -> Result<Self> {
         let port = free_port()?;
+        let process = Self::spawn(port)?;
+        Ok(Self { port, process })
+    }
+
+    fn spawn(port: u16) -> Result<ServiceProcess> {
         let mut command = Command::new(python());
         command.args([
             "-m",
@@ -53,10 +69,47 @@ impl S3Server {
         wait_for_port(port, Duration::from_secs(60))
             .and_then(|()| process.check_running())
             .context("moto's S3 server did not start: run ci/setup.sh")?;
-        Ok(Self {
-            port,
-            _process: process,
-        })
+        Ok(process)
+    }
+
+    /// Kill the server at once, as a crash would; requests fail until
+    /// [`S3Server::restart`].
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Start it again on the same port after [`S3Server::stop`]. moto keeps
+    /// nothing: every bucket and object is gone.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.kill();
+        self.process = Self::spawn(self.port)?;
+        Ok(())
+    }
+
+    /// Create a bucket.
+    pub fn create_bucket(&self, bucket: &str) -> Result<()> {
+        self.boto3(CREATE_BUCKET, bucket).map(|_| ())
+    }
+
+    fn boto3(&self, script: &str, bucket: &str) -> Result<String> {
+        let output = Command::new(python())
+            .args([
+                "-c",
+                script,
+                &self.endpoint(),
+                self.access_key(),
+                self.secret_key(),
+                bucket,
+            ])
+            .output()
+            .context("running boto3")?;
+        if !output.status.success() {
+            bail!(
+                "boto3 against moto failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// `http://127.0.0.1:{port}`.
@@ -81,24 +134,8 @@ impl S3Server {
 
     /// Every object name in `bucket`, listed independently of the code under test.
     pub fn object_names(&self, bucket: &str) -> Result<Vec<String>> {
-        let output = Command::new(python())
-            .args([
-                "-c",
-                LIST_KEYS,
-                &self.endpoint(),
-                self.access_key(),
-                self.secret_key(),
-                bucket,
-            ])
-            .output()
-            .context("listing S3 objects with boto3")?;
-        if !output.status.success() {
-            bail!(
-                "listing S3 objects failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout)
+        Ok(self
+            .boto3(LIST_KEYS, bucket)?
             .lines()
             .map(str::to_string)
             .collect())

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::fs::FsStorage;
 use super::gcs::{GcsOptions, GcsStorage};
@@ -250,11 +251,31 @@ impl StorageConfig {
     }
 }
 
+/// How long opening a backend (connecting, the start-up check) may take in all,
+/// so a server that accepts connections but never answers stops the start too.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Open the configured backend and check it can be used (reachable, bucket present
 /// or created), so a bad configuration stops the server at start with a clear
-/// message instead of failing at its first compaction.
+/// message instead of failing at its first compaction. Gives up after
+/// [`OPEN_TIMEOUT`].
 pub async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Storage>, StorageError> {
-    let storage: Arc<dyn Storage> = match cfg.backend_kind() {
+    let kind = cfg.backend_kind();
+    match tokio::time::timeout(OPEN_TIMEOUT, open_backend(cfg, kind)).await {
+        Ok(result) => result,
+        Err(_) => Err(StorageError::Backend(format!(
+            "{} storage did not answer within {} s",
+            kind.as_str(),
+            OPEN_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn open_backend(
+    cfg: &StorageConfig,
+    kind: StorageBackend,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    let storage: Arc<dyn Storage> = match kind {
         StorageBackend::Memory => Arc::new(MemoryStorage::new()),
         StorageBackend::Fs => Arc::new(
             FsStorage::open(

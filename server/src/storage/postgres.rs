@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
+use super::http::error_chain;
 use super::{Storage, StorageError, StoredItem};
 
 /// How long establishing a connection may take before the call fails.
@@ -98,7 +99,7 @@ impl PostgresStorage {
         let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT * 2, connecting)
             .await
             .map_err(|_| backend("connecting timed out"))?
-            .map_err(|e| backend(format!("connecting: {e}")))?;
+            .map_err(|e| backend(format!("connecting: {}", error_chain(&e))))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "postgres storage connection lost");
@@ -142,7 +143,7 @@ impl std::fmt::Display for TimedError {
         match self {
             TimedError::Postgres(e) => match e.as_db_error() {
                 Some(db) => write!(f, "{db}"),
-                None => write!(f, "{e}"),
+                None => write!(f, "{}", error_chain(e)),
             },
             TimedError::Timeout => write!(f, "statement timed out after {STATEMENT_TIMEOUT:?}"),
         }
