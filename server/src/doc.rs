@@ -131,15 +131,20 @@ pub async fn load_doc(
     let items = storage.load(room, docid).await?;
 
     let doc = Doc::new();
-    for item in &items {
-        if let Err(err) = apply(&doc, &item.update, true) {
-            return Err(StorageError::Corrupt(format!(
-                "stored item {} of room {room:?}: {err}",
-                item.reference
-            ))
-            .into());
+    let mut usable = Vec::with_capacity(items.len());
+    for item in items {
+        match apply(&doc, &item.update, true) {
+            Ok(()) => usable.push(item),
+            // Kept out of the references, so compaction never deletes it: it
+            // stays for an operator to look at, and the rest of the document
+            // is served and compacted as usual.
+            Err(err) => tracing::error!(
+                %room, reference = %item.reference, %err,
+                "stored item does not decode, skipped"
+            ),
         }
     }
+    let items = usable;
 
     let before = doc.transact().snapshot();
     let covering = if items.len() > 1 {

@@ -351,3 +351,44 @@ async fn several_workers_share_the_queue() {
         worker.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_corrupt_stored_item_is_skipped_and_kept() {
+    let data = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let mut cfg = config(Some(&redis), data.path());
+    fast(&mut cfg);
+    let instance = start(&cfg).await;
+    let writer = YClient::connect(&url(&instance, "corrupt")).await.unwrap();
+    writer.wait_synced(SOON).await.unwrap();
+    writer.text_insert("t", 0, "good");
+    eventually("stored", SOON, || async {
+        stored_files(data.path(), "corrupt").len() == 1
+    })
+    .await;
+    let garbage = data
+        .path()
+        .join("corrupt/index/00000000-0000-4000-8000-000000000000");
+    std::fs::write(&garbage, b"\xff\xff not a v2 update").unwrap();
+
+    let reader = YClient::connect(&url(&instance, "corrupt")).await.unwrap();
+    reader.wait_synced(SOON).await.unwrap();
+    assert_eq!(reader.text("t"), "good");
+    writer.text_insert("t", 4, "!");
+    reader
+        .wait_until("new edit", SOON, |c| c.text("t") == "good!")
+        .await
+        .unwrap();
+    // Compaction goes on and leaves the unreadable item where it is.
+    eventually("compacted again", SOON, || async {
+        let files = stored_files(data.path(), "corrupt");
+        files.len() == 2 && files.iter().any(|f| f.starts_with("00000000"))
+    })
+    .await;
+    assert!(garbage.exists());
+    drop(reader);
+    let late = YClient::connect(&url(&instance, "corrupt")).await.unwrap();
+    late.wait_synced(SOON).await.unwrap();
+    assert_eq!(late.text("t"), "good!");
+    instance.shutdown().await;
+}
