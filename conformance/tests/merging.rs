@@ -11,6 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use anyhow::{bail, ensure, Context, Result};
+use common::op;
 use conformance::content;
 use conformance::wire::{self, AwarenessEntry, AwarenessTable, Msg};
 use conformance::{edit, EditOp, Sidecar};
@@ -63,29 +64,6 @@ enum Item {
 struct Batch {
     items: Vec<Item>,
     skip: usize,
-}
-
-fn value() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        any::<i32>().prop_map(|n| json!(n)),
-        (-1.0e6f64..1.0e6).prop_map(|f| json!(f)),
-        "[a-zé ]{0,6}".prop_map(|s| json!(s)),
-        any::<bool>().prop_map(|b| json!(b)),
-        Just(Value::Null),
-    ]
-}
-
-fn op() -> impl Strategy<Value = EditOp> {
-    let key = "k[0-3]";
-    prop_oneof![
-        3 => (0u32..24, "[a-z ]{1,6}").prop_map(|(index, text)| EditOp::TextInsert { index, text }),
-        1 => (0u32..24, 1u32..6).prop_map(|(index, len)| EditOp::TextDelete { index, len }),
-        2 => (key, value()).prop_map(|(key, value)| EditOp::MapSet { key, value }),
-        1 => key.prop_map(|key| EditOp::MapDelete { key }),
-        2 => (0u32..8, prop::collection::vec(value(), 1..3))
-            .prop_map(|(index, values)| EditOp::ArrayInsert { index, values }),
-        1 => (0u32..8, 1u32..3).prop_map(|(index, len)| EditOp::ArrayDelete { index, len }),
-    ]
 }
 
 fn state() -> impl Strategy<Value = Option<Value>> {

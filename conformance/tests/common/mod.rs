@@ -4,8 +4,11 @@
 
 use std::hash::{BuildHasher, Hasher};
 
+use conformance::EditOp;
+use proptest::prelude::*;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use serde_json::{json, Value};
 
 /// The environment variable that replays a run: `CONFORMANCE_SEED=<seed>`.
 pub const SEED_VAR: &str = "CONFORMANCE_SEED";
@@ -58,4 +61,29 @@ pub fn check<S: Strategy>(
 /// Turn any error into a test-case failure with its whole chain.
 pub fn fail(err: anyhow::Error) -> TestCaseError {
     TestCaseError::fail(format!("{err:#}"))
+}
+
+/// A JSON value for maps and arrays: integers, doubles, strings, booleans, null.
+pub fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i32>().prop_map(|n| json!(n)),
+        (-1.0e6f64..1.0e6).prop_map(|f| json!(f)),
+        "[a-zé ]{0,6}".prop_map(|s| json!(s)),
+        any::<bool>().prop_map(|b| json!(b)),
+        Just(Value::Null),
+    ]
+}
+
+/// One random edit of the fixed document shape.
+pub fn op() -> impl Strategy<Value = EditOp> {
+    let key = "k[0-3]";
+    prop_oneof![
+        3 => (0u32..24, "[a-z ]{1,6}").prop_map(|(index, text)| EditOp::TextInsert { index, text }),
+        1 => (0u32..24, 1u32..6).prop_map(|(index, len)| EditOp::TextDelete { index, len }),
+        2 => (key, value()).prop_map(|(key, value)| EditOp::MapSet { key, value }),
+        1 => key.prop_map(|key| EditOp::MapDelete { key }),
+        2 => (0u32..8, prop::collection::vec(value(), 1..3))
+            .prop_map(|(index, values)| EditOp::ArrayInsert { index, values }),
+        1 => (0u32..8, 1u32..3).prop_map(|(index, len)| EditOp::ArrayDelete { index, len }),
+    ]
 }
