@@ -12,7 +12,7 @@ pub enum RedisService {
     #[cfg(feature = "containers")]
     Container {
         /// The running container.
-        container: testcontainers::ContainerAsync<testcontainers::GenericImage>,
+        container: Box<testcontainers::ContainerAsync<testcontainers::GenericImage>>,
         /// `redis://{host}:{port}`.
         url: String,
     },
@@ -42,7 +42,7 @@ impl RedisService {
         let host = container.get_host().await?;
         let port = container.get_host_port_ipv4(6379.tcp()).await?;
         Ok(Self::Container {
-            container,
+            container: Box::new(container),
             url: format!("redis://{host}:{port}"),
         })
     }
