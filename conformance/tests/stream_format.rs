@@ -63,7 +63,7 @@ type SessionFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 /// One scripted session: what the clients do, given the fleet to do it on.
 struct Session {
     name: &'static str,
-    /// Whether the fleet runs a worker (task debounce 2 s).
+    /// Whether the fleet runs a worker (task debounce 3 s).
     worker: bool,
     script: for<'a> fn(&'a mut Fleet, Lang) -> SessionFuture<'a>,
 }
@@ -71,7 +71,7 @@ struct Session {
 /// Run `session` on a fresh fleet of `lang` and dump what it left in Redis.
 async fn run(session: &Session, lang: Lang) -> Result<Dump> {
     let workers = usize::from(session.worker);
-    let builder = Fleet::builder().env("REDIS_TASK_DEBOUNCE", "2000");
+    let builder = Fleet::builder().env("REDIS_TASK_DEBOUNCE", "3000");
     let builder = match lang {
         Lang::Rust => builder.rust_servers(1).rust_workers(workers),
         Lang::Js => builder.js_servers(1).js_workers(workers),
@@ -235,7 +235,8 @@ fn fixed_updates(client_id: u64, edits: &[&str]) -> (Vec<Vec<u8>>, Doc) {
 
 /// Updates: a burst of dependent updates in a room whose name needs encoding,
 /// a second room fed by a step 2 (rewritten to an update), an empty step 2, and
-/// messages that are dropped (step 1, auth, query-awareness).
+/// messages that are dropped while the connection stays (step 1, auth,
+/// query-awareness, a step 2 shorter than 4 bytes).
 fn updates_session<'a>(fleet: &'a mut Fleet, lang: Lang) -> SessionFuture<'a> {
     Box::pin(async move {
         let server = fleet.server(lang, 0)?;
@@ -264,9 +265,14 @@ fn updates_session<'a>(fleet: &'a mut Fleet, lang: Lang) -> SessionFuture<'a> {
         b.send(&hex("0001020000")).await?;
         b.send(&[3]).await?;
         b.send(&hex("020000")).await?;
+        // A step 2 shorter than 4 bytes is dropped, and the connection stays.
+        b.send(&hex("000100")).await?;
         b.send(&sync(0, &StateVector::default().encode_v1()))
             .await?;
         wait_len(&mut conn, "y:room:plain:index", 2).await?;
+        let (more, _) = fixed_updates(10, &["still here"]);
+        b.send(&sync(2, &more[0])).await?;
+        wait_len(&mut conn, "y:room:plain:index", 3).await?;
 
         a.send(&sync(0, &doc.transact().state_vector().encode_v1()))
             .await?;
