@@ -284,7 +284,7 @@ fn clients_on_rust_and_js_servers_converge() {
     .collect::<Result<_>>()
     .unwrap();
     let case = std::sync::atomic::AtomicUsize::new(0);
-    common::check("cross_sync", 24, 4, script(), |script| {
+    common::check("cross_sync", 48, 4, script(), |script| {
         let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let room = format!("cross-{n}");
         let started = std::time::Instant::now();

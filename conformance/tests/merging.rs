@@ -423,7 +423,7 @@ fn check_batch(sidecar: &Sidecar, batch: &Batch) -> Result<()> {
 #[test]
 fn rust_merge_matches_the_reference_merge() {
     let sidecar = Sidecar::start().expect("the sidecar starts (node and js-reference installed)");
-    common::check("merging", 256, 64, batch(), |batch| {
+    common::check("merging", 512, 64, batch(), |batch| {
         check_batch(&sidecar, &batch).map_err(common::fail)
     });
 }
