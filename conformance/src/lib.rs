@@ -11,6 +11,8 @@
 //!
 //! See `docs/conformance.md` for how to run the groups and what each proves.
 
+#![deny(missing_docs)]
+
 pub mod auth;
 pub mod content;
 pub mod dump;
