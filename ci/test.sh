@@ -10,6 +10,8 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo clippy (conformance with Redis in containers)"
+cargo clippy -p conformance --all-targets --features containers --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 if [ -f js-reference/package.json ]; then

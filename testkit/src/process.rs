@@ -53,6 +53,35 @@ impl ServiceProcess {
         })
     }
 
+    /// Spawn `command` keeping the standard streams the caller configured (for
+    /// example piped, to read a readiness line or to keep a log), in its own
+    /// process group like [`ServiceProcess::spawn`]. Take the piped streams with
+    /// [`ServiceProcess::child_mut`].
+    pub fn spawn_with_stdio(name: &str, mut command: Command) -> Result<Self> {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name}: is it installed? (run ci/setup.sh)"))?;
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+        })
+    }
+
+    /// The child, while it has not been stopped through this handle.
+    pub fn child_mut(&mut self) -> Option<&mut Child> {
+        self.child.as_mut()
+    }
+
+    /// The exit status if the process has exited on its own (a crash, or a clean
+    /// exit), `None` while it runs or after it was stopped through this handle.
+    pub fn try_exit_status(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => Ok(None),
+        }
+    }
+
     /// The operating system's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
