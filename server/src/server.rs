@@ -43,11 +43,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(upgrade).with_state(state)
 }
 
-/// The room of a request path: everything after the first `/`, not
-/// percent-decoded (compat notes 2.1).
+/// The room of a request path: its one segment, not percent-decoded (compat
+/// notes 2.1). Paths of several segments are no room (404), as for y-redis's
+/// `/:room` route: accepting them would open rooms the JavaScript servers of a
+/// fleet cannot serve. The empty room is refused too.
 pub fn room_of(uri: &Uri) -> Option<String> {
     let room = uri.path().strip_prefix('/')?;
-    (!room.is_empty()).then(|| room.to_string())
+    (!room.is_empty() && !room.contains('/')).then(|| room.to_string())
 }
 
 async fn upgrade(
@@ -94,4 +96,21 @@ async fn upgrade(
         connection::serve(socket, state, room, access).await;
         drop(token);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_is_one_raw_path_segment() {
+        let room = |path: &str| room_of(&path.parse::<Uri>().unwrap());
+        assert_eq!(room("/demo").as_deref(), Some("demo"));
+        assert_eq!(room("/my%20room?yauth=x").as_deref(), Some("my%20room"));
+        assert_eq!(room("/a%2Fb").as_deref(), Some("a%2Fb"));
+        assert_eq!(room("/"), None);
+        assert_eq!(room("/a/b"), None);
+        assert_eq!(room("/a/"), None);
+        assert_eq!(room("//a"), None);
+    }
 }
