@@ -1,27 +1,57 @@
 //! Auth for a fleet, the y-redis way: an ES384 key pair (the public JWK goes to
 //! every server as `AUTH_PUBLIC_KEY`), tokens minted per user, and the permission
 //! callback (`GET {callback}/{room}/{user}` → `{"yaccess": "rw" | "r", "yuserid"}`)
-//! served over HTTP on 127.0.0.1.
+//! served over HTTP on 127.0.0.1. Tests can also make the callback answer
+//! anything else per (room, user), hang, or go down, and sign tokens of any shape.
 
 use std::collections::HashMap;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use axum::http::{StatusCode, Uri};
+use anyhow::{bail, Context, Result};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use p384::ecdsa::signature::Signer as _;
+use p384::ecdsa::{Signature, SigningKey};
+use tokio::sync::watch;
 pub use websocket::auth::Access;
+
+use crate::paths;
 
 /// How long minted tokens stay valid.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
+/// How long a [`Reply::Hang`] holds its request at most (longer than any test).
+const HANG_LIMIT: Duration = Duration::from_secs(600);
+
+/// What the permission callback answers to `GET {callback}/{room}/{user}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// `200 {"yaccess": "rw" | "r", "yuserid": user}`, the answer y-redis expects.
+    Grant(Access),
+    /// Any status with any body (sent as `application/json`): refusals (403, 500),
+    /// bodies that are not JSON, `yaccess` values other than `rw` and `r`.
+    Raw {
+        /// The HTTP status.
+        status: u16,
+        /// The body, as sent.
+        body: String,
+    },
+    /// No answer until the service stops: a callback that hangs, to see whether a
+    /// server waits for it forever.
+    Hang,
+}
+
 #[derive(Default)]
 struct Permissions {
-    /// Access per user, for every room.
-    users: HashMap<String, Access>,
-    /// Access per (room, user), winning over `users`.
-    rooms: HashMap<(String, String), Access>,
+    /// The answer per user, for every room.
+    users: HashMap<String, Reply>,
+    /// The answer per (room, user), winning over `users`.
+    rooms: HashMap<(String, String), Reply>,
     /// Every callback request, as (room, user) path segments.
     requests: Vec<(String, String)>,
 }
@@ -34,12 +64,17 @@ pub struct AuthService {
     public_jwk: String,
     callback: String,
     permissions: Arc<Mutex<Permissions>>,
-    server: tokio::task::JoinHandle<()>,
+    /// Set to `true` to stop the callback server (and release hanging requests).
+    stop: watch::Sender<bool>,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for AuthService {
     fn drop(&mut self) {
-        self.server.abort();
+        self.stop.send_replace(true);
+        if let Some(server) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            server.abort();
+        }
     }
 }
 
@@ -55,20 +90,56 @@ impl AuthService {
             .context("binding the permission callback")?;
         let addr = listener.local_addr()?;
         let table = Arc::clone(&permissions);
+        let (stop, stopped) = watch::channel(false);
+        let released = stopped.clone();
         let app = Router::new().fallback(move |uri: Uri| {
             let table = Arc::clone(&table);
-            async move { answer(&table, &uri) }
+            let released = released.clone();
+            async move { answer(&table, &uri, released).await }
         });
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let mut stopped = stopped;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await;
         });
         Ok(Self {
             private_jwk,
             public_jwk,
             callback: format!("http://{addr}/auth/perm"),
             permissions,
-            server,
+            stop,
+            server: Mutex::new(Some(server)),
         })
+    }
+
+    /// Take the callback down, as an operator's outage would: hanging requests are
+    /// answered 503, open connections are closed, and the port refuses new ones.
+    /// Returns once nothing listens any more.
+    pub async fn stop_callback(&self) -> Result<()> {
+        self.stop.send_replace(true);
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(server) = server {
+            if tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .is_err()
+            {
+                bail!("the permission callback did not stop within 10 s");
+            }
+        }
+        let addr = self
+            .callback
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            bail!("the permission callback at {addr} still accepts connections");
+        }
+        Ok(())
     }
 
     /// The public key as JWK JSON text (`AUTH_PUBLIC_KEY`).
@@ -88,15 +159,29 @@ impl AuthService {
 
     /// Give `user` this access in every room (replacing an earlier grant).
     pub fn grant(&self, user: &str, access: Access) {
-        self.lock().users.insert(user.to_string(), access);
+        self.lock()
+            .users
+            .insert(user.to_string(), Reply::Grant(access));
     }
 
     /// Give `user` this access in `room` only (the room as it appears in the URL
     /// path), winning over [`AuthService::grant`].
     pub fn grant_room(&self, room: &str, user: &str, access: Access) {
+        self.reply(room, user, Reply::Grant(access));
+    }
+
+    /// Answer requests for (`room`, `user`) with `reply` (both as the path
+    /// segments the callback receives), winning over [`AuthService::grant`].
+    pub fn reply(&self, room: &str, user: &str, reply: Reply) {
         self.lock()
             .rooms
-            .insert((room.to_string(), user.to_string()), access);
+            .insert((room.to_string(), user.to_string()), reply);
+    }
+
+    /// Answer every request for `user`, in any room, with `reply` (replacing an
+    /// earlier grant or reply for every room).
+    pub fn reply_user(&self, user: &str, reply: Reply) {
+        self.lock().users.insert(user.to_string(), reply);
     }
 
     /// Withdraw every grant of `user`.
@@ -119,6 +204,87 @@ impl AuthService {
         self.token(user)
     }
 
+    /// A token for `user` minted by the `websocket auth token` command, valid for
+    /// `ttl_secs`: what an operator using the Rust CLI hands out.
+    pub fn token_from_cli(&self, user: &str, ttl_secs: u64) -> Result<String> {
+        let output = Command::new(paths::websocket_binary()?)
+            .args([
+                "auth",
+                "token",
+                "--private-key",
+                &self.private_jwk,
+                "--user",
+                user,
+            ])
+            .args(["--ttl", &ttl_secs.to_string()])
+            .env_clear()
+            .output()
+            .context("running websocket auth token")?;
+        if !output.status.success() {
+            bail!(
+                "websocket auth token failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?.trim().to_string())
+    }
+
+    /// A compact JWT with exactly this header and payload JSON text, ES384-signed
+    /// with the fleet's key by the harness itself (independently of the server's
+    /// minting), for tokens of shapes no minting tool produces.
+    pub fn sign(&self, header_json: &str, payload_json: &str) -> Result<String> {
+        self.sign_encoded(
+            &URL_SAFE_NO_PAD.encode(header_json),
+            &URL_SAFE_NO_PAD.encode(payload_json),
+        )
+    }
+
+    /// `{header}.{payload}.{signature}` with the signature (ES384, the fleet's key)
+    /// over exactly the two given texts: for tokens whose parts are not plain
+    /// base64url (padding, other alphabets), which only the decoding can refuse.
+    pub fn sign_encoded(&self, header: &str, payload: &str) -> Result<String> {
+        let jwk: serde_json::Value = serde_json::from_str(&self.private_jwk)?;
+        let d = jwk["d"].as_str().context("the private JWK has no d")?;
+        let key = SigningKey::from_slice(&URL_SAFE_NO_PAD.decode(d)?)?;
+        let input = format!("{header}.{payload}");
+        let signature: Signature = key.sign(input.as_bytes());
+        Ok(format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        ))
+    }
+
+    /// A token with this payload JSON text, signed by Node's WebCrypto with the
+    /// fleet's private JWK and the header `{"alg":"ES384","typ":"JWT"}`, as
+    /// y-redis's JavaScript tools (lib0) sign them.
+    pub fn sign_with_node(&self, payload_json: &str) -> Result<String> {
+        let script = r#"
+const { subtle } = require('node:crypto').webcrypto;
+(async () => {
+  const key = await subtle.importKey('jwk', JSON.parse(process.env.PRIVATE_JWK),
+    { name: 'ECDSA', namedCurve: 'P-384' }, false, ['sign']);
+  const enc = (text) => Buffer.from(text).toString('base64url');
+  const input = enc(JSON.stringify({ alg: 'ES384', typ: 'JWT' })) + '.' + enc(process.env.PAYLOAD);
+  const signature = await subtle.sign({ name: 'ECDSA', hash: 'SHA-384' }, key, Buffer.from(input));
+  process.stdout.write(input + '.' + Buffer.from(signature).toString('base64url'));
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+        let output = Command::new("node")
+            .arg("-e")
+            .arg(script)
+            .env("PRIVATE_JWK", &self.private_jwk)
+            .env("PAYLOAD", payload_json)
+            .output()
+            .context("running node (v20 or later) to sign a token with WebCrypto")?;
+        if !output.status.success() {
+            bail!(
+                "node could not sign a token: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?.trim().to_string())
+    }
+
     /// The (room, user) path segments of every callback request so far.
     pub fn requests(&self) -> Vec<(String, String)> {
         self.lock().requests.clone()
@@ -129,8 +295,12 @@ impl AuthService {
     }
 }
 
-/// `GET /auth/perm/{room}/{user}`: the grant as y-redis expects it, or 404.
-fn answer(table: &Mutex<Permissions>, uri: &Uri) -> Response {
+/// `GET /auth/perm/{room}/{user}`: the reply set for it, or 404.
+async fn answer(
+    table: &Mutex<Permissions>,
+    uri: &Uri,
+    mut stopped: watch::Receiver<bool>,
+) -> Response {
     let path = uri.path();
     let Some(rest) = path.strip_prefix("/auth/perm/") else {
         return StatusCode::NOT_FOUND.into_response();
@@ -138,20 +308,32 @@ fn answer(table: &Mutex<Permissions>, uri: &Uri) -> Response {
     let Some((room, user)) = rest.rsplit_once('/') else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
-    table.requests.push((room.to_string(), user.to_string()));
-    let access = table
-        .rooms
-        .get(&(room.to_string(), user.to_string()))
-        .or_else(|| table.users.get(user))
-        .copied();
-    match access {
-        Some(access) => {
+    let reply = {
+        let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+        table.requests.push((room.to_string(), user.to_string()));
+        table
+            .rooms
+            .get(&(room.to_string(), user.to_string()))
+            .or_else(|| table.users.get(user))
+            .cloned()
+    };
+    match reply {
+        Some(Reply::Grant(access)) => {
             let yaccess = match access {
                 Access::ReadWrite => "rw",
                 Access::ReadOnly => "r",
             };
             axum::Json(serde_json::json!({ "yaccess": yaccess, "yuserid": user })).into_response()
+        }
+        Some(Reply::Raw { status, body }) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Some(Reply::Hang) => {
+            let _ = tokio::time::timeout(HANG_LIMIT, stopped.wait_for(|stop| *stop)).await;
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
         None => StatusCode::NOT_FOUND.into_response(),
     }

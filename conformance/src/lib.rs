@@ -7,6 +7,8 @@
 //! - [`sidecar`]: real yjs and real y-websocket providers, driven from Rust;
 //! - [`dump`]: Redis contents normalised for comparison;
 //! - [`wire`]: frames and messages read the way clients read them;
+//! - [`handshake`]: upgrade requests by hand, reporting the HTTP status and the
+//!   subprotocol a server answered;
 //! - [`edit`] and [`content`]: the same edits and content checks on yrs and yjs.
 //!
 //! See `docs/conformance.md` for how to run the groups and what each proves.
@@ -18,6 +20,7 @@ pub mod content;
 pub mod dump;
 pub mod edit;
 pub mod fleet;
+pub mod handshake;
 pub mod member;
 pub mod paths;
 pub mod redis;
@@ -25,7 +28,7 @@ pub mod sidecar;
 pub mod storage;
 pub mod wire;
 
-pub use auth::{Access, AuthService};
+pub use auth::{Access, AuthService, Reply};
 pub use edit::EditOp;
 pub use fleet::{Fleet, FleetBuilder};
 pub use member::{Lang, Member, Role};

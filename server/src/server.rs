@@ -43,11 +43,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(upgrade).with_state(state)
 }
 
-/// The room of a request path: everything after the first `/`, not
-/// percent-decoded (compat notes 2.1). `/` is the room with the empty name, as
-/// in y-redis (so `wscat -c ws://host:port` connects).
+/// The room of a request path: its one segment, not percent-decoded (compat
+/// notes 2.1). Paths of several segments are no room (404), as for y-redis's
+/// `/:room` route: accepting them would open rooms the JavaScript servers of a
+/// fleet cannot serve. `/` is the room with the empty name, as in y-redis (so
+/// `wscat -c ws://host:port` connects).
 pub fn room_of(uri: &Uri) -> Option<String> {
-    uri.path().strip_prefix('/').map(str::to_string)
+    let room = uri.path().strip_prefix('/')?;
+    (!room.contains('/')).then(|| room.to_string())
 }
 
 async fn upgrade(
@@ -94,4 +97,21 @@ async fn upgrade(
         connection::serve(socket, state, room, access).await;
         drop(token);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_is_one_raw_path_segment() {
+        let room = |path: &str| room_of(&path.parse::<Uri>().unwrap());
+        assert_eq!(room("/demo").as_deref(), Some("demo"));
+        assert_eq!(room("/my%20room?yauth=x").as_deref(), Some("my%20room"));
+        assert_eq!(room("/a%2Fb").as_deref(), Some("a%2Fb"));
+        assert_eq!(room("/"), None);
+        assert_eq!(room("/a/b"), None);
+        assert_eq!(room("/a/"), None);
+        assert_eq!(room("//a"), None);
+    }
 }

@@ -15,24 +15,24 @@ const QUERY_PARAMETER: &str = "yauth";
 /// Finds the client's token, where y-redis looks for it: first a
 /// `Sec-WebSocket-Protocol` entry `yauth-<token>` (entries are comma separated and
 /// trimmed; the header may repeat), then the `yauth` query parameter (decoded as a
-/// browser's `URLSearchParams` does). Empty tokens count as absent. `None` means the
-/// request must be answered with 401.
+/// browser's `URLSearchParams` does). Only the first `yauth-` entry counts: when it
+/// is empty (`yauth-` alone), the request has no usable token and the query is not
+/// consulted, as the JavaScript server does. An empty query token counts as absent.
+/// `None` means the request must be answered with 401.
 pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<RequestToken> {
-    let from_header = headers
+    let entry = headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .find_map(|entry| {
-            let token = entry.strip_prefix(SUBPROTOCOL_PREFIX)?;
-            (!token.is_empty()).then(|| RequestToken {
-                token: token.to_owned(),
-                subprotocol: Some(entry.to_owned()),
-            })
+        .find(|entry| entry.starts_with(SUBPROTOCOL_PREFIX));
+    if let Some(entry) = entry {
+        let token = &entry[SUBPROTOCOL_PREFIX.len()..];
+        return (!token.is_empty()).then(|| RequestToken {
+            token: token.to_owned(),
+            subprotocol: Some(entry.to_owned()),
         });
-    if from_header.is_some() {
-        return from_header;
     }
     let query = query?;
     let query = query.strip_prefix('?').unwrap_or(query);

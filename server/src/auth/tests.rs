@@ -208,6 +208,40 @@ fn malformed_tokens_are_refused() {
             "{name}: {result:?}"
         );
     }
+    // Token parts are unpadded base64url (JOSE): a `=` is refused even when the
+    // signature covers it, as the JavaScript server refuses it.
+    let signing = signing_key_from_jwk(&private).unwrap();
+    let signed_over = |header: &str, payload: &str| {
+        use p384::ecdsa::signature::Signer as _;
+        let input = format!("{header}.{payload}");
+        let signature: p384::ecdsa::Signature = signing.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    };
+    for (name, token) in [
+        (
+            "payload padded",
+            signed_over(
+                &b64(HEADER),
+                &format!("{}==", b64(r#"{"yuserid":"a","x":"ab"}"#)),
+            ),
+        ),
+        (
+            "header padded",
+            signed_over(&format!("{}=", b64(r#"{"alg":"ES384"}"#)), &payload),
+        ),
+    ] {
+        let result = auth.verify_token(&token);
+        assert!(
+            matches!(result, Err(AuthError::Malformed(_))),
+            "{name}: {result:?}"
+        );
+    }
+    let padded_signature = format!("{}.{}.{}==", parts[0], parts[1], parts[2]);
+    assert!(auth.verify_token(&padded_signature).is_err());
+    // The same tokens unpadded are fine (the payload's trailing bits included).
+    let unpadded = signed_over(&b64(HEADER), &b64(r#"{"yuserid":"a","x":"ab"}"#));
+    assert_eq!(auth.verify_token(&unpadded).unwrap(), "a");
+
     // The signature is checked before the payload is decoded, as lib0 does.
     let bad_payload = format!("{}.@@@.{}", parts[0], parts[2]);
     assert!(matches!(
@@ -550,10 +584,17 @@ fn token_from_query() {
     .unwrap();
     assert_eq!(found.token, "a.b.c");
     assert!(found.subprotocol.is_none());
+}
 
-    // An empty subprotocol token falls through to the query.
-    let found = token_from_request(&protocol_headers(&["yauth-"]), Some("?yauth=q")).unwrap();
-    assert_eq!(found.token, "q");
+/// Only the first `yauth-` entry counts, even when it is empty: the JavaScript
+/// server then refuses, so falling through to a later entry or to the query would
+/// accept what it refuses.
+#[test]
+fn empty_subprotocol_token_is_no_token() {
+    assert!(token_from_request(&protocol_headers(&["yauth-"]), Some("?yauth=q")).is_none());
+    assert!(token_from_request(&protocol_headers(&["other, yauth-"]), Some("yauth=q")).is_none());
+    assert!(token_from_request(&protocol_headers(&["yauth-, yauth-abc"]), None).is_none());
+    assert!(token_from_request(&protocol_headers(&["yauth-", "yauth-abc"]), None).is_none());
 }
 
 #[test]
