@@ -165,7 +165,7 @@ pub async fn load_doc(
     let mut last_id = StreamId::ZERO;
     for entry in &entries {
         last_id = entry.id;
-        match protocol::decode_message(&entry.message) {
+        match protocol::decode_stream_entry(&entry.message) {
             Ok(Message::Sync(SyncMessage::Update(update))) => {
                 if let Err(err) = apply(&doc, &update, false) {
                     tracing::warn!(stream = stream_key, entry = %entry.id, %err, "stream update could not be applied, skipped");

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::awareness::{encode_awareness_message, AwarenessStates};
-use super::message::{decode_frame, encode_sync_update, Decoded, SYNC_UPDATE};
+use super::message::{decode_entry, encode_sync_update, Decoded, SYNC_UPDATE};
 use super::update::merge_updates_v1;
 
 /// Merge the `m` values read from one stream in one read, in stream order:
@@ -26,7 +26,7 @@ pub fn merge_messages<M: AsRef<[u8]>>(messages: &[M]) -> Vec<Bytes> {
     let mut awareness = AwarenessStates::default();
     for (i, m) in messages.iter().enumerate() {
         let m = m.as_ref();
-        match decode_frame(m) {
+        match decode_entry(m) {
             Ok(Decoded::Sync(SYNC_UPDATE, payload)) => updates.push((m, payload)),
             Ok(Decoded::Awareness(u, _)) => {
                 awareness.apply(&u);
@@ -239,5 +239,30 @@ mod tests {
             "011f020a010c7b2275736572223a2261227d0b050c7b2275736572223a2262227d"
         );
         assert_eq!(out.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+    use crate::protocol::{decode_stream_entry, Message, SyncMessage};
+
+    #[test]
+    fn bytes_after_an_entrys_first_message_are_ignored_as_y_redis_does() {
+        let update = hex::decode("00020f01010100040101740568656c6c6f00").unwrap();
+        let mut entry = update.clone();
+        entry.extend_from_slice(&[0xff, 0x00]);
+        assert!(matches!(
+            decode_stream_entry(&entry),
+            Ok(Message::Sync(SyncMessage::Update(_)))
+        ));
+        assert!(
+            crate::protocol::decode_message(&entry).is_err(),
+            "clients stay strict"
+        );
+        let other = hex::decode("00020f010101058401040620776f726c6400").unwrap();
+        let merged = merge_messages(&[entry.clone(), other]);
+        assert_eq!(merged.len(), 1, "both updates merged: {merged:?}");
+        assert_eq!(merge_messages(&[entry.clone()]), vec![Bytes::from(entry)]);
     }
 }

@@ -118,6 +118,23 @@ pub(crate) enum Decoded<'a> {
 
 /// Strict decode of one frame; see [`decode_message`].
 pub(crate) fn decode_frame(frame: &[u8]) -> Result<Decoded<'_>, ProtocolError> {
+    let (decoded, rest) = decode_first(frame)?;
+    if rest > 0 {
+        return Err(ProtocolError::TrailingBytes);
+    }
+    Ok(decoded)
+}
+
+/// Decode of a stream entry as every y-redis reader decodes it: the first message,
+/// strictly, and whatever follows it ignored. Entries are written by JavaScript
+/// servers too, which store client frames unchecked; reading them as they do keeps
+/// Rust-served and JavaScript-served clients of one room alike.
+pub(crate) fn decode_entry(entry: &[u8]) -> Result<Decoded<'_>, ProtocolError> {
+    decode_first(entry).map(|(decoded, _)| decoded)
+}
+
+/// Decode the first message of `frame`; returns it and the number of bytes after it.
+fn decode_first(frame: &[u8]) -> Result<(Decoded<'_>, usize), ProtocolError> {
     let mut r = Reader::new(frame);
     let decoded = match r.read_var_u64()? {
         MESSAGE_SYNC => {
@@ -142,15 +159,12 @@ pub(crate) fn decode_frame(frame: &[u8]) -> Result<Decoded<'_>, ProtocolError> {
             if body.is_empty() {
                 return Err(ProtocolError::Truncated);
             }
-            return Ok(Decoded::Auth(body));
+            return Ok((Decoded::Auth(body), 0));
         }
         MESSAGE_QUERY_AWARENESS => Decoded::QueryAwareness,
         other => return Err(ProtocolError::UnknownMessageType(other)),
     };
-    if !r.is_empty() {
-        return Err(ProtocolError::TrailingBytes);
-    }
-    Ok(decoded)
+    Ok((decoded, r.remaining()))
 }
 
 /// Strict decode of exactly one message occupying the whole frame (trailing bytes are an
@@ -159,14 +173,24 @@ pub(crate) fn decode_frame(frame: &[u8]) -> Result<Decoded<'_>, ProtocolError> {
 /// states. This is the gate that keeps unreadable bytes out of Redis, where every
 /// instance of the fleet, JavaScript ones included, would fail to load the room.
 pub fn decode_message(frame: &[u8]) -> Result<Message, ProtocolError> {
-    Ok(match decode_frame(frame)? {
+    Ok(to_message(decode_frame(frame)?))
+}
+
+fn to_message(decoded: Decoded<'_>) -> Message {
+    match decoded {
         Decoded::Sync(SYNC_STEP1, p) => Message::Sync(SyncMessage::Step1(p.to_vec())),
         Decoded::Sync(SYNC_STEP2, p) => Message::Sync(SyncMessage::Step2(p.to_vec())),
         Decoded::Sync(_, p) => Message::Sync(SyncMessage::Update(p.to_vec())),
         Decoded::Awareness(u, _) => Message::Awareness(u),
         Decoded::Auth(body) => Message::Auth(body.to_vec()),
         Decoded::QueryAwareness => Message::QueryAwareness,
-    })
+    }
+}
+
+/// Decode a stream entry: its first message, strictly (see [`decode_message`]);
+/// bytes after it are ignored, as y-redis's readers ignore them.
+pub fn decode_stream_entry(entry: &[u8]) -> Result<Message, ProtocolError> {
+    Ok(to_message(decode_entry(entry)?))
 }
 
 /// What the server does with a frame received from a client with write access, as

@@ -25,7 +25,7 @@ pub use ids::{is_smaller_redis_id, StreamId};
 pub use keys::{decode_uri_component, encode_uri_component, parse_stream_key, stream_key};
 pub use merge::merge_messages;
 pub use message::{
-    client_action, decode_message, encode_sync_step1, encode_sync_step2, encode_sync_update,
-    ClientAction, Message, ProtocolError, SyncMessage, MESSAGE_AUTH, MESSAGE_AWARENESS,
-    MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
+    client_action, decode_message, decode_stream_entry, encode_sync_step1, encode_sync_step2,
+    encode_sync_update, ClientAction, Message, ProtocolError, SyncMessage, MESSAGE_AUTH,
+    MESSAGE_AWARENESS, MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
 };
