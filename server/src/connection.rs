@@ -75,10 +75,16 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, room: String, access
     let sync = match loaded {
         Ok((sync, moved)) => {
             if moved {
-                if let Err(err) = state.streams.wake_reader().await {
-                    tracing::debug!(%err, "could not wake the stream reader");
-                }
+                // The reader follows the room from its next read; waking it only
+                // saves up to one block time, so it never delays this client.
+                let streams = Arc::clone(&state.streams);
+                tokio::spawn(async move {
+                    if let Err(err) = streams.wake_reader().await {
+                        tracing::debug!(%err, "could not wake the stream reader");
+                    }
+                });
             }
+            tracing::debug!(%room, last_id = %sync.last_id, "document loaded");
             sync
         }
         Err(err) => {
@@ -162,7 +168,7 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, room: String, access
             ))
         }
         End::Refused(code, reason) => {
-            tracing::warn!(%room, code, %reason, "closing connection after an invalid message");
+            tracing::warn!(%room, code, %reason, "closing the connection");
             Some(close_frame(*code, reason))
         }
     };

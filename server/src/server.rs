@@ -109,7 +109,11 @@ mod tests {
         assert_eq!(room("/demo").as_deref(), Some("demo"));
         assert_eq!(room("/my%20room?yauth=x").as_deref(), Some("my%20room"));
         assert_eq!(room("/a%2Fb").as_deref(), Some("a%2Fb"));
-        assert_eq!(room("/").as_deref(), Some(""), "the empty room, as in y-redis");
+        assert_eq!(
+            room("/").as_deref(),
+            Some(""),
+            "the empty room, as in y-redis"
+        );
         assert_eq!(room("/a/b"), None);
         assert_eq!(room("/a/"), None);
         assert_eq!(room("//a"), None);

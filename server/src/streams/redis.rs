@@ -83,6 +83,24 @@ impl RedisStreams {
         Ok(streams)
     }
 
+    /// Run a command, and run it once more when the connection turned out to be
+    /// broken (Redis restarted): the connection manager reconnects behind the
+    /// first failure, so a client opening or writing just then is not bounced.
+    async fn retrying<T, F, Fut>(&self, command: F) -> Result<T, redis::RedisError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
+        match command(self.commands.clone()).await {
+            Err(err) if err.is_io_error() || err.is_connection_dropped() => {
+                tracing::debug!(%err, "redis connection lost, retrying once");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                command(self.commands.clone()).await
+            }
+            result => result,
+        }
+    }
+
     /// The worker queue's key, `{prefix}:worker`.
     pub fn worker_key(&self) -> &str {
         &self.worker_key
@@ -201,24 +219,31 @@ impl Streams for RedisStreams {
     }
 
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError> {
-        let mut connection = self.commands.clone();
+        // A retried append may land twice; stream messages are CRDT updates and
+        // awareness states, which apply idempotently.
         let _: Value = self
-            .append
-            .key(stream)
-            .arg(message)
-            .arg(&self.worker_key)
-            .invoke_async(&mut connection)
+            .retrying(|mut connection| async move {
+                self.append
+                    .key(stream)
+                    .arg(message)
+                    .arg(&self.worker_key)
+                    .invoke_async(&mut connection)
+                    .await
+            })
             .await?;
         Ok(())
     }
 
     async fn read_all(&self, stream: &str) -> Result<Vec<StreamEntry>, StreamError> {
-        let mut connection = self.commands.clone();
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut connection)
+        let reply: Value = self
+            .retrying(|mut connection| async move {
+                redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut connection)
+                    .await
+            })
             .await?;
         Ok(parse_entries(stream, &reply))
     }

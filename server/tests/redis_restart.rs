@@ -1,0 +1,92 @@
+//! Redis going away: servers and workers survive and recover once it is back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test]
+async fn servers_and_workers_recover_after_a_redis_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start().unwrap();
+    let mut cfg = config(Some(&redis), data.path());
+    cfg.redis.task_debounce = 200;
+    cfg.redis.min_message_lifetime = 500;
+    let one = start_roles(&cfg, true, false).await;
+    let two = start_roles(&cfg, true, false).await;
+    let worker = start_roles(&cfg, false, true).await;
+
+    let a = YClient::connect(&url(&one, "outage")).await.unwrap();
+    a.wait_synced(SOON).await.unwrap();
+    a.text_insert("t", 0, "stored");
+    eventually("stored before the outage", SOON, || async {
+        !stored_files(data.path(), "outage").is_empty()
+    })
+    .await;
+
+    // Redis goes away (losing everything, it has no persistence) and comes back.
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A client writing meanwhile is told to reconnect: nothing half-stored.
+    a.text_insert("t", 6, " lost-in-flight");
+    a.wait_until("closed by the server", SOON, |c| c.closed().is_some())
+        .await
+        .unwrap();
+    assert_eq!(a.closed(), Some(1011));
+    redis.restart().unwrap();
+
+    // Both servers serve again and relay between each other; the stored
+    // document is there.
+    let mut b = None;
+    for _ in 0..50 {
+        if let Ok(client) = YClient::connect(&url(&one, "outage")).await {
+            if client.wait_synced(Duration::from_secs(2)).await.is_ok() {
+                b = Some(client);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let b = b.expect("server one serves again");
+    assert_eq!(b.text("t"), "stored");
+    let c = YClient::connect(&url(&two, "outage")).await.unwrap();
+    c.wait_synced(SOON).await.unwrap();
+    b.text_insert("t", 6, " again");
+    c.wait_until("relayed after the restart", SOON, |c| {
+        c.text("t") == "stored again"
+    })
+    .await
+    .unwrap();
+    // The worker queue is back (recreated) and compaction resumes.
+    eventually("stored after the restart", SOON, || async {
+        let dir = data.path().join("outage/index");
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries.filter_map(|e| e.ok()).any(|e| {
+                    let doc = yrs::Doc::new();
+                    let bytes = std::fs::read(e.path()).unwrap_or_default();
+                    let Ok(update) =
+                        <yrs::Update as yrs::updates::decoder::Decode>::decode_v2(&bytes)
+                    else {
+                        return false;
+                    };
+                    let text = {
+                        use yrs::{GetString, Transact};
+                        let t = doc.get_or_insert_text("t");
+                        if doc.transact_mut().apply_update(update).is_err() {
+                            return false;
+                        }
+                        let txn = doc.transact();
+                        t.get_string(&txn)
+                    };
+                    text == "stored again"
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    one.shutdown().await;
+    two.shutdown().await;
+    worker.shutdown().await;
+}
