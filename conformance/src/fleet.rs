@@ -11,7 +11,7 @@ use crate::auth::AuthService;
 use crate::member::{Lang, Launch, Member, Role};
 use crate::paths;
 use crate::redis::RedisService;
-use crate::storage::{Storage, StorageService};
+use crate::storage::{Storage, StorageService, StoredItem};
 
 /// What to start; [`FleetBuilder::start`] starts it.
 #[must_use]
@@ -224,6 +224,12 @@ impl Fleet {
         }
     }
 
+    /// Every item in the shared storage, read independently of both
+    /// implementations (an error for memory storage, which nothing shares).
+    pub fn stored_items(&self) -> Result<Vec<StoredItem>> {
+        self.storage.items()
+    }
+
     /// Keys, grants and tokens, when the fleet was built with auth.
     pub fn auth(&self) -> Option<&AuthService> {
         self.auth.as_ref()
@@ -269,6 +275,18 @@ impl Fleet {
 
     /// Start one more member (e.g. a worker in the middle of a test).
     pub async fn add(&mut self, lang: Lang, role: Role) -> Result<&Member> {
+        self.add_with_env(lang, role, &[]).await
+    }
+
+    /// [`Fleet::add`] with extra environment variables for this member only,
+    /// set last (so they override the fleet's): e.g. a different
+    /// `YDOC_UPDATE_CALLBACK` per worker, to tell which worker compacted what.
+    pub async fn add_with_env(
+        &mut self,
+        lang: Lang,
+        role: Role,
+        env: &[(&str, &str)],
+    ) -> Result<&Member> {
         let mut kinds: Vec<(Lang, Role)> =
             self.members.iter().map(|m| (m.lang(), m.role())).collect();
         kinds.push((lang, role));
@@ -278,7 +296,10 @@ impl Fleet {
             .iter()
             .filter(|m| m.lang() == lang && m.role() == role)
             .count();
-        let launch = self.launch(lang, role, index)?;
+        let mut launch = self.launch(lang, role, index)?;
+        launch
+            .env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let member = Member::start(&launch).await?;
         self.members.push(member);
         Ok(&self.members[self.members.len() - 1])

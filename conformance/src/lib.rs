@@ -33,4 +33,4 @@ pub use edit::EditOp;
 pub use fleet::{Fleet, FleetBuilder};
 pub use member::{Lang, Member, Role};
 pub use sidecar::{JsClient, Sidecar};
-pub use storage::Storage;
+pub use storage::{Storage, StoredItem};

@@ -2,7 +2,9 @@
 //! PostgreSQL or S3 server started through `testkit`, configured in both
 //! languages with y-redis's environment names.
 
-use anyhow::Result;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
 use testkit::{PostgresServer, S3Server};
 
 use crate::member::Lang;
@@ -20,6 +22,42 @@ pub enum Storage {
     /// One S3 server (moto; `S3_ENDPOINT`, `S3_PORT`, … and bucket `ydocs`).
     S3,
 }
+
+/// The bucket both languages store in (y-redis's, and neither is told otherwise).
+pub const BUCKET: &str = "ydocs";
+
+/// One item found in a fleet's storage, read with the storage's own tools (`psql`,
+/// boto3), never through either implementation's store: what one language wrote
+/// is checked independently of how the other reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredItem {
+    /// PostgreSQL: the `room` column as stored. S3: the first segment of the
+    /// object name (the encoded room), or the whole name when it does not have
+    /// y-redis's three segments.
+    pub room: String,
+    /// PostgreSQL: the `doc` column. S3: the second segment of the object name
+    /// (the encoded docid), empty when the name does not have three segments.
+    pub doc: String,
+    /// PostgreSQL: `r` in decimal. S3: the object name.
+    pub reference: String,
+    /// The stored bytes (a v2 update when the layout is followed).
+    pub update: Vec<u8>,
+    /// PostgreSQL: the `sv` column (a v1 state vector). S3: `None`.
+    pub sv: Option<Vec<u8>>,
+}
+
+/// Prints every object of a bucket as a JSON line `[name, hex bytes]`.
+const DUMP_OBJECTS: &str = r#"
+import sys, json, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],
+                  config=Config(s3={"addressing_style": "path"}))
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[4]):
+    for item in page.get("Contents", []):
+        body = s3.get_object(Bucket=sys.argv[4], Key=item["Key"])["Body"].read()
+        print(json.dumps([item["Key"], body.hex()]))
+"#;
 
 /// The running storage service of a fleet, if any.
 pub(crate) enum StorageService {
@@ -70,4 +108,79 @@ impl StorageService {
         }
         env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
+
+    /// Every stored item, in storage order (PostgreSQL by `r`, S3 by name);
+    /// memory storage is private to each process and has none to show.
+    pub(crate) fn items(&self) -> Result<Vec<StoredItem>> {
+        match self {
+            Self::Memory => bail!("memory storage is per process: nothing to inspect"),
+            Self::Postgres(pg) => postgres_items(pg),
+            Self::S3(s3) => s3_items(s3),
+        }
+    }
+}
+
+fn postgres_items(pg: &PostgresServer) -> Result<Vec<StoredItem>> {
+    // Text columns as hex too, so no value can break the `|`-separated output.
+    let out = pg.psql(
+        "SELECT r, encode(convert_to(room, 'UTF8'), 'hex'), encode(convert_to(doc, 'UTF8'), 'hex'), \
+         encode(update, 'hex'), coalesce(encode(sv, 'hex'), '') FROM yredis_docs_v1 ORDER BY r",
+    )?;
+    out.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let cols: Vec<&str> = line.trim().split('|').collect();
+            let [r, room, doc, update, sv] = cols[..] else {
+                bail!("unexpected psql row {line:?}");
+            };
+            let text = |h: &str| -> Result<String> { Ok(String::from_utf8(hex::decode(h)?)?) };
+            Ok(StoredItem {
+                room: text(room)?,
+                doc: text(doc)?,
+                reference: r.to_string(),
+                update: hex::decode(update)?,
+                sv: Some(hex::decode(sv)?),
+            })
+        })
+        .collect()
+}
+
+fn s3_items(s3: &S3Server) -> Result<Vec<StoredItem>> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let output = Command::new(python)
+        .args([
+            "-c",
+            DUMP_OBJECTS,
+            &s3.endpoint(),
+            s3.access_key(),
+            s3.secret_key(),
+            BUCKET,
+        ])
+        .output()
+        .context("reading S3 objects with boto3")?;
+    if !output.status.success() {
+        bail!(
+            "reading S3 objects failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let (name, bytes): (String, String) =
+                serde_json::from_str(line).with_context(|| format!("object line {line:?}"))?;
+            let segments: Vec<&str> = name.split('/').collect();
+            let (room, doc) = match segments[..] {
+                [room, doc, _] => (room.to_string(), doc.to_string()),
+                _ => (name.clone(), String::new()),
+            };
+            Ok(StoredItem {
+                room,
+                doc,
+                reference: name.clone(),
+                update: hex::decode(bytes)?,
+                sv: None,
+            })
+        })
+        .collect()
 }
