@@ -12,6 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
+use crate::http::{self, OpsState};
+use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::server::{self, AppState};
 use crate::storage::{open_storage, Storage, StorageError};
@@ -57,6 +59,8 @@ pub enum StartError {
 pub struct Instance {
     /// Where WebSocket clients connect (when serving).
     pub local_addr: Option<SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (when configured).
+    pub metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -97,16 +101,20 @@ impl Instance {
         }
 
         let stop = CancellationToken::new();
+        let metrics = Arc::new(Metrics::default());
         let worker = roles.worker.then(|| {
-            Arc::new(Worker::new(
-                Arc::clone(&streams),
-                Arc::clone(&storage),
-                WorkerSettings {
-                    task_debounce: config.redis.task_debounce(),
-                    min_message_lifetime: config.redis.min_message_lifetime(),
-                    update_callback: config.worker.update_callback.clone(),
-                },
-            ))
+            Arc::new(
+                Worker::new(
+                    Arc::clone(&streams),
+                    Arc::clone(&storage),
+                    WorkerSettings {
+                        task_debounce: config.redis.task_debounce(),
+                        min_message_lifetime: config.redis.min_message_lifetime(),
+                        update_callback: config.worker.update_callback.clone(),
+                    },
+                )
+                .with_metrics(Arc::clone(&metrics)),
+            )
         });
         if embedded && !roles.worker {
             tracing::warn!("embedded bus without a worker: documents are not stored");
@@ -132,8 +140,35 @@ impl Instance {
                 max_message_size: config.websocket.max_message_size,
                 connections: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                metrics: Arc::clone(&metrics),
             })
         });
+
+        let mut metrics_addr = None;
+        if let Some(port) = config.metrics.port {
+            let addr = SocketAddr::new(config.websocket.host, port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            metrics_addr = listener.local_addr().ok();
+            let ops = http::router(Arc::new(OpsState {
+                metrics: Arc::clone(&metrics),
+                rooms: state.as_ref().map(|state| Arc::clone(&state.rooms)),
+                streams: Arc::clone(&streams),
+            }));
+            let signal = stop.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, ops)
+                    .with_graceful_shutdown(async move { signal.cancelled().await })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(%err, "operations endpoints failed");
+                }
+            });
+            if let Some(addr) = metrics_addr {
+                tracing::info!(%addr, "metrics and health endpoints");
+            }
+        }
 
         let task = tokio::spawn(run(
             stop.clone(),
@@ -149,6 +184,7 @@ impl Instance {
         }
         Ok(Self {
             local_addr,
+            metrics_addr,
             stop,
             task,
         })
@@ -184,6 +220,7 @@ async fn run(
         tokio::spawn(subscriber::run(
             Arc::clone(&streams),
             Arc::clone(&state.rooms),
+            Arc::clone(&state.metrics),
             subscriber_stop.clone(),
         ))
     });

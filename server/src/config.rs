@@ -52,6 +52,25 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Compaction settings beyond the Redis timing.
     pub worker: WorkerConfig,
+    /// Operations endpoints (metrics, health).
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: `/metrics`, `/healthz` and `/readyz` on their own port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Port of the operations endpoints; unset = not served.
+    #[serde(default, deserialize_with = "optional_port")]
+    pub port: Option<u16>,
+}
+
+/// Accept a port as a number or a string, or nothing.
+fn optional_port<'de, D>(deserializer: D) -> Result<Option<u16>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    number_or_string(deserializer).map(Some)
 }
 
 /// `[redis]`: the y-redis stream layout.
@@ -248,6 +267,9 @@ impl Config {
         if let Some((name, v)) = first(&["AUTH_PERM_TIMEOUT"]) {
             self.auth.perm_timeout = parse_env(name, &v)?;
         }
+        if let Some((name, v)) = first(&["METRICS_PORT"]) {
+            self.metrics.port = Some(parse_env(name, &v)?);
+        }
         if let Some((_, v)) = first(&["YDOC_UPDATE_CALLBACK"]) {
             self.worker.update_callback = Some(v);
         }
@@ -307,6 +329,7 @@ CONFIGURATION (file keys, then environment variables; environment overrides the 
   [auth] perm_callback          AUTH_PERM_CALLBACK          permission callback URL
   [auth] perm_timeout           AUTH_PERM_TIMEOUT           ms to wait for the callback (default 5000)
   [worker] update_callback      YDOC_UPDATE_CALLBACK        PUT {url}/{room} with each compacted doc
+  [metrics] port                METRICS_PORT                /metrics, /healthz, /readyz port; unset = off
   RUST_LOG                                                  log filter (default info)";
 }
 

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Access;
 use crate::doc::load_doc;
+use crate::metrics::{self, Metrics};
 use crate::protocol::{self, ClientAction};
 use crate::server::{AppState, DOC_ID};
 
@@ -34,6 +35,15 @@ mod close {
 /// How long one frame may take to leave before the client counts as stuck.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Keeps the open-connections gauge right however the connection ends.
+struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::dec(&self.0.connections_open);
+    }
+}
+
 /// Why a connection ended, for the close frame and the log line.
 enum End {
     ClientClosed,
@@ -52,6 +62,9 @@ fn close_frame(code: u16, reason: &str) -> WsMessage {
 /// Serve one connection of `room` until the client leaves, the instance shuts
 /// down, or the client misbehaves.
 pub async fn serve(socket: WebSocket, state: Arc<AppState>, room: String, access: Access) {
+    metrics::inc(&state.metrics.connections_total);
+    metrics::inc(&state.metrics.connections_open);
+    let _open = OpenConnection(Arc::clone(&state.metrics));
     let stream_key = protocol::stream_key(state.streams.prefix(), &room, DOC_ID);
     // Subscribe before loading (compat notes 2.3), so nothing falls between.
     let (membership, receiver) = state.rooms.join(&stream_key);
@@ -161,6 +174,7 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, room: String, access
         }
         End::Shutdown => Some(close_frame(close::GOING_AWAY, "server shutting down")),
         End::FellBehind => {
+            metrics::inc(&state.metrics.connections_dropped_slow);
             tracing::info!(%room, "closing a connection that fell behind");
             Some(close_frame(
                 close::TRY_AGAIN_LATER,
@@ -168,6 +182,9 @@ pub async fn serve(socket: WebSocket, state: Arc<AppState>, room: String, access
             ))
         }
         End::Refused(code, reason) => {
+            if *code != close::INTERNAL {
+                metrics::inc(&state.metrics.messages_refused);
+            }
             tracing::warn!(%room, code, %reason, "closing the connection");
             Some(close_frame(*code, reason))
         }
@@ -234,7 +251,9 @@ async fn handle_frame(
         .streams
         .append(stream_key, &message)
         .await
+        .map(|()| metrics::inc(&state.metrics.messages_appended))
         .map_err(|err| {
+            metrics::inc(&state.metrics.append_errors);
             tracing::error!(stream = stream_key, %err, "could not append a message");
             End::Refused(close::INTERNAL, "message not stored, reconnect".into())
         })

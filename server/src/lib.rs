@@ -10,6 +10,8 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod doc;
+pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod rooms;
 pub mod server;

@@ -176,11 +176,13 @@ impl Rooms {
     /// Hand `messages` (read up to `last_id`) to every member of the room. A
     /// member whose queue is full is dropped from the room: its connection
     /// closes, its client reconnects and resyncs, and the room never waits.
-    pub fn deliver(&self, follow: &Follow, last_id: StreamId, messages: &[Bytes]) {
+    /// Returns how many messages were queued in all.
+    pub fn deliver(&self, follow: &Follow, last_id: StreamId, messages: &[Bytes]) -> usize {
         let mut rooms = self.lock();
         let Some(room) = rooms.get_mut(&follow.stream) else {
-            return;
+            return 0;
         };
+        let mut queued = 0;
         if room.generation == follow.generation {
             room.position = Some(last_id);
         }
@@ -192,9 +194,11 @@ impl Rooms {
                     }
                     return false;
                 }
+                queued += 1;
             }
             true
         });
+        queued
     }
 }
 

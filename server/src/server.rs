@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, Access, Authenticator};
 use crate::connection;
+use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::storage::Storage;
 use crate::streams::Streams;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub connections: TaskTracker,
     /// Cancelled when connections must close (shutdown).
     pub shutdown: CancellationToken,
+    /// This instance's counters.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The router: every path is a room.

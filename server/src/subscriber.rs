@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{self, Metrics};
 use crate::protocol::{self};
 use crate::rooms::Rooms;
 use crate::streams::{Streams, READ_BLOCK};
@@ -12,7 +13,12 @@ use crate::streams::{Streams, READ_BLOCK};
 /// Read every followed stream, merge each stream's new messages and deliver
 /// them to the room, until `shutdown` is cancelled. Bus errors are logged and
 /// retried with a growing pause, so a Redis restart is survived.
-pub async fn run(streams: Arc<dyn Streams>, rooms: Arc<Rooms>, shutdown: CancellationToken) {
+pub async fn run(
+    streams: Arc<dyn Streams>,
+    rooms: Arc<Rooms>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let follows = rooms.follows();
@@ -37,10 +43,13 @@ pub async fn run(streams: Arc<dyn Streams>, rooms: Arc<Rooms>, shutdown: Cancell
                     let messages = protocol::merge_messages(
                         &batch.entries.iter().map(|e| &e.message).collect::<Vec<_>>(),
                     );
-                    rooms.deliver(follow, last.id, &messages);
+                    metrics::add(&metrics.stream_entries_read, batch.entries.len() as u64);
+                    let queued = rooms.deliver(follow, last.id, &messages);
+                    metrics::add(&metrics.messages_delivered, queued as u64);
                 }
             }
             Err(err) => {
+                metrics::inc(&metrics.stream_read_errors);
                 tracing::warn!(%err, retry_in = ?backoff, "stream read failed");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -10,6 +10,7 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::doc::{load_doc, LoadError};
+use crate::metrics::{self, Metrics};
 use crate::protocol::{self, StreamId};
 use crate::storage::{Storage, StorageError};
 use crate::streams::{StreamError, Streams, WorkerTask, CLAIM_COUNT};
@@ -69,6 +70,7 @@ pub struct Worker {
     settings: WorkerSettings,
     consumer: String,
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -87,7 +89,14 @@ impl Worker {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Count into `metrics` (the instance's) instead of a private set.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// This worker's consumer name in the group.
@@ -176,10 +185,15 @@ impl Worker {
     async fn compact_logged(&self, task: &WorkerTask) -> bool {
         match AssertUnwindSafe(self.compact(task)).catch_unwind().await {
             Ok(Ok(outcome)) => {
+                metrics::inc(&self.metrics.compactions);
+                if matches!(outcome, Outcome::Compacted { stored: true, .. }) {
+                    metrics::inc(&self.metrics.documents_stored);
+                }
                 tracing::debug!(stream = %task.stream, ?outcome, "compacted");
                 true
             }
             Ok(Err(err)) => {
+                metrics::inc(&self.metrics.compaction_errors);
                 tracing::warn!(
                     stream = %task.stream,
                     %err,
@@ -189,6 +203,7 @@ impl Worker {
                 false
             }
             Err(_) => {
+                metrics::inc(&self.metrics.compaction_errors);
                 tracing::error!(
                     stream = %task.stream,
                     retry_in = ?self.settings.task_debounce,

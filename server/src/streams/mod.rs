@@ -91,6 +91,11 @@ pub trait Streams: Send + Sync + 'static {
         block: Duration,
     ) -> Result<Vec<StreamBatch>, StreamError>;
 
+    /// Whether the bus answers (readiness checks).
+    async fn ping(&self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
     /// Interrupt a [`Streams::read_new`] in progress, because the set of streams
     /// to follow changed.
     async fn wake_reader(&self) -> Result<(), StreamError>;

@@ -281,6 +281,12 @@ impl Streams for RedisStreams {
         Ok(parse_read_reply(reply))
     }
 
+    async fn ping(&self) -> Result<(), StreamError> {
+        let mut connection = self.commands.clone();
+        let _: Value = redis::cmd("PING").query_async(&mut connection).await?;
+        Ok(())
+    }
+
     async fn wake_reader(&self) -> Result<(), StreamError> {
         let id = self.reader_id.lock().ok().and_then(|slot| *slot);
         if let Some(id) = id {

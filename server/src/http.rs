@@ -1,0 +1,53 @@
+//! Operations endpoints, on their own port so that no room name is taken:
+//! `/metrics` (Prometheus text), `/healthz` (the process answers) and
+//! `/readyz` (the stream bus answers too).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::metrics::Metrics;
+use crate::rooms::Rooms;
+use crate::streams::Streams;
+
+/// What the operations endpoints look at.
+pub struct OpsState {
+    /// This instance's counters.
+    pub metrics: Arc<Metrics>,
+    /// The rooms open here (absent for a worker-only process).
+    pub rooms: Option<Arc<Rooms>>,
+    /// The stream bus, pinged for readiness.
+    pub streams: Arc<dyn Streams>,
+}
+
+/// The operations router.
+pub fn router(state: Arc<OpsState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    let rooms = state.rooms.as_ref().map_or(0, |rooms| rooms.len());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(rooms),
+    )
+}
+
+async fn ready(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.streams.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {err}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis: no answer\n".to_string(),
+        ),
+    }
+}
