@@ -64,6 +64,34 @@ impl AwarenessUpdate {
         Ok(AwarenessUpdate { entries })
     }
 
+    /// Decode as y-protocols applies an update it received: entry by entry,
+    /// stopping at the first that cannot be read (truncated, or a state that is
+    /// not JSON); the entries before it count, bytes after are ignored. For
+    /// stream entries, which JavaScript servers store unchecked.
+    pub fn decode_prefix(payload: &[u8]) -> Self {
+        let mut r = Reader::new(payload);
+        let mut entries = Vec::new();
+        let Ok(count) = r.read_var_u64() else {
+            return AwarenessUpdate { entries };
+        };
+        for _ in 0..count {
+            let (Ok(client_id), Ok(clock), Ok(state)) =
+                (r.read_var_u64(), r.read_var_u64(), r.read_var_str())
+            else {
+                break;
+            };
+            if serde_json::from_str::<serde::de::IgnoredAny>(state).is_err() {
+                break;
+            }
+            entries.push(AwarenessEntry {
+                client_id,
+                clock,
+                state: state.to_owned(),
+            });
+        }
+        AwarenessUpdate { entries }
+    }
+
     /// Encode the payload only (what goes inside an awareness message).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();

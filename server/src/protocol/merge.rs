@@ -266,3 +266,40 @@ mod entry_tests {
         assert_eq!(merge_messages(&[entry.clone()]), vec![Bytes::from(entry)]);
     }
 }
+
+#[cfg(test)]
+mod awareness_entry_tests {
+    use super::*;
+    use crate::protocol::{decode_message, decode_stream_entry, Message};
+
+    /// `01 len [2 entries: (10, 1, {"a":1}), (11, 1, not json)]`.
+    fn half_bad() -> Vec<u8> {
+        let mut payload = vec![2u8, 10, 1];
+        payload.push(7);
+        payload.extend_from_slice(br#"{"a":1}"#);
+        payload.extend_from_slice(&[11, 1, 3]);
+        payload.extend_from_slice(b"no!");
+        let mut m = vec![1u8, payload.len() as u8];
+        m.extend_from_slice(&payload);
+        m
+    }
+
+    #[test]
+    fn awareness_entries_before_a_bad_one_count_as_y_protocols_applies_them() {
+        let entry = half_bad();
+        assert!(decode_message(&entry).is_err(), "clients stay strict");
+        let Ok(Message::Awareness(update)) = decode_stream_entry(&entry) else {
+            panic!("readable as a stream entry");
+        };
+        assert_eq!(update.entries.len(), 1);
+        assert_eq!(update.entries[0].client_id, 10);
+        let other = crate::protocol::encode_awareness_removal(12, 0);
+        let merged = merge_messages(&[entry, other]);
+        assert_eq!(merged.len(), 1);
+        let Ok(Message::Awareness(states)) = decode_message(&merged[0]) else {
+            panic!("one awareness message");
+        };
+        let ids: Vec<u64> = states.entries.iter().map(|e| e.client_id).collect();
+        assert_eq!(ids, [10, 12]);
+    }
+}

@@ -118,7 +118,7 @@ pub(crate) enum Decoded<'a> {
 
 /// Strict decode of one frame; see [`decode_message`].
 pub(crate) fn decode_frame(frame: &[u8]) -> Result<Decoded<'_>, ProtocolError> {
-    let (decoded, rest) = decode_first(frame)?;
+    let (decoded, rest) = decode_first(frame, false)?;
     if rest > 0 {
         return Err(ProtocolError::TrailingBytes);
     }
@@ -130,11 +130,13 @@ pub(crate) fn decode_frame(frame: &[u8]) -> Result<Decoded<'_>, ProtocolError> {
 /// servers too, which store client frames unchecked; reading them as they do keeps
 /// Rust-served and JavaScript-served clients of one room alike.
 pub(crate) fn decode_entry(entry: &[u8]) -> Result<Decoded<'_>, ProtocolError> {
-    decode_first(entry).map(|(decoded, _)| decoded)
+    decode_first(entry, true).map(|(decoded, _)| decoded)
 }
 
 /// Decode the first message of `frame`; returns it and the number of bytes after it.
-fn decode_first(frame: &[u8]) -> Result<(Decoded<'_>, usize), ProtocolError> {
+/// `entry`: read an awareness payload as y-protocols applies it (the entries
+/// before the first unreadable one) instead of refusing it.
+fn decode_first(frame: &[u8], entry: bool) -> Result<(Decoded<'_>, usize), ProtocolError> {
     let mut r = Reader::new(frame);
     let decoded = match r.read_var_u64()? {
         MESSAGE_SYNC => {
@@ -152,7 +154,12 @@ fn decode_first(frame: &[u8]) -> Result<(Decoded<'_>, usize), ProtocolError> {
         }
         MESSAGE_AWARENESS => {
             let payload = r.read_var_bytes()?;
-            Decoded::Awareness(AwarenessUpdate::decode(payload)?, payload)
+            let update = if entry {
+                AwarenessUpdate::decode_prefix(payload)
+            } else {
+                AwarenessUpdate::decode(payload)?
+            };
+            Decoded::Awareness(update, payload)
         }
         MESSAGE_AUTH => {
             let body = &frame[frame.len() - r.remaining()..];
