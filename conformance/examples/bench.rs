@@ -118,6 +118,9 @@ struct Measurement {
     rss_after_kib: u64,
     /// Server CPU over the measured message phase, in seconds.
     cpu_secs: f64,
+    /// The part of `cpu_secs` spent in the kernel (on loopback, a send also
+    /// runs the receiving side's TCP processing in the sender's time).
+    system_secs: f64,
     /// Its Redis's CPU over the same phase, in seconds.
     redis_cpu_secs: f64,
     /// Updates appended in the phase (end markers included).
@@ -167,8 +170,8 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
-/// User plus system CPU time of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+/// User and system CPU time of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name may hold spaces; fields after its closing parenthesis
@@ -184,7 +187,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
             .and_then(|f| f.parse().ok())
             .context("malformed /proc/pid/stat")
     };
-    Ok(field(11)? + field(12)?)
+    Ok((field(11)?, field(12)?))
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot run).
@@ -447,8 +450,12 @@ async fn measure_fleet(
     Ok(Measurement {
         rss_before_kib,
         rss_after_kib,
-        cpu_secs: (cpu_after - cpu_before) as f64 / ticks_per_sec,
-        redis_cpu_secs: (redis_after - redis_before) as f64 / ticks_per_sec,
+        cpu_secs: ((cpu_after.0 + cpu_after.1) - (cpu_before.0 + cpu_before.1)) as f64
+            / ticks_per_sec,
+        system_secs: (cpu_after.1 - cpu_before.1) as f64 / ticks_per_sec,
+        redis_cpu_secs: ((redis_after.0 + redis_after.1) - (redis_before.0 + redis_before.1))
+            as f64
+            / ticks_per_sec,
         appended,
         delivered: deliveries(options, options.messages),
         frames,
@@ -508,6 +515,12 @@ fn print_table(options: &Options, rust: &Measurement, js: &Measurement) {
             "server CPU in message phase (s)",
             rust.cpu_secs,
             js.cpu_secs,
+            true,
+        ),
+        (
+            "  of which system (s)",
+            rust.system_secs,
+            js.system_secs,
             true,
         ),
         (
@@ -614,11 +627,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Dropping the run on Ctrl-C drops its fleet, which kills the servers and
-    // Redis (they run in their own process groups and would not see the signal).
+    // Dropping the run on SIGINT or SIGTERM drops its fleet, which kills the
+    // servers and Redis (they run in their own process groups and would not see
+    // the signal).
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                eprintln!("bench: cannot watch SIGTERM: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
     let outcome = tokio::select! {
         outcome = run(options) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated")),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
