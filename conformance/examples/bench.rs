@@ -30,6 +30,8 @@ use yrs::{Doc, GetString, Map, Text, Transact};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Sink = SplitSink<Socket, Message>;
+/// An open connection: the sending half and the task counting what arrives.
+type Opened = (Sink, JoinHandle<()>);
 
 /// The targets the Rust server is held to: at most a fifth of the JavaScript
 /// server's CPU per message and half its memory per connection.
@@ -231,7 +233,7 @@ fn marker_phase(frame: &[u8]) -> Option<usize> {
 /// server's step 2), then leave a reader that only counts frames and end
 /// markers: clients stay as cheap as possible, so the client process disturbs
 /// the measured server little.
-async fn open(url: String, counters: Arc<Counters>) -> Result<(Sink, JoinHandle<()>)> {
+async fn open(url: String, counters: Arc<Counters>) -> Result<Opened> {
     let (socket, _) = tokio::time::timeout(
         Duration::from_secs(30),
         tokio_tungstenite::connect_async(&url),
@@ -389,7 +391,7 @@ async fn measure_fleet(
     let urls: Vec<String> = (0..options.connections)
         .map(|i| server.url(&format!("bench-{}", i % options.rooms)))
         .collect();
-    let opened: Vec<(usize, Result<(Sink, JoinHandle<()>)>)> =
+    let opened: Vec<(usize, Result<Opened>)> =
         futures_util::stream::iter(urls.into_iter().enumerate())
             .map(|(i, url)| {
                 let counters = Arc::clone(&counters);
