@@ -212,6 +212,13 @@ impl Member {
         process.try_exit_status().ok().flatten()
     }
 
+    /// The operating system's process id while it runs, so that tools such as
+    /// the benchmark can read its CPU time and memory from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        let process = self.process.lock().unwrap_or_else(|p| p.into_inner());
+        process.pid()
+    }
+
     /// Whether the process still runs.
     pub fn is_running(&self) -> bool {
         let mut process = self.process.lock().unwrap_or_else(|p| p.into_inner());

@@ -56,6 +56,16 @@ impl RedisService {
         }
     }
 
+    /// The process id of a local `redis-server` (`None` for a container, whose
+    /// process is not ours to inspect), for reading its resource use.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Local(server) => server.pid(),
+            #[cfg(feature = "containers")]
+            Self::Container { .. } => None,
+        }
+    }
+
     /// A new connection for inspecting or seeding Redis from a test.
     pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection> {
         redis::Client::open(self.url())?

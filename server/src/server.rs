@@ -41,6 +41,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
+/// Bytes read from a socket at once. tungstenite zero-fills this much of its
+/// read buffer on every read, so its default (128 KiB) becomes resident memory
+/// for every connection; y-websocket messages are small, and a larger frame
+/// still arrives whole (the buffer grows for it), in more reads.
+const READ_BUFFER_SIZE: usize = 4 * 1024;
+
 /// The router: every path is a room.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(upgrade).with_state(state)
@@ -89,6 +95,7 @@ async fn upgrade(
         }
     };
     let ws = ws
+        .read_buffer_size(READ_BUFFER_SIZE)
         .max_message_size(state.max_message_size)
         .max_frame_size(state.max_message_size);
     let ws = match subprotocol {

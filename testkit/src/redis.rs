@@ -48,6 +48,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The process id while it runs, for reading its resource use from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// Stop the server (its data is lost, as after a crash without persistence).
     pub fn stop(&mut self) {
         self.process.kill();
