@@ -3,6 +3,7 @@
 // Prints `listening on <port>` on stdout once connections are accepted.
 
 import { createStorageFromEnv } from '../src/storage/index.js'
+import { stopOnSignals } from '../src/shutdown.js'
 import { createAuth } from '../src/auth.js'
 import { createYWebsocketServer } from '../src/server.js'
 
@@ -22,18 +23,4 @@ const server = await createYWebsocketServer({
 })
 process.stdout.write(`listening on ${server.port}\n`)
 
-let stopping = false
-const stop = async () => {
-  if (stopping) return
-  stopping = true
-  setTimeout(() => process.exit(0), 3000).unref()
-  try {
-    await server.destroy()
-    await store.destroy()
-  } catch (err) {
-    console.error('error while stopping:', /** @type {Error} */ (err).message)
-  }
-  process.exit(0)
-}
-process.on('SIGTERM', stop)
-process.on('SIGINT', stop)
+stopOnSignals([server, store])

@@ -3,6 +3,7 @@
 // Prints `worker started` on stdout once the worker group exists.
 
 import { createStorageFromEnv } from '../src/storage/index.js'
+import { stopOnSignals } from '../src/shutdown.js'
 import { createWorker } from '../src/worker.js'
 
 const env = process.env
@@ -16,18 +17,4 @@ const worker = await createWorker(store, {
 })
 process.stdout.write('worker started\n')
 
-let stopping = false
-const stop = async () => {
-  if (stopping) return
-  stopping = true
-  setTimeout(() => process.exit(0), 3000).unref()
-  try {
-    await worker.destroy()
-    await store.destroy()
-  } catch (err) {
-    console.error('error while stopping:', /** @type {Error} */ (err).message)
-  }
-  process.exit(0)
-}
-process.on('SIGTERM', stop)
-process.on('SIGINT', stop)
+stopOnSignals([worker, store])
