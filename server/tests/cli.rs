@@ -17,21 +17,13 @@ fn help_documents_every_option() {
     let output = binary().arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for name in [
-        "--config",
-        "REDIS_URL",
-        "REDIS_PREFIX",
-        "REDIS_TASK_DEBOUNCE",
-        "REDIS_MIN_MESSAGE_LIFETIME",
-        "WS_PORT",
-        "PORT",
-        "GOOGLE_CLOUD_STORAGE_BUCKET",
-        "buffer_capacity",
-        "RUST_LOG",
-        "AUTH_PUBLIC_KEY",
-        "serve",
-        "worker",
-    ] {
+    let variables = websocket::config::SETTINGS
+        .iter()
+        .flat_map(|setting| setting.env.iter().copied());
+    for name in ["--config", "--port", "serve", "worker", "buffer_capacity"]
+        .into_iter()
+        .chain(variables)
+    {
         assert!(help.contains(name), "--help mentions {name}:\n{help}");
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use testkit::{FakeGcsServer, PostgresServer, S3Server};
+use websocket::config::Config;
 use websocket::storage::{
     load_doc_state, object_prefix, open_storage, state_vector_of_update, Storage, StorageBackend,
     StorageConfig, StorageError, StoredItem,
@@ -461,16 +462,18 @@ async fn postgres_connection_loss_is_recovered() {
 async fn s3_backend_meets_the_contract() {
     let server =
         Arc::new(S3Server::start().expect("moto's S3 server must be installed (ci/setup.sh)"));
-    let mut cfg = StorageConfig::default();
-    cfg.apply_env(|name| match name {
-        "S3_ENDPOINT" => Some("127.0.0.1".into()),
-        "S3_PORT" => Some(server.port().to_string()),
-        "S3_SSL" => Some("false".into()),
-        "S3_ACCESS_KEY" => Some(server.access_key().into()),
-        "S3_SECRET_KEY" => Some(server.secret_key().into()),
-        _ => None,
-    })
-    .unwrap();
+    let mut config = Config::default();
+    config
+        .apply_env(|name| match name {
+            "S3_ENDPOINT" => Some("127.0.0.1".into()),
+            "S3_PORT" => Some(server.port().to_string()),
+            "S3_SSL" => Some("false".into()),
+            "S3_ACCESS_KEY" => Some(server.access_key().into()),
+            "S3_SECRET_KEY" => Some(server.secret_key().into()),
+            _ => None,
+        })
+        .unwrap();
+    let cfg = config.storage;
     assert_eq!(cfg.backend_kind(), StorageBackend::S3);
     // The bucket (default `ydocs`) does not exist yet: opening creates it.
     let storage = open_storage(&cfg).await.unwrap();
@@ -685,13 +688,13 @@ async fn gcs_backend_meets_the_contract() {
     let server =
         Arc::new(FakeGcsServer::start().expect("fake-gcs-server must be installed (ci/setup.sh)"));
     server.create_bucket("ydocs-test").unwrap();
-    let mut cfg = StorageConfig {
-        bucket: Some("ydocs-test".into()),
-        ..StorageConfig::default()
-    };
+    let mut config = Config::default();
+    config.storage.bucket = Some("ydocs-test".into());
     let endpoint = server.endpoint();
-    cfg.apply_env(|name| (name == "STORAGE_EMULATOR_HOST").then(|| endpoint.clone()))
+    config
+        .apply_env(|name| (name == "STORAGE_EMULATOR_HOST").then(|| endpoint.clone()))
         .unwrap();
+    let cfg = config.storage;
     assert_eq!(cfg.backend_kind(), StorageBackend::Gcs);
     let storage = open_storage(&cfg).await.unwrap();
     assert_eq!(storage.name(), "gcs");

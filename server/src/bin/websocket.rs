@@ -13,7 +13,7 @@ use websocket::config::Config;
 
 /// A y-redis compatible WebSocket server for Yjs collaborative editing.
 #[derive(Parser)]
-#[command(name = "websocket", version, after_help = Config::HELP)]
+#[command(name = "websocket", version, after_help = websocket::config::help())]
 struct Cli {
     /// TOML configuration file (environment variables override it).
     #[arg(long, global = true, value_name = "PATH")]

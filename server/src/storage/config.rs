@@ -1,17 +1,12 @@
-//! The `[storage]` table of the configuration file, the environment variables that
-//! override it (y-redis's names where y-redis has one), and opening the backend.
+//! The `[storage]` table of the configuration file and how the backend is chosen
+//! from it. The environment variables that override it are rows of
+//! [`crate::config::SETTINGS`].
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use super::fs::FsStorage;
-use super::gcs::{GcsOptions, GcsStorage};
-use super::memory::MemoryStorage;
-use super::postgres::PostgresStorage;
-use super::s3::{S3Options, S3Storage};
-use super::{Storage, StorageError};
+use super::s3::S3Options;
+use super::StorageError;
 
 /// Default directory of the `fs` backend.
 pub const DEFAULT_DIR: &str = "./data";
@@ -72,7 +67,7 @@ impl StorageBackend {
 /// [`StorageConfig::backend_kind`] for how the backend is chosen when `backend` is
 /// absent.
 #[derive(Clone, Default, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// `memory`, `fs`, `postgres`, `s3` or `gcs` (env `STORAGE_BACKEND`).
     pub backend: Option<StorageBackend>,
@@ -147,65 +142,7 @@ fn redact_url_password(url: &str) -> String {
     }
 }
 
-fn parse_bool(name: &str, value: &str) -> Result<bool, StorageError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(StorageError::Config(format!(
-            "{name} must be true or false, not {value:?}"
-        ))),
-    }
-}
-
 impl StorageConfig {
-    /// Override the file's values with environment variables, read through `get`
-    /// (pass `|name| std::env::var(name).ok()`). Empty variables count as unset, as
-    /// in y-redis. Fails on values that cannot be parsed (`S3_PORT`, `S3_SSL`,
-    /// `STORAGE_BACKEND`).
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), StorageError> {
-        let var = |name: &str| get(name).filter(|value| !value.trim().is_empty());
-        if let Some(value) = var("STORAGE_BACKEND") {
-            self.backend = Some(value.parse()?);
-        }
-        if let Some(value) = var("GOOGLE_CLOUD_STORAGE_BUCKET") {
-            self.bucket = Some(value);
-        }
-        if let Some(value) = var("STORAGE_EMULATOR_HOST") {
-            self.gcs_endpoint = Some(value);
-        }
-        if let Some(value) = var("STORAGE_DIR") {
-            self.dir = Some(PathBuf::from(value));
-        }
-        if let Some(value) = var("POSTGRES") {
-            self.postgres = Some(value);
-        }
-        if let Some(value) = var("S3_ENDPOINT") {
-            self.s3_endpoint = Some(value);
-        }
-        if let Some(value) = var("S3_PORT") {
-            let port = value.trim().parse::<u16>().map_err(|_| {
-                StorageError::Config(format!("S3_PORT must be a port number, not {value:?}"))
-            })?;
-            self.s3_port = Some(port);
-        }
-        if let Some(value) = var("S3_SSL") {
-            self.s3_ssl = Some(parse_bool("S3_SSL", &value)?);
-        }
-        if let Some(value) = var("S3_ACCESS_KEY") {
-            self.s3_access_key = Some(value);
-        }
-        if let Some(value) = var("S3_SECRET_KEY") {
-            self.s3_secret_key = Some(value);
-        }
-        if let Some(value) = var("S3_BUCKET") {
-            self.s3_bucket = Some(value);
-        }
-        if let Some(value) = var("S3_REGION") {
-            self.s3_region = Some(value);
-        }
-        Ok(())
-    }
-
     /// The backend to open: `backend` when set, else `gcs` when a bucket is set,
     /// else `postgres` when a URL is set, else `s3` when an endpoint is set, else
     /// `fs`.
@@ -251,78 +188,9 @@ impl StorageConfig {
     }
 }
 
-/// How long opening a backend (connecting, the start-up check) may take in all,
-/// so a server that accepts connections but never answers stops the start too.
-pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Open the configured backend and check it can be used (reachable, bucket present
-/// or created), so a bad configuration stops the server at start with a clear
-/// message instead of failing at its first compaction. Gives up after
-/// [`OPEN_TIMEOUT`].
-pub async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Storage>, StorageError> {
-    let kind = cfg.backend_kind();
-    match tokio::time::timeout(OPEN_TIMEOUT, open_backend(cfg, kind)).await {
-        Ok(result) => result,
-        Err(_) => Err(StorageError::Backend(format!(
-            "{} storage did not answer within {} s",
-            kind.as_str(),
-            OPEN_TIMEOUT.as_secs()
-        ))),
-    }
-}
-
-async fn open_backend(
-    cfg: &StorageConfig,
-    kind: StorageBackend,
-) -> Result<Arc<dyn Storage>, StorageError> {
-    let storage: Arc<dyn Storage> = match kind {
-        StorageBackend::Memory => Arc::new(MemoryStorage::new()),
-        StorageBackend::Fs => Arc::new(
-            FsStorage::open(
-                cfg.dir
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR)),
-            )
-            .await?,
-        ),
-        StorageBackend::Postgres => {
-            let url = cfg
-                .postgres
-                .as_deref()
-                .filter(|url| !url.is_empty())
-                .ok_or_else(|| {
-                    StorageError::Config("postgres storage needs a URL (POSTGRES)".into())
-                })?;
-            Arc::new(PostgresStorage::connect(url).await?)
-        }
-        StorageBackend::S3 => Arc::new(S3Storage::open(cfg.s3_options()?).await?),
-        StorageBackend::Gcs => {
-            let bucket = cfg
-                .bucket
-                .clone()
-                .filter(|bucket| !bucket.is_empty())
-                .ok_or_else(|| {
-                    StorageError::Config(
-                        "gcs storage needs a bucket (GOOGLE_CLOUD_STORAGE_BUCKET)".into(),
-                    )
-                })?;
-            Arc::new(
-                GcsStorage::open(GcsOptions {
-                    bucket,
-                    emulator: cfg.gcs_endpoint.clone(),
-                })
-                .await?,
-            )
-        }
-    };
-    tracing::info!(backend = storage.name(), "document storage ready");
-    Ok(storage)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::test_env as env;
 
     #[test]
     fn backend_is_inferred_in_order() {
@@ -349,61 +217,11 @@ mod tests {
         assert_eq!(cfg.s3_ssl, Some(true));
         assert_eq!(cfg.dir, Some(PathBuf::from("/var/y")));
         assert!(toml::from_str::<StorageConfig>("backend = \"floppy\"").is_err());
-    }
-
-    #[test]
-    fn environment_overrides_the_file() {
-        let mut cfg = StorageConfig {
-            bucket: Some("file-bucket".into()),
-            s3_port: Some(1),
-            ..StorageConfig::default()
-        };
-        cfg.apply_env(env(&[
-            ("GOOGLE_CLOUD_STORAGE_BUCKET", "env-bucket"),
-            ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443"),
-            ("POSTGRES", "postgres://u@h/d"),
-            ("S3_ENDPOINT", "minio"),
-            ("S3_PORT", "9000"),
-            ("S3_SSL", "false"),
-            ("S3_ACCESS_KEY", "a"),
-            ("S3_SECRET_KEY", "s"),
-            ("S3_BUCKET", "b2"),
-            ("S3_REGION", "eu-west-1"),
-            ("STORAGE_DIR", "/tmp/x"),
-            ("STORAGE_BACKEND", "s3"),
-        ]))
-        .unwrap();
-        assert_eq!(cfg.bucket.as_deref(), Some("env-bucket"));
-        assert_eq!(cfg.gcs_endpoint.as_deref(), Some("http://127.0.0.1:4443"));
-        assert_eq!(cfg.postgres.as_deref(), Some("postgres://u@h/d"));
-        assert_eq!(cfg.s3_port, Some(9000));
-        assert_eq!(cfg.s3_ssl, Some(false));
-        assert_eq!(cfg.dir, Some(PathBuf::from("/tmp/x")));
-        assert_eq!(cfg.backend_kind(), StorageBackend::S3);
-        let s3 = cfg.s3_options().unwrap();
-        assert_eq!(
-            (s3.bucket.as_str(), s3.region.as_str()),
-            ("b2", "eu-west-1")
+        let typo = toml::from_str::<StorageConfig>("s3_bukcet = \"b\"").err();
+        assert!(
+            typo.is_some_and(|err| err.message().contains("s3_bukcet")),
+            "an unknown [storage] key is an error"
         );
-    }
-
-    #[test]
-    fn bad_environment_values_are_config_errors() {
-        for (name, value) in [
-            ("S3_PORT", "http"),
-            ("S3_SSL", "maybe"),
-            ("STORAGE_BACKEND", "x"),
-        ] {
-            let mut cfg = StorageConfig::default();
-            let result = cfg.apply_env(env(&[(name, value)]));
-            assert!(
-                matches!(result, Err(StorageError::Config(_))),
-                "{name}={value}"
-            );
-        }
-        let mut cfg = StorageConfig::default();
-        cfg.apply_env(env(&[("POSTGRES", "")])).unwrap();
-        assert_eq!(cfg.backend_kind(), StorageBackend::Fs);
     }
 
     #[test]
@@ -419,23 +237,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("postgres://user:***@db:5432/y"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn missing_settings_are_config_errors() {
-        for backend in [
-            StorageBackend::Postgres,
-            StorageBackend::S3,
-            StorageBackend::Gcs,
-        ] {
-            let cfg = StorageConfig {
-                backend: Some(backend),
-                ..StorageConfig::default()
-            };
-            assert!(
-                matches!(open_storage(&cfg).await, Err(StorageError::Config(_))),
-                "{backend:?}"
-            );
-        }
     }
 }

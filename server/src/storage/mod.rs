@@ -20,10 +20,12 @@ pub mod gcs;
 mod http;
 pub mod memory;
 mod objects;
+mod open;
 pub mod postgres;
 pub mod s3;
 
-pub use config::{open_storage, StorageBackend, StorageConfig};
+pub use config::{StorageBackend, StorageConfig};
+pub use open::{open_storage, OPEN_TIMEOUT};
 
 /// Why a storage operation failed. Callers treat every variant as retryable except
 /// [`StorageError::Config`], which is reported at start.

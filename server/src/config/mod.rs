@@ -1,5 +1,29 @@
-//! Configuration: defaults, then a TOML file, then the environment (the seed's
-//! names and y-redis's names), then command-line flags.
+//! Configuration: defaults, then a TOML file, then the environment (the run
+//! guide's names and y-redis's names), then command-line flags.
+//!
+//! The *run guide* (the project's seed: what it started from) is the short guide this
+//! server was first written to: it promised the environment names `REDIS_URL`,
+//! `WS_PORT`, `GOOGLE_CLOUD_STORAGE_BUCKET` and `RUST_LOG`, and the example file of
+//! the README (with `port = "3001"` written as a string). Where it and y-redis
+//! name the same thing differently (`REDIS_URL`/`REDIS`, `WS_PORT`/`PORT`), both
+//! are read and the run guide's name wins.
+//!
+//! # Adding a key
+//!
+//! 1. Add the field, with its default, to its section struct below (or to
+//!    [`StorageConfig`]).
+//! 2. Add one [`Setting`] row to [`SETTINGS`] (`settings.rs`): file key,
+//!    environment variables, default, meaning, and how a value is applied. That
+//!    row drives the environment ([`Config::apply_env`]) and `--help`.
+//! 3. Add the same row to the README's configuration table (and to
+//!    `docs/storage.md` for a `[storage]` key): the test
+//!    `readme_lists_every_setting` fails until you do, and prints the rows to paste.
+//!
+//! Checks across keys go into [`Config::validate`].
+
+mod settings;
+
+pub use settings::{help, markdown_rows, Setting, SETTINGS};
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -116,7 +140,7 @@ impl RedisConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebsocketConfig {
-    /// TCP port (the seed's example writes it as a string; both are accepted).
+    /// TCP port (the run guide's example writes it as a string; both are accepted).
     #[serde(deserialize_with = "number_or_string")]
     pub port: u16,
     /// Address to listen on.
@@ -195,19 +219,6 @@ where
     }
 }
 
-fn parse_env<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse()
-        .map_err(|err: T::Err| ConfigError::Invalid {
-            name: name.to_string(),
-            message: format!("{value:?}: {err}"),
-        })
-}
-
 impl Config {
     /// Read a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -226,59 +237,23 @@ impl Config {
         toml::from_str(text).map_err(|err| err.message().to_string())
     }
 
-    /// Override with environment variables, read through `get`. The seed's names
-    /// win over y-redis's when both are set.
+    /// Override with environment variables, read through `get` (pass
+    /// `|name| std::env::var(name).ok()`), as [`SETTINGS`] lists them. Of the
+    /// variables of one key, the first set wins; an empty variable counts as unset.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let first = |names: &[&'static str]| -> Option<(&'static str, String)> {
-            names
-                .iter()
-                .find_map(|name| get(name).filter(|v| !v.is_empty()).map(|v| (*name, v)))
-        };
-        if let Some((_, url)) = first(&["REDIS_URL", "REDIS"]) {
-            self.redis.url = Some(url);
+        for setting in SETTINGS {
+            let found = setting.env.iter().find_map(|name| {
+                get(name)
+                    .filter(|value| !value.trim().is_empty())
+                    .map(|value| (*name, value))
+            });
+            if let Some((name, value)) = found {
+                (setting.apply)(self, &value).map_err(|message| ConfigError::Invalid {
+                    name: name.to_string(),
+                    message,
+                })?;
+            }
         }
-        if let Some((_, prefix)) = first(&["REDIS_PREFIX"]) {
-            self.redis.prefix = prefix;
-        }
-        if let Some((name, v)) = first(&["REDIS_TASK_DEBOUNCE"]) {
-            self.redis.task_debounce = parse_env(name, &v)?;
-        }
-        if let Some((name, v)) = first(&["REDIS_MIN_MESSAGE_LIFETIME"]) {
-            self.redis.min_message_lifetime = parse_env(name, &v)?;
-        }
-        if let Some((name, v)) = first(&["WS_PORT", "PORT"]) {
-            self.websocket.port = parse_env(name, &v)?;
-        }
-        if let Some((name, v)) = first(&["WS_HOST", "HOST"]) {
-            self.websocket.host = parse_env(name, &v)?;
-        }
-        if let Some((name, v)) = first(&["WS_BUFFER_CAPACITY"]) {
-            self.websocket.buffer_capacity = parse_env(name, &v)?;
-        }
-        if let Some((name, v)) = first(&["WS_MAX_MESSAGE_SIZE"]) {
-            self.websocket.max_message_size = parse_env(name, &v)?;
-        }
-        if let Some((_, v)) = first(&["AUTH_PUBLIC_KEY"]) {
-            self.auth.public_key = Some(v);
-        }
-        if let Some((_, v)) = first(&["AUTH_PERM_CALLBACK"]) {
-            self.auth.perm_callback = Some(v);
-        }
-        if let Some((name, v)) = first(&["AUTH_PERM_TIMEOUT"]) {
-            self.auth.perm_timeout = parse_env(name, &v)?;
-        }
-        if let Some((name, v)) = first(&["METRICS_PORT"]) {
-            self.metrics.port = Some(parse_env(name, &v)?);
-        }
-        if let Some((_, v)) = first(&["YDOC_UPDATE_CALLBACK"]) {
-            self.worker.update_callback = Some(v);
-        }
-        self.storage
-            .apply_env(&get)
-            .map_err(|err| ConfigError::Invalid {
-                name: "storage".to_string(),
-                message: err.to_string(),
-            })?;
         self.validate()
     }
 
@@ -307,30 +282,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The help text that lists every key and variable.
-    pub const HELP: &'static str = "\
-CONFIGURATION (file keys, then environment variables; environment overrides the file)
-  [redis] url                   REDIS_URL, REDIS            Redis URL; unset = embedded single-instance bus
-  [redis] prefix                REDIS_PREFIX                key prefix (default y)
-  [redis] task_debounce         REDIS_TASK_DEBOUNCE         ms before a worker compacts a stream (default 10000)
-  [redis] min_message_lifetime  REDIS_MIN_MESSAGE_LIFETIME  ms entries stay after compaction (default 60000)
-  [websocket] port              WS_PORT, PORT               listen port (default 3001)
-  [websocket] host              WS_HOST, HOST               listen address (default 0.0.0.0)
-  [websocket] buffer_capacity   WS_BUFFER_CAPACITY          messages queued per connection (default 512)
-  [websocket] max_message_size  WS_MAX_MESSAGE_SIZE         largest message in bytes (default 104857600)
-  [storage] backend             STORAGE_BACKEND             memory | fs | postgres | s3 | gcs
-  [storage] dir                 STORAGE_DIR                 fs backend directory (default ./data)
-  [storage] bucket              GOOGLE_CLOUD_STORAGE_BUCKET GCS bucket (selects gcs)
-  [storage] gcs_endpoint        STORAGE_EMULATOR_HOST       GCS endpoint override (emulators)
-  [storage] postgres            POSTGRES                    PostgreSQL URL (selects postgres)
-  [storage] s3_endpoint ...     S3_ENDPOINT S3_PORT S3_SSL S3_ACCESS_KEY S3_SECRET_KEY S3_BUCKET
-  [auth] public_key             AUTH_PUBLIC_KEY             ES384 public JWK; unset = no auth
-  [auth] perm_callback          AUTH_PERM_CALLBACK          permission callback URL
-  [auth] perm_timeout           AUTH_PERM_TIMEOUT           ms to wait for the callback (default 5000)
-  [worker] update_callback      YDOC_UPDATE_CALLBACK        PUT {url}/{room} with each compacted doc
-  [metrics] port                METRICS_PORT                /metrics, /healthz, /readyz port; unset = off
-  RUST_LOG                                                  log filter (default info)";
 }
 
 /// An environment made of `pairs`, for tests of `apply_env`.
@@ -349,7 +300,7 @@ mod tests {
     use test_env as env;
 
     #[test]
-    fn seed_example_file_parses_with_string_port() {
+    fn run_guide_example_file_parses_with_string_port() {
         let config = Config::from_toml(
             r#"
 [redis]
@@ -366,7 +317,7 @@ buffer_capacity = 512
 bucket = "your-gcs-bucket"
 "#,
         )
-        .expect("seed config parses");
+        .expect("the run guide's example parses");
         assert_eq!(config.websocket.port, 3001);
         assert_eq!(config.websocket.buffer_capacity, 512);
         assert_eq!(config.redis.url.as_deref(), Some("redis://localhost:6379"));
@@ -386,7 +337,7 @@ bucket = "your-gcs-bucket"
     }
 
     #[test]
-    fn environment_overrides_file_and_seed_names_win() {
+    fn environment_overrides_file_and_run_guide_names_win() {
         let mut config =
             Config::from_toml("[websocket]\nport = 4000\n[redis]\nprefix = \"a\"").unwrap();
         config
@@ -415,5 +366,98 @@ bucket = "your-gcs-bucket"
         assert!(err.contains("out of range"), "{err}");
         let err = Config::from_toml("[nope]\nx = 1").unwrap_err();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn storage_variables_override_the_file() {
+        let mut config = Config::default();
+        config.storage.bucket = Some("file-bucket".into());
+        config.storage.s3_port = Some(1);
+        config
+            .apply_env(env(&[
+                ("GOOGLE_CLOUD_STORAGE_BUCKET", "env-bucket"),
+                ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443"),
+                ("POSTGRES", "postgres://u@h/d"),
+                ("S3_ENDPOINT", "minio"),
+                ("S3_PORT", "9000"),
+                ("S3_SSL", "false"),
+                ("S3_ACCESS_KEY", "a"),
+                ("S3_SECRET_KEY", "s"),
+                ("S3_BUCKET", "b2"),
+                ("S3_REGION", "eu-west-1"),
+                ("STORAGE_DIR", "/tmp/x"),
+                ("STORAGE_BACKEND", "s3"),
+            ]))
+            .unwrap();
+        let cfg = &config.storage;
+        assert_eq!(cfg.bucket.as_deref(), Some("env-bucket"));
+        assert_eq!(cfg.gcs_endpoint.as_deref(), Some("http://127.0.0.1:4443"));
+        assert_eq!(cfg.postgres.as_deref(), Some("postgres://u@h/d"));
+        assert_eq!(cfg.s3_port, Some(9000));
+        assert_eq!(cfg.s3_ssl, Some(false));
+        assert_eq!(cfg.dir, Some(std::path::PathBuf::from("/tmp/x")));
+        assert_eq!(cfg.backend_kind(), crate::storage::StorageBackend::S3);
+        let s3 = cfg.s3_options().unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str()),
+            ("b2", "eu-west-1")
+        );
+    }
+
+    #[test]
+    fn bad_storage_values_name_the_variable() {
+        for (name, value) in [
+            ("S3_PORT", "http"),
+            ("S3_SSL", "maybe"),
+            ("STORAGE_BACKEND", "x"),
+        ] {
+            let mut config = Config::default();
+            let err = config.apply_env(env(&[(name, value)])).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { name: n, .. } if n == name),
+                "{name}={value}: {err}"
+            );
+        }
+        let mut config = Config::default();
+        config
+            .apply_env(env(&[("POSTGRES", ""), ("REDIS_URL", " ")]))
+            .unwrap();
+        assert_eq!(
+            config.storage.backend_kind(),
+            crate::storage::StorageBackend::Fs
+        );
+        assert!(config.redis.url.is_none(), "an empty variable is unset");
+    }
+
+    #[test]
+    fn readme_lists_every_setting() {
+        let expected = markdown_rows(|_| true);
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains(&expected),
+            "README.md's configuration table must read:\n{expected}"
+        );
+        let expected = markdown_rows(|s| s.key.starts_with("[storage]"));
+        let storage = include_str!("../../../docs/storage.md");
+        assert!(
+            storage.contains(&expected),
+            "docs/storage.md's table must read:\n{expected}"
+        );
+    }
+
+    #[test]
+    fn help_lists_every_setting() {
+        let help = help();
+        for setting in SETTINGS {
+            let line = help
+                .lines()
+                .find(|line| {
+                    line.trim_start().starts_with(setting.key) && line.contains(setting.env[0])
+                })
+                .unwrap_or_else(|| panic!("--help has a line for {:?}:\n{help}", setting.env));
+            for name in setting.env {
+                assert!(line.contains(name), "{line}");
+            }
+        }
     }
 }

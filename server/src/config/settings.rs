@@ -1,0 +1,302 @@
+//! The one table of configuration keys: [`SETTINGS`]. It drives
+//! [`Config::apply_env`](super::Config::apply_env) and the `--help` text
+//! ([`help`]), and a test checks that the README's configuration table and
+//! `docs/storage.md` list the same rows ([`markdown_rows`]).
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+use super::Config;
+
+/// One configuration key: where it sits in the TOML file, the environment
+/// variables that override it (the first one set wins), its default and what it
+/// means, and how an environment value is written into a [`Config`].
+pub struct Setting {
+    /// `[section] key` in the TOML file; empty for a variable with no file key.
+    pub key: &'static str,
+    /// The environment variables, in order of precedence.
+    pub env: &'static [&'static str],
+    /// The default as the README shows it (Markdown).
+    pub default: &'static str,
+    /// What it means (Markdown, one line).
+    pub meaning: &'static str,
+    /// Write a (non-empty) environment value into the configuration; the error
+    /// says what is wrong with the value.
+    pub apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+/// Every configuration key, in the order `--help` and the README list them.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "[redis] url",
+        env: &["REDIS_URL", "REDIS"],
+        default: "unset",
+        meaning: "Redis URL; unset = embedded single-instance bus",
+        apply: |c, v| text(&mut c.redis.url, v),
+    },
+    Setting {
+        key: "[redis] prefix",
+        env: &["REDIS_PREFIX"],
+        default: "`y`",
+        meaning: "key prefix shared by the fleet",
+        apply: |c, v| {
+            c.redis.prefix = v.to_string();
+            Ok(())
+        },
+    },
+    Setting {
+        key: "[redis] task_debounce",
+        env: &["REDIS_TASK_DEBOUNCE"],
+        default: "`10000`",
+        meaning: "ms a compaction task waits before a worker claims it",
+        apply: |c, v| parse(&mut c.redis.task_debounce, v),
+    },
+    Setting {
+        key: "[redis] min_message_lifetime",
+        env: &["REDIS_MIN_MESSAGE_LIFETIME"],
+        default: "`60000`",
+        meaning: "ms entries stay in a stream after compaction",
+        apply: |c, v| parse(&mut c.redis.min_message_lifetime, v),
+    },
+    Setting {
+        key: "[websocket] port",
+        env: &["WS_PORT", "PORT"],
+        default: "`3001`",
+        meaning: "listen port (string or number)",
+        apply: |c, v| parse(&mut c.websocket.port, v),
+    },
+    Setting {
+        key: "[websocket] host",
+        env: &["WS_HOST", "HOST"],
+        default: "`0.0.0.0`",
+        meaning: "listen address",
+        apply: |c, v| parse(&mut c.websocket.host, v),
+    },
+    Setting {
+        key: "[websocket] buffer_capacity",
+        env: &["WS_BUFFER_CAPACITY"],
+        default: "`512`",
+        meaning: "messages queued per connection; a client further behind is disconnected and resyncs on reconnect",
+        apply: |c, v| parse(&mut c.websocket.buffer_capacity, v),
+    },
+    Setting {
+        key: "[websocket] max_message_size",
+        env: &["WS_MAX_MESSAGE_SIZE"],
+        default: "`104857600`",
+        meaning: "largest accepted message (bytes)",
+        apply: |c, v| parse(&mut c.websocket.max_message_size, v),
+    },
+    Setting {
+        key: "[storage] backend",
+        env: &["STORAGE_BACKEND"],
+        default: "chosen",
+        meaning: "`memory`, `fs`, `postgres`, `s3` or `gcs`; unset = chosen by the keys set (`docs/storage.md`)",
+        apply: |c, v| parse_some(&mut c.storage.backend, v),
+    },
+    Setting {
+        key: "[storage] dir",
+        env: &["STORAGE_DIR"],
+        default: "`./data`",
+        meaning: "`fs` directory",
+        apply: |c, v| {
+            c.storage.dir = Some(v.into());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "[storage] bucket",
+        env: &["GOOGLE_CLOUD_STORAGE_BUCKET"],
+        default: "unset",
+        meaning: "GCS bucket",
+        apply: |c, v| text(&mut c.storage.bucket, v),
+    },
+    Setting {
+        key: "[storage] gcs_endpoint",
+        env: &["STORAGE_EMULATOR_HOST"],
+        default: "unset",
+        meaning: "GCS emulator, e.g. `http://127.0.0.1:4443` (no credentials are used with it)",
+        apply: |c, v| text(&mut c.storage.gcs_endpoint, v),
+    },
+    Setting {
+        key: "[storage] postgres",
+        env: &["POSTGRES"],
+        default: "unset",
+        meaning: "PostgreSQL URL",
+        apply: |c, v| text(&mut c.storage.postgres, v),
+    },
+    Setting {
+        key: "[storage] s3_endpoint",
+        env: &["S3_ENDPOINT"],
+        default: "unset",
+        meaning: "S3 host name, or a URL `http(s)://host:port`",
+        apply: |c, v| text(&mut c.storage.s3_endpoint, v),
+    },
+    Setting {
+        key: "[storage] s3_port",
+        env: &["S3_PORT"],
+        default: "443 with SSL, 80 without",
+        meaning: "S3 port",
+        apply: |c, v| parse_some(&mut c.storage.s3_port, v),
+    },
+    Setting {
+        key: "[storage] s3_ssl",
+        env: &["S3_SSL"],
+        default: "`false`",
+        meaning: "S3 over HTTPS (`true`/`false`), as y-redis",
+        apply: |c, v| flag(&mut c.storage.s3_ssl, v),
+    },
+    Setting {
+        key: "[storage] s3_access_key",
+        env: &["S3_ACCESS_KEY"],
+        default: "unset",
+        meaning: "S3 access key id; unset = unsigned requests",
+        apply: |c, v| text(&mut c.storage.s3_access_key, v),
+    },
+    Setting {
+        key: "[storage] s3_secret_key",
+        env: &["S3_SECRET_KEY"],
+        default: "unset",
+        meaning: "S3 secret access key",
+        apply: |c, v| text(&mut c.storage.s3_secret_key, v),
+    },
+    Setting {
+        key: "[storage] s3_bucket",
+        env: &["S3_BUCKET"],
+        default: "`ydocs`",
+        meaning: "S3 bucket",
+        apply: |c, v| text(&mut c.storage.s3_bucket, v),
+    },
+    Setting {
+        key: "[storage] s3_region",
+        env: &["S3_REGION"],
+        default: "`us-east-1`",
+        meaning: "S3 region used in signatures",
+        apply: |c, v| text(&mut c.storage.s3_region, v),
+    },
+    Setting {
+        key: "[auth] public_key",
+        env: &["AUTH_PUBLIC_KEY"],
+        default: "unset",
+        meaning: "ES384 public JWK; unset = no auth (a warning says so)",
+        apply: |c, v| text(&mut c.auth.public_key, v),
+    },
+    Setting {
+        key: "[auth] perm_callback",
+        env: &["AUTH_PERM_CALLBACK"],
+        default: "unset",
+        meaning: "permission callback base URL",
+        apply: |c, v| text(&mut c.auth.perm_callback, v),
+    },
+    Setting {
+        key: "[auth] perm_timeout",
+        env: &["AUTH_PERM_TIMEOUT"],
+        default: "`5000`",
+        meaning: "ms to wait for the callback",
+        apply: |c, v| parse(&mut c.auth.perm_timeout, v),
+    },
+    Setting {
+        key: "[worker] update_callback",
+        env: &["YDOC_UPDATE_CALLBACK"],
+        default: "unset",
+        meaning: "`PUT {url}/{room}` with each compacted document",
+        apply: |c, v| text(&mut c.worker.update_callback, v),
+    },
+    Setting {
+        key: "[metrics] port",
+        env: &["METRICS_PORT"],
+        default: "unset",
+        meaning: "port of `/metrics`, `/healthz`, `/readyz`; unset = not served",
+        apply: |c, v| parse_some(&mut c.metrics.port, v),
+    },
+    Setting {
+        key: "",
+        env: &["RUST_LOG"],
+        default: "`info`",
+        meaning: "log filter, e.g. `debug` or `websocket=debug` (read by the binary at start)",
+        apply: |_, _| Ok(()),
+    },
+];
+
+/// Store a text value as it is.
+fn text(slot: &mut Option<String>, value: &str) -> Result<(), String> {
+    *slot = Some(value.to_string());
+    Ok(())
+}
+
+/// Parse a value (surrounding spaces ignored) into `slot`.
+fn parse<T: FromStr>(slot: &mut T, value: &str) -> Result<(), String>
+where
+    T::Err: Display,
+{
+    *slot = value
+        .trim()
+        .parse()
+        .map_err(|err| format!("{value:?}: {err}"))?;
+    Ok(())
+}
+
+/// Parse a value (surrounding spaces ignored) into an optional `slot`.
+fn parse_some<T: FromStr>(slot: &mut Option<T>, value: &str) -> Result<(), String>
+where
+    T::Err: Display,
+{
+    *slot = Some(
+        value
+            .trim()
+            .parse()
+            .map_err(|err| format!("{value:?}: {err}"))?,
+    );
+    Ok(())
+}
+
+/// `true`/`1`/`yes` or `false`/`0`/`no`, any case.
+fn flag(slot: &mut Option<bool>, value: &str) -> Result<(), String> {
+    *slot = Some(match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => true,
+        "false" | "0" | "no" => false,
+        _ => return Err(format!("{value:?}: expected true or false")),
+    });
+    Ok(())
+}
+
+/// The configuration part of `--help`: one line per [`Setting`].
+pub fn help() -> String {
+    let mut out = String::from(
+        "CONFIGURATION (file keys, then environment variables; environment overrides the file,\n\
+         an empty variable counts as unset; details in the README)\n",
+    );
+    for setting in SETTINGS {
+        let line = format!(
+            "  {:<30} {:<28} {} [default: {}]",
+            setting.key,
+            setting.env.join(", "),
+            setting.meaning,
+            setting.default
+        );
+        out.push_str(line.replace('`', "").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The Markdown table rows (header included) of the settings `select` keeps, as
+/// the README and `docs/storage.md` show them.
+pub fn markdown_rows(select: impl Fn(&Setting) -> bool) -> String {
+    let mut out =
+        String::from("| file key | environment | default | meaning |\n|---|---|---|---|\n");
+    for setting in SETTINGS.iter().filter(|s| select(s)) {
+        let key = if setting.key.is_empty() {
+            "| |".to_string()
+        } else {
+            format!("| `{}` |", setting.key)
+        };
+        let env: Vec<String> = setting.env.iter().map(|name| format!("`{name}`")).collect();
+        out.push_str(&format!(
+            "{key} {} | {} | {} |\n",
+            env.join(", "),
+            setting.default,
+            setting.meaning
+        ));
+    }
+    out
+}
