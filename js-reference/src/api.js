@@ -1,4 +1,4 @@
-// Everything the server and the worker do against Redis (compat notes sections 3-5):
+// Everything the server and the worker do against Redis (docs/protocol.md §3–§5):
 // the key layout, the two Lua scripts, the batched stream read with its merge, loading
 // a doc from storage plus its stream, and one pass of the compaction worker.
 
@@ -22,7 +22,7 @@ export const computeRedisRoomStreamName = (room, docid, prefix) =>
   `${prefix}:room:${encodeURIComponent(room)}:${encodeURIComponent(docid)}`
 
 /**
- * Parse a doc stream key back into room and docid (greedy pattern of section 3).
+ * Parse a doc stream key back into room and docid (greedy pattern of docs/protocol.md §3).
  * @param {string} key
  * @param {string} expectedPrefix
  * @return {{ room: string, docid: string }}
@@ -177,7 +177,7 @@ export class Api {
   }
 
   /**
-   * Load a doc: storage state plus every stream entry (compat notes section 4).
+   * Load a doc: storage state plus every stream entry (docs/protocol.md §4).
    * Throws when a stream entry cannot be applied.
    * @param {string} room
    * @param {string} docid

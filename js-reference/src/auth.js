@@ -1,5 +1,5 @@
-// Authentication at the WebSocket upgrade as y-redis 0.1.6 does it (compat notes
-// section 6): an ES384 JWT checked against a JWK public key, an `exp` compared in
+// Authentication at the WebSocket upgrade as y-redis 0.1.6 does it (docs/protocol.md
+// §6): an ES384 JWT checked against a JWK public key, an `exp` compared in
 // milliseconds, then a permission callback deciding between read-write and read-only.
 
 import { webcrypto } from 'node:crypto'

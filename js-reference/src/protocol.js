@@ -1,6 +1,6 @@
 // Message encoding for the y-websocket framing, and the merge that y-redis 0.1.6
 // applies to every batch of stream entries before it sends them to clients
-// (compat notes sections 1 and 8). The merge keeps the observable defects of 0.1.6:
+// (docs/protocol.md §1 and §8). The merge keeps the observable defects of 0.1.6:
 // the merging awareness instance's own entry travels along (defect 1), removals
 // inside a batch are lost (defect 2), and the caller concatenates the output into
 // one frame (defect 3).
@@ -74,7 +74,7 @@ export const encodeAwarenessUserDisconnected = (clientID, lastClock) => {
 export const asUint8Array = buf => new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
 
 /**
- * Merge the `m` values read from one stream in one read (compat notes section 8).
+ * Merge the `m` values read from one stream in one read (docs/protocol.md §8).
  * A single message is passed through untouched. Otherwise all sync-update payloads
  * are merged into one v1 update and all awareness messages are applied in order to
  * one fresh awareness instance; the result is the update message (if any) followed

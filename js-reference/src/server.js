@@ -1,5 +1,5 @@
-// The WebSocket server: one connection's life as y-redis 0.1.6 lives it (compat notes
-// section 2): auth at upgrade, subscribe + load + initial messages, client messages
+// The WebSocket server: one connection's life as y-redis 0.1.6 lives it (docs/protocol.md
+// §2): auth at upgrade, subscribe + load + initial messages, client messages
 // appended to the room's stream unvalidated (defect 4), awareness null on close, and
 // every merged stream batch sent to the room's connections as one frame (defect 3).
 

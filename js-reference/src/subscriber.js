@@ -1,5 +1,5 @@
 // One read loop per server instance that follows every doc stream with a local
-// connection (compat notes sections 2.4, 2.7 and 8). A stream's first subscriber
+// connection (docs/protocol.md §2.4, §2.7 and §8). A stream's first subscriber
 // starts it at id '0', so the whole backlog is broadcast once more (defect 6).
 
 import { createApiClient, isSmallerRedisId } from './api.js'

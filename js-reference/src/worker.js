@@ -1,4 +1,4 @@
-// The compaction worker's loop (compat notes section 5) and its optional update
+// The compaction worker's loop (docs/protocol.md §5) and its optional update
 // callback: `PUT {callback}/{room}` with a multipart field `ydoc` holding the v2 state.
 
 import * as Y from 'yjs'

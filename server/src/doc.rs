@@ -1,4 +1,4 @@
-//! Loading a document the way y-redis does (compat notes section 4): the stored
+//! Loading a document the way y-redis does (docs/protocol.md §4): the stored
 //! state plus every entry of its stream.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -51,7 +51,7 @@ pub struct LoadedDoc {
 }
 
 impl LoadedDoc {
-    /// The messages a client receives when it opens the room (compat notes 2.3):
+    /// The messages a client receives when it opens the room (docs/protocol.md §2.3):
     /// sync step 1, sync step 2, then awareness if any state is known.
     pub fn initial_messages(&self) -> Result<InitialSync, LoadError> {
         let (state_vector, update) = guarded("encoding the initial sync", || {

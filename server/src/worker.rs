@@ -1,5 +1,5 @@
 //! Compaction: move what the streams hold into storage and trim them
-//! (compat notes section 5), sharing the task queue with every other worker of
+//! (docs/protocol.md §5), sharing the task queue with every other worker of
 //! the fleet, in any language.
 
 use std::panic::AssertUnwindSafe;

@@ -1,4 +1,4 @@
-//! Token auth end to end (compat notes section 6): real instances on a real Redis, a
+//! Token auth end to end (docs/protocol.md §6): real instances on a real Redis, a
 //! permission callback served here, tokens by query and by subprotocol, read-only
 //! connections, every refusal as HTTP 401 before the upgrade, tokens kept out of the
 //! logs, a Node `ws` client, and the `websocket auth` tools against this server and

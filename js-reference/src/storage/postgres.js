@@ -1,4 +1,4 @@
-// PostgreSQL document store with y-redis 0.1.6's table layout (compat notes section 7):
+// PostgreSQL document store with y-redis 0.1.6's table layout (docs/protocol.md §7):
 // one row per persisted full state (v2) with its v1 state vector, referenced by `r`.
 
 import * as Y from 'yjs'

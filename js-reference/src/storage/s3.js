@@ -1,4 +1,4 @@
-// S3 document store with y-redis 0.1.6's object layout (compat notes section 7):
+// S3 document store with y-redis 0.1.6's object layout (docs/protocol.md §7):
 // bucket `ydocs`, objects `{enc(room)}/{enc(docid)}/{uuid v4}`, each a full v2 state.
 
 import * as Y from 'yjs'

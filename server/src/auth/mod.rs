@@ -1,5 +1,5 @@
 //! Authentication and authorization of WebSocket connections, as y-redis 0.1.6 does it
-//! (compat notes section 6).
+//! (docs/protocol.md §6).
 //!
 //! A client presents a JWT signed with ES384 (ECDSA P-384, SHA-384), either as the
 //! `Sec-WebSocket-Protocol` entry `yauth-<token>` or as the query parameter `yauth`.

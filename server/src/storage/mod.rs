@@ -4,7 +4,7 @@
 //! partial document state encoded as a Yjs **v2** update, named by an opaque
 //! reference. Loading merges all items; compaction stores one new item holding the
 //! whole document and then deletes the references it replaced. The layouts are
-//! y-redis 0.1.6's (compat notes section 7), so JavaScript instances read what we
+//! y-redis 0.1.6's (docs/protocol.md §7), so JavaScript instances read what we
 //! write and the reverse.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,5 +1,5 @@
 //! The y-redis stream layout: where client messages go and how instances and
-//! workers find them (compat notes section 3).
+//! workers find them (docs/protocol.md §3).
 //!
 //! Two implementations share the [`Streams`] trait: [`RedisStreams`] for fleets
 //! (byte-compatible with y-redis 0.1.6 instances on the same Redis) and
@@ -77,7 +77,7 @@ pub trait Streams: Send + Sync + 'static {
     async fn ensure_worker_group(&self) -> Result<(), StreamError>;
 
     /// Append one message to a doc stream; a new stream also gets a compaction
-    /// task, parked under the consumer `pending` (compat notes section 3).
+    /// task, parked under the consumer `pending` (docs/protocol.md §3).
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError>;
 
     /// Every entry of a doc stream, oldest first.

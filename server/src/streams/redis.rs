@@ -12,8 +12,8 @@ use super::{StreamBatch, StreamEntry, StreamError, Streams, WorkerTask, READ_COU
 use crate::protocol::StreamId;
 
 /// Appends a message; a stream that does not exist yet first gets a compaction
-/// task, moved at once into the pending list of the consumer `pending` (compat
-/// notes section 3). Unlike y-redis it recreates the worker group when it is
+/// task, moved at once into the pending list of the consumer `pending` (docs/protocol.md
+/// §3). Unlike y-redis it recreates the worker group when it is
 /// missing (after a FLUSHALL), instead of failing every append of a new room.
 const APPEND_SCRIPT: &str = r#"
 if redis.call("EXISTS", KEYS[1]) == 0 then
