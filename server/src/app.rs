@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
 use crate::http::{self, OpsState};
+use crate::listener::{self, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::server::{self, AppState};
@@ -156,25 +157,26 @@ impl Instance {
                 rooms: state.as_ref().map(|state| Arc::clone(&state.rooms)),
                 streams: Arc::clone(&streams),
             }));
-            let signal = stop.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, ops)
-                    .with_graceful_shutdown(async move { signal.cancelled().await })
-                    .await;
-                if let Err(err) = served {
-                    tracing::error!(%err, "operations endpoints failed");
-                }
-            });
+            tokio::spawn(listener::serve(
+                listener,
+                ops,
+                ListenerSettings::default(),
+                stop.clone(),
+            ));
             if let Some(addr) = metrics_addr {
                 tracing::info!(%addr, "metrics and health endpoints");
             }
         }
 
+        let settings = ListenerSettings {
+            header_read_timeout: config.websocket.header_timeout(),
+            max_handshakes: config.websocket.max_handshakes,
+        };
         let task = tokio::spawn(run(
             stop.clone(),
             streams,
             storage,
-            serving.map(|(listener, _)| listener),
+            serving.map(|(listener, _)| (listener, settings)),
             state,
             worker,
             embedded,
@@ -210,7 +212,7 @@ async fn run(
     stop: CancellationToken,
     streams: Arc<dyn Streams>,
     storage: Arc<dyn Storage>,
-    listener: Option<TcpListener>,
+    listener: Option<(TcpListener, ListenerSettings)>,
     state: Option<Arc<AppState>>,
     worker: Option<Arc<Worker>>,
     embedded: bool,
@@ -232,15 +234,9 @@ async fn run(
 
     // 1. Serve until asked to stop; then stop accepting.
     match (listener, &state) {
-        (Some(listener), Some(state)) => {
+        (Some((listener, settings)), Some(state)) => {
             let app = server::router(Arc::clone(state));
-            let signal = stop.clone();
-            if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { signal.cancelled().await })
-                .await
-            {
-                tracing::error!(%err, "server failed");
-            }
+            listener::serve(listener, app, settings, stop.clone()).await;
         }
         _ => stop.cancelled().await,
     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod doc;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod protocol;
 pub mod rooms;

@@ -151,6 +151,20 @@ pub struct WebsocketConfig {
     /// Largest accepted WebSocket message, in bytes.
     #[serde(deserialize_with = "number_or_string")]
     pub max_message_size: usize,
+    /// Milliseconds a connection may take to send its request headers.
+    #[serde(deserialize_with = "number_or_string")]
+    pub header_timeout: u64,
+    /// Connections accepted and not yet upgraded at once (reading headers,
+    /// waiting on the permission callback); more wait in the listen backlog.
+    #[serde(deserialize_with = "number_or_string")]
+    pub max_handshakes: usize,
+}
+
+impl WebsocketConfig {
+    /// The header read timeout as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout)
+    }
 }
 
 impl Default for WebsocketConfig {
@@ -160,6 +174,8 @@ impl Default for WebsocketConfig {
             host: IpAddr::from([0, 0, 0, 0]),
             buffer_capacity: 512,
             max_message_size: 100 * 1024 * 1024,
+            header_timeout: 10_000,
+            max_handshakes: 1024,
         }
     }
 }
@@ -273,6 +289,12 @@ impl Config {
         }
         if self.websocket.max_message_size < 1024 {
             return invalid("websocket.max_message_size", "must be at least 1024 bytes");
+        }
+        if self.websocket.header_timeout == 0 {
+            return invalid("websocket.header_timeout", "must be at least 1 ms");
+        }
+        if self.websocket.max_handshakes == 0 {
+            return invalid("websocket.max_handshakes", "must be at least 1");
         }
         if self.auth.public_key.is_some() != self.auth.perm_callback.is_some() {
             return invalid(

@@ -87,6 +87,20 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| parse(&mut c.websocket.max_message_size, v),
     },
     Setting {
+        key: "[websocket] header_timeout",
+        env: &["WS_HEADER_TIMEOUT"],
+        default: "`10000`",
+        meaning: "ms a connection may take to send its request headers; slower ones are closed",
+        apply: |c, v| parse(&mut c.websocket.header_timeout, v),
+    },
+    Setting {
+        key: "[websocket] max_handshakes",
+        env: &["WS_MAX_HANDSHAKES"],
+        default: "`1024`",
+        meaning: "connections accepted and not yet upgraded (reading headers, waiting on the permission callback) at once; more wait in the listen backlog",
+        apply: |c, v| parse(&mut c.websocket.max_handshakes, v),
+    },
+    Setting {
         key: "[storage] backend",
         env: &["STORAGE_BACKEND"],
         default: "chosen",
