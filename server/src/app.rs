@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
-use crate::http::{self, OpsState};
 use crate::listener::{self, ListenerSettings};
+use crate::ops::{self, OpsState};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::server::{self, AppState};
@@ -152,14 +152,14 @@ impl Instance {
                 .await
                 .map_err(|source| StartError::Listen { addr, source })?;
             metrics_addr = listener.local_addr().ok();
-            let ops = http::router(Arc::new(OpsState {
+            let ops_router = ops::router(Arc::new(OpsState {
                 metrics: Arc::clone(&metrics),
                 rooms: state.as_ref().map(|state| Arc::clone(&state.rooms)),
                 streams: Arc::clone(&streams),
             }));
             tokio::spawn(listener::serve(
                 listener,
-                ops,
+                ops_router,
                 ListenerSettings::default(),
                 stop.clone(),
             ));

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::codec::{write_var_bytes, write_var_u64, Reader};
-use super::message::{ProtocolError, MESSAGE_AWARENESS};
+use super::error::ProtocolError;
 
 /// The JSON text y-protocols uses for a client that left.
 const NULL_STATE: &str = "null";
@@ -35,6 +35,18 @@ pub struct AwarenessUpdate {
 }
 
 impl AwarenessUpdate {
+    /// The update saying that a client left: its state `null` with a clock one past
+    /// `last_clock`, the last clock seen from it, so that it wins over that state.
+    pub fn removal(client_id: u64, last_clock: u64) -> Self {
+        Self {
+            entries: vec![AwarenessEntry {
+                client_id,
+                clock: last_clock.saturating_add(1),
+                state: NULL_STATE.to_owned(),
+            }],
+        }
+    }
+
     /// Decode an awareness payload (the bytes inside the message's varUint8Array):
     /// `varuint count`, then per entry `varuint client`, `varuint clock`, `varString json`.
     /// Every state must be valid JSON and the payload must be consumed exactly.
@@ -103,28 +115,6 @@ impl AwarenessUpdate {
         }
         out
     }
-}
-
-/// A complete awareness message (`01` + varUint8Array(payload)) for `update`.
-pub fn encode_awareness_message(update: &AwarenessUpdate) -> Vec<u8> {
-    let payload = update.encode();
-    let mut out = Vec::with_capacity(payload.len() + 6);
-    write_var_u64(&mut out, MESSAGE_AWARENESS);
-    write_var_bytes(&mut out, &payload);
-    out
-}
-
-/// The message announcing that a client left: its state set to `null` with a clock one
-/// past `last_clock`, the last clock seen from it, so that it wins over that state.
-/// `(10, 4)` gives `01 08 01 0a 05 04 6e 75 6c 6c`.
-pub fn encode_awareness_removal(client_id: u64, last_clock: u64) -> Vec<u8> {
-    encode_awareness_message(&AwarenessUpdate {
-        entries: vec![AwarenessEntry {
-            client_id,
-            clock: last_clock.saturating_add(1),
-            state: NULL_STATE.to_owned(),
-        }],
-    })
 }
 
 /// JSON `null`, allowing the whitespace JSON allows around it.
@@ -231,21 +221,6 @@ mod tests {
         let u = update(&[(10, 1, r#"{"user":"a"}"#), (300, 129, "null")]);
         let payload = u.encode();
         assert_eq!(AwarenessUpdate::decode(&payload), Ok(u.clone()));
-        let msg = encode_awareness_message(&u);
-        assert_eq!(msg[0], 1);
-        assert_eq!(&msg[2..], &payload[..]);
-    }
-
-    #[test]
-    fn removal_bytes() {
-        assert_eq!(
-            hex::encode(encode_awareness_removal(10, 4)),
-            "0108010a05046e756c6c"
-        );
-        assert_eq!(
-            hex::encode(encode_awareness_removal(300, 128)),
-            "010a01ac028101046e756c6c"
-        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::message::ProtocolError;
+use super::error::ProtocolError;
 
 /// A Redis stream entry id. Ordering is Redis's: by milliseconds, then sequence. Used to
 /// track how far a room's stream has been read and to compute trim points.

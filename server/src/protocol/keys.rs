@@ -1,7 +1,7 @@
 //! Redis key names of document streams, byte-compatible with y-redis 0.1.6 so that every
 //! instance of a fleet, in any language, finds the same room under the same key.
 
-use super::message::ProtocolError;
+use super::error::ProtocolError;
 
 /// Whether JavaScript's `encodeURIComponent` leaves this ASCII byte as is.
 fn is_unreserved(b: u8) -> bool {

@@ -4,8 +4,10 @@
 
 use bytes::Bytes;
 
-use super::awareness::{encode_awareness_message, AwarenessStates};
-use super::message::{decode_entry, encode_sync_update, Decoded, SYNC_UPDATE};
+use super::awareness::AwarenessStates;
+use super::message::{
+    decode_entry, encode_awareness_message, encode_sync_update, Decoded, SYNC_UPDATE,
+};
 use super::update::merge_updates_v1;
 
 /// Merge the `m` values read from one stream in one read, in stream order:

@@ -4,7 +4,8 @@
 use bytes::Bytes;
 
 use super::awareness::AwarenessUpdate;
-use super::codec::{write_var_bytes, write_var_u64, ReadError, Reader};
+use super::codec::{write_var_bytes, write_var_u64, Reader};
+use super::error::ProtocolError;
 use super::update::{check_state_vector_v1, check_update_v1};
 
 /// Message type of sync messages (step1, step2, update).
@@ -22,66 +23,6 @@ pub const SYNC_STEP1: u64 = 0;
 pub const SYNC_STEP2: u64 = 1;
 /// Sync subtype: an incremental document update.
 pub const SYNC_UPDATE: u64 = 2;
-
-/// Why bytes could not be read as a protocol message or value. Every decoder of this
-/// module reports through it, so callers can log one readable reason and drop the input.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    /// The input ended before the message did (this includes an empty frame).
-    #[error("truncated message")]
-    Truncated,
-    /// A variable-length integer does not fit in 64 bits.
-    #[error("integer out of range")]
-    IntegerOverflow,
-    /// The frame holds more bytes after one complete message.
-    #[error("trailing bytes")]
-    TrailingBytes,
-    /// The first varuint names no known message type.
-    #[error("unknown message type {0}")]
-    UnknownMessageType(u64),
-    /// A sync message with a subtype other than step1, step2 or update.
-    #[error("unknown sync message type {0}")]
-    UnknownSyncType(u64),
-    /// A sync step2 or update payload is not a readable Yjs v1 update.
-    #[error("invalid update: {0}")]
-    InvalidUpdate(String),
-    /// A sync step1 payload is not a readable v1 state vector.
-    #[error("invalid state vector: {0}")]
-    InvalidStateVector(String),
-    /// An awareness payload is malformed (bad framing, bad UTF-8 or bad JSON).
-    #[error("invalid awareness update: {0}")]
-    InvalidAwareness(String),
-    /// A percent-encoded component is malformed or does not decode to UTF-8.
-    #[error("malformed URI component {0:?}")]
-    InvalidUriComponent(String),
-    /// A Redis key does not have the shape `{prefix}:room:{room}:{docid}`.
-    #[error("malformed stream key {0:?}")]
-    InvalidStreamKey(String),
-    /// A Redis key has the stream shape but another prefix.
-    #[error("stream key {key:?} has prefix {found:?}, expected {expected:?}")]
-    WrongPrefix {
-        /// The whole key.
-        key: String,
-        /// The prefix found in the key.
-        found: String,
-        /// The prefix this instance uses.
-        expected: String,
-    },
-    /// A Redis stream id is not `ms` or `ms-seq`.
-    #[error("malformed stream id {0:?}")]
-    InvalidStreamId(String),
-}
-
-impl From<ReadError> for ProtocolError {
-    fn from(e: ReadError) -> Self {
-        match e {
-            ReadError::Truncated => ProtocolError::Truncated,
-            ReadError::Overflow => ProtocolError::IntegerOverflow,
-            // Only awareness JSON texts are read as strings at the message level.
-            ReadError::Utf8 => ProtocolError::InvalidAwareness(e.to_string()),
-        }
-    }
-}
 
 /// The body of a sync message, each holding its payload bytes (v1 encoding).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,11 +237,23 @@ pub fn encode_sync_update(update_v1: &[u8]) -> Vec<u8> {
     encode_message(MESSAGE_SYNC, Some(SYNC_UPDATE), update_v1)
 }
 
+/// A complete awareness message (`01` + varUint8Array(payload)) for `update`.
+pub fn encode_awareness_message(update: &AwarenessUpdate) -> Vec<u8> {
+    encode_message(MESSAGE_AWARENESS, None, &update.encode())
+}
+
+/// The message announcing that a client left: its state set to `null` with a clock one
+/// past `last_clock`, the last clock seen from it, so that it wins over that state.
+/// `(10, 4)` gives `01 08 01 0a 05 04 6e 75 6c 6c`.
+pub fn encode_awareness_removal(client_id: u64, last_clock: u64) -> Vec<u8> {
+    encode_awareness_message(&AwarenessUpdate::removal(client_id, last_clock))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::test_util::{content, doc_from_v1, fixture, unhex, Content};
-    use crate::protocol::{encode_awareness_removal, AwarenessEntry};
+    use crate::protocol::AwarenessEntry;
     use serde_json::Value;
     use yrs::updates::decoder::Decode;
     use yrs::updates::encoder::Encode;
@@ -678,6 +631,33 @@ mod tests {
                 message: Bytes::from(h("0106010a01027b7d")),
                 awareness: Some((10, 1))
             }
+        );
+    }
+
+    #[test]
+    fn awareness_message_frames_the_payload() {
+        let u = AwarenessUpdate {
+            entries: vec![AwarenessEntry {
+                client_id: 10,
+                clock: 1,
+                state: r#"{"user":"a"}"#.to_owned(),
+            }],
+        };
+        let payload = u.encode();
+        let msg = encode_awareness_message(&u);
+        assert_eq!(msg[0], 1);
+        assert_eq!(&msg[2..], &payload[..]);
+    }
+
+    #[test]
+    fn removal_bytes() {
+        assert_eq!(
+            hex::encode(encode_awareness_removal(10, 4)),
+            "0108010a05046e756c6c"
+        );
+        assert_eq!(
+            hex::encode(encode_awareness_removal(300, 128)),
+            "010a01ac028101046e756c6c"
         );
     }
 }

@@ -8,6 +8,7 @@
 
 mod awareness;
 mod codec;
+mod error;
 mod ids;
 mod keys;
 mod merge;
@@ -17,15 +18,14 @@ mod update;
 #[cfg(test)]
 mod test_util;
 
-pub use awareness::{
-    encode_awareness_message, encode_awareness_removal, AwarenessEntry, AwarenessStates,
-    AwarenessUpdate,
-};
+pub use awareness::{AwarenessEntry, AwarenessStates, AwarenessUpdate};
+pub use error::ProtocolError;
 pub use ids::{is_smaller_redis_id, StreamId};
 pub use keys::{decode_uri_component, encode_uri_component, parse_stream_key, stream_key};
 pub use merge::merge_messages;
 pub use message::{
-    client_action, decode_message, decode_stream_entry, encode_sync_step1, encode_sync_step2,
-    encode_sync_update, ClientAction, Message, ProtocolError, SyncMessage, MESSAGE_AUTH,
-    MESSAGE_AWARENESS, MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
+    client_action, decode_message, decode_stream_entry, encode_awareness_message,
+    encode_awareness_removal, encode_sync_step1, encode_sync_step2, encode_sync_update,
+    ClientAction, Message, SyncMessage, MESSAGE_AUTH, MESSAGE_AWARENESS, MESSAGE_QUERY_AWARENESS,
+    MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
 };
