@@ -139,7 +139,7 @@ pub async fn load_doc(
             // stays for an operator to look at, and the rest of the document
             // is served and compacted as usual.
             Err(err) => tracing::error!(
-                %room, reference = %item.reference, %err,
+                room = %crate::log_text::bounded(room), reference = %item.reference, %err,
                 "stored item does not decode, skipped"
             ),
         }
@@ -168,15 +168,15 @@ pub async fn load_doc(
         match protocol::decode_stream_entry(&entry.message) {
             Ok(Message::Sync(SyncMessage::Update(update))) => {
                 if let Err(err) = apply(&doc, &update, false) {
-                    tracing::warn!(stream = stream_key, entry = %entry.id, %err, "stream update could not be applied, skipped");
+                    tracing::warn!(stream = %crate::log_text::bounded(stream_key), entry = %entry.id, %err, "stream update could not be applied, skipped");
                 }
             }
             Ok(Message::Awareness(update)) => awareness.apply(&update),
             Ok(_) => {
-                tracing::debug!(stream = stream_key, entry = %entry.id, "stream entry is neither an update nor awareness, skipped");
+                tracing::debug!(stream = %crate::log_text::bounded(stream_key), entry = %entry.id, "stream entry is neither an update nor awareness, skipped");
             }
             Err(err) => {
-                tracing::warn!(stream = stream_key, entry = %entry.id, %err, "malformed stream entry skipped");
+                tracing::warn!(stream = %crate::log_text::bounded(stream_key), entry = %entry.id, %err, "malformed stream entry skipped");
             }
         }
     }

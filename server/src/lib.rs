@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod doc;
 pub mod listener;
+pub mod log_text;
 pub mod metrics;
 pub mod ops;
 pub mod protocol;

@@ -82,7 +82,7 @@ async fn upgrade(
             // `authorize` logs the outcome; the token itself is never logged.
             let Some(token) = auth::token_from_request(&headers, uri.query()) else {
                 tracing::info!(
-                    room = room.as_str(),
+                    room = %crate::log_text::bounded(&room),
                     reason = %auth::AuthError::MissingToken,
                     "connection refused"
                 );

@@ -189,13 +189,13 @@ impl Worker {
                 if matches!(outcome, Outcome::Compacted { stored: true, .. }) {
                     metrics::inc(&self.metrics.documents_stored);
                 }
-                tracing::debug!(stream = %task.stream, ?outcome, "compacted");
+                tracing::debug!(stream = %crate::log_text::bounded(&task.stream), ?outcome, "compacted");
                 true
             }
             Ok(Err(err)) => {
                 metrics::inc(&self.metrics.compaction_errors);
                 tracing::warn!(
-                    stream = %task.stream,
+                    stream = %crate::log_text::bounded(&task.stream),
                     %err,
                     retry_in = ?self.settings.task_debounce,
                     "compaction failed, nothing was trimmed; the task will be retried"
@@ -205,7 +205,7 @@ impl Worker {
             Err(_) => {
                 metrics::inc(&self.metrics.compaction_errors);
                 tracing::error!(
-                    stream = %task.stream,
+                    stream = %crate::log_text::bounded(&task.stream),
                     retry_in = ?self.settings.task_debounce,
                     "compaction panicked, nothing was trimmed; the task will be retried"
                 );
@@ -223,9 +223,11 @@ impl Worker {
         match self.http.put(&url).multipart(form).send().await {
             Ok(response) if response.status().is_success() => {}
             Ok(response) => {
-                tracing::warn!(%room, status = %response.status(), "update callback refused the document")
+                tracing::warn!(room = %crate::log_text::bounded(room), status = %response.status(), "update callback refused the document")
             }
-            Err(err) => tracing::warn!(%room, err = %err.without_url(), "update callback failed"),
+            Err(err) => {
+                tracing::warn!(room = %crate::log_text::bounded(room), err = %err.without_url(), "update callback failed")
+            }
         }
     }
 
@@ -238,7 +240,7 @@ impl Worker {
             return;
         }
         if let Err(err) = self.storage.delete(room, docid, references).await {
-            tracing::warn!(%room, %err, "could not delete replaced items, a later pass will");
+            tracing::warn!(room = %crate::log_text::bounded(room), %err, "could not delete replaced items, a later pass will");
         }
     }
 
@@ -251,7 +253,7 @@ impl Worker {
         let (room, docid) = match protocol::parse_stream_key(self.streams.prefix(), &task.stream) {
             Ok(parts) => parts,
             Err(err) => {
-                tracing::warn!(task = %task.id, stream = %task.stream, %err, "task names no doc stream of this prefix, dropping it");
+                tracing::warn!(task = %task.id, stream = %crate::log_text::bounded(&task.stream), %err, "task names no doc stream of this prefix, dropping it");
                 self.streams.drop_empty_stream(task).await?;
                 return Ok(Outcome::Dropped);
             }

@@ -81,3 +81,30 @@ async fn connections_past_the_handshake_bound_wait_and_are_then_served() {
         .unwrap();
     instance.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_room_name_longer_than_a_file_name_is_served_and_stored() {
+    let data = tempfile::tempdir().unwrap();
+    let cfg = config(None, data.path());
+    let room = "r".repeat(10_000);
+    let instance = start(&cfg).await;
+    let client = YClient::connect(&url(&instance, &room)).await.unwrap();
+    client.wait_synced(SOON).await.unwrap();
+    client.text_insert("t", 0, "kept");
+    let other = YClient::connect(&url(&instance, &room)).await.unwrap();
+    other
+        .wait_until("the edit", SOON, |c| c.text("t") == "kept")
+        .await
+        .unwrap();
+    drop(client);
+    drop(other);
+    // The embedded instance stores every document when it stops.
+    instance.shutdown().await;
+
+    let instance = start(&cfg).await;
+    let client = YClient::connect(&url(&instance, &room)).await.unwrap();
+    client.wait_synced(SOON).await.unwrap();
+    assert_eq!(client.text("t"), "kept", "the long room was not stored");
+    drop(client);
+    instance.shutdown().await;
+}

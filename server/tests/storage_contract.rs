@@ -255,6 +255,30 @@ async fn contract(storage: Arc<dyn Storage>, layout: Layout) {
         }
     }
 
+    // Names longer than any backend allows (file names, object names, index
+    // rows) are stored and read back, and rooms sharing a long prefix stay apart.
+    let long_rooms = [
+        format!("{}1", noise(10_000)),
+        format!("{}2", noise(10_000)),
+        "ä".repeat(3_000),
+    ];
+    let mut long_refs = Vec::new();
+    for (i, room) in long_rooms.iter().enumerate() {
+        let (update, sv) = text_doc(60 + i as u64, &format!("long {i}"));
+        long_refs.push(s.put(room, "index", &update, &sv).await.unwrap());
+    }
+    for (i, room) in long_rooms.iter().enumerate() {
+        let items = s.load(room, "index").await.unwrap();
+        assert_eq!(refs(&items), BTreeSet::from([long_refs[i].clone()]));
+        assert_eq!(item_text(&items), format!("long {i}"));
+        assert!(s.state_vector(room, "index").await.unwrap().is_some());
+    }
+    s.delete(&long_rooms[0], "index", &long_refs[..1])
+        .await
+        .unwrap();
+    assert!(s.load(&long_rooms[0], "index").await.unwrap().is_empty());
+    assert_eq!(s.load(&long_rooms[1], "index").await.unwrap().len(), 1);
+
     // A crash between put and delete leaves two full states; they merge into the
     // same content, and the next compaction cleans up.
     let doc = Doc::with_client_id(77);

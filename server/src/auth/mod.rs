@@ -203,7 +203,9 @@ impl Authenticator {
                 access = ?grant.access,
                 "connection authorized"
             ),
-            Err(e) => tracing::info!(room, reason = %e, "connection refused"),
+            Err(e) => {
+                tracing::info!(room = %crate::log_text::bounded(room), reason = %e, "connection refused")
+            }
         }
         result
     }

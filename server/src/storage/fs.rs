@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::{encode_uri_component, Storage, StorageError, StoredItem, RELIST_ATTEMPTS};
+use super::{encode_uri_component, names, Storage, StorageError, StoredItem, RELIST_ATTEMPTS};
 
 /// Stores documents under a directory (default `./data`). Several processes may
 /// share the directory: item names are fresh UUIDs and nothing is rewritten in place.
@@ -60,15 +60,19 @@ impl FsStorage {
 
 /// One path component for a room or document name: `encodeURIComponent`, except
 /// for the three names that cannot be directory names (`""`, `"."`, `".."`), which
-/// get spellings the encoding never produces.
+/// get spellings the encoding never produces. An encoding longer than a file
+/// name may be (255 bytes) is shortened with its hash (`names`).
 fn path_segment(name: &str) -> String {
     match name {
         "" => "%".to_string(),
         "." => "%2E".to_string(),
         ".." => "%2E%2E".to_string(),
-        _ => encode_uri_component(name),
+        _ => names::bounded(&encode_uri_component(name), FILE_NAME_MAX),
     }
 }
+
+/// The longest file name common file systems allow, in bytes.
+const FILE_NAME_MAX: usize = 255;
 
 /// A reference names a file inside the doc directory; anything else (hidden files,
 /// path separators, `..`) is not ours and is ignored.
@@ -218,6 +222,14 @@ mod tests {
         assert_eq!(path_segment(""), "%");
         assert_eq!(path_segment("a/b"), "a%2Fb");
         assert_eq!(path_segment(".hidden"), ".hidden");
+    }
+
+    #[test]
+    fn long_names_fit_in_a_file_name() {
+        let long = "é".repeat(5000);
+        let segment = path_segment(&long);
+        assert!(segment.len() <= FILE_NAME_MAX, "{}", segment.len());
+        assert_ne!(segment, path_segment(&"é".repeat(5001)));
     }
 
     #[test]

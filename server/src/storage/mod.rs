@@ -19,6 +19,7 @@ pub mod fs;
 pub mod gcs;
 mod http;
 pub mod memory;
+mod names;
 mod objects;
 mod open;
 pub mod postgres;
@@ -178,14 +179,22 @@ fn encode_strict(s: &str, keep_slash: bool) -> String {
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// The object-name prefix of (room, docid) in object stores:
-/// `{enc(room)}/{enc(docid)}/`, as y-redis lays out its S3 bucket.
+/// `{enc(room)}/{enc(docid)}/`, as y-redis lays out its S3 bucket. Long names
+/// are shortened (`names`) so that every object name stays within the 1024
+/// bytes S3 and GCS allow.
 pub fn object_prefix(room: &str, docid: &str) -> String {
     format!(
         "{}/{}/",
-        encode_uri_component(room),
-        encode_uri_component(docid)
+        names::bounded(&encode_uri_component(room), OBJECT_ROOM_MAX),
+        names::bounded(&encode_uri_component(docid), OBJECT_DOC_MAX)
     )
 }
+
+/// Bytes of an object name's room part: with the docid part, two slashes and
+/// a 36-byte UUID, far below the object stores' 1024.
+const OBJECT_ROOM_MAX: usize = 512;
+/// Bytes of an object name's docid part.
+const OBJECT_DOC_MAX: usize = 256;
 
 /// How many times a listing is read again when an item vanished between listing
 /// and fetching it (a concurrent compaction replaced it by a newer item).

@@ -19,13 +19,34 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 use super::http::error_chain;
-use super::{Storage, StorageError, StoredItem};
+use super::{names, Storage, StorageError, StoredItem};
 
 /// How long establishing a connection may take before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one statement may take (a 10 MB document is written well within it).
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Bytes of a room or docid stored as is. Longer names are stored shortened
+/// (`names`): the primary key's index row cannot exceed about 2700 bytes.
+const NAME_MAX: usize = 1024;
+
+/// The name (room or docid) new rows get.
+fn stored_name(name: &str) -> String {
+    names::bounded(name, NAME_MAX)
+}
+
+/// The names rows of `name` may have: the shortened one, and the name itself,
+/// which another instance may have managed to store (a compressible long name
+/// fits the index).
+fn row_names(name: &str) -> Vec<String> {
+    let stored = stored_name(name);
+    if stored == name {
+        vec![stored]
+    } else {
+        vec![stored, name.to_string()]
+    }
+}
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS yredis_docs_v1 (
     room text,
@@ -184,12 +205,14 @@ impl PostgresStorage {
 #[async_trait]
 impl Storage for PostgresStorage {
     async fn load(&self, room: &str, docid: &str) -> Result<Vec<StoredItem>, StorageError> {
+        let (rooms, docs) = (&row_names(room), &row_names(docid));
         let rows = self
             .run(|client| async move {
                 client
                     .query(
-                        "SELECT update, r FROM yredis_docs_v1 WHERE room = $1 AND doc = $2 ORDER BY r",
-                        &[&room, &docid],
+                        "SELECT update, r FROM yredis_docs_v1 \
+                         WHERE room = ANY($1) AND doc = ANY($2) ORDER BY r",
+                        &[rooms, docs],
                     )
                     .await
             })
@@ -213,6 +236,7 @@ impl Storage for PostgresStorage {
         update: &[u8],
         state_vector: &[u8],
     ) -> Result<String, StorageError> {
+        let (room, docid) = (&stored_name(room), &stored_name(docid));
         let row = self
             .run(|client| async move {
                 client
@@ -242,11 +266,13 @@ impl Storage for PostgresStorage {
             return Ok(());
         }
         let rs = &rs;
+        let (rooms, docs) = (&row_names(room), &row_names(docid));
         self.run(|client| async move {
             client
                 .execute(
-                    "DELETE FROM yredis_docs_v1 WHERE room = $1 AND doc = $2 AND r = ANY($3)",
-                    &[&room, &docid, rs],
+                    "DELETE FROM yredis_docs_v1 \
+                     WHERE room = ANY($1) AND doc = ANY($2) AND r = ANY($3)",
+                    &[rooms, docs, rs],
                 )
                 .await
         })
@@ -261,12 +287,14 @@ impl Storage for PostgresStorage {
     /// Answered from the `sv` column when the document is a single row (the normal
     /// state after a compaction); merged from all rows otherwise.
     async fn state_vector(&self, room: &str, docid: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let (rooms, docs) = (&row_names(room), &row_names(docid));
         let rows = self
             .run(|client| async move {
                 client
                     .query(
-                        "SELECT sv FROM yredis_docs_v1 WHERE room = $1 AND doc = $2 LIMIT 2",
-                        &[&room, &docid],
+                        "SELECT sv FROM yredis_docs_v1 \
+                         WHERE room = ANY($1) AND doc = ANY($2) LIMIT 2",
+                        &[rooms, docs],
                     )
                     .await
             })

@@ -458,10 +458,12 @@ fn parse_entries(stream: &str, reply: &Value) -> Vec<StreamEntry> {
                     message: Bytes::from(message),
                 }),
                 None => {
-                    tracing::warn!(%stream, entry = %id, "stream entry without an `m` field, skipped")
+                    tracing::warn!(stream = %crate::log_text::bounded(stream), entry = %id, "stream entry without an `m` field, skipped")
                 }
             },
-            None => tracing::warn!(%stream, "unreadable stream entry, skipped"),
+            None => {
+                tracing::warn!(stream = %crate::log_text::bounded(stream), "unreadable stream entry, skipped")
+            }
         }
     }
     out
