@@ -12,11 +12,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
+use crate::connection::{AppState, ConnectionSettings};
 use crate::listener::{self, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState};
 use crate::rooms::Rooms;
-use crate::server::{self, AppState};
+use crate::server;
 use crate::storage::{open_storage, Storage, StorageError};
 use crate::streams::{MemoryStreams, RedisStreams, StreamError, Streams};
 use crate::subscriber;
@@ -128,7 +129,7 @@ impl Instance {
                 .await
                 .map_err(|source| StartError::Listen { addr, source })?;
             local_addr = listener.local_addr().ok();
-            Some((listener, Rooms::new(config.websocket.buffer_capacity)))
+            Some((listener, Rooms::new()))
         } else {
             None
         };
@@ -138,7 +139,11 @@ impl Instance {
                 storage: Arc::clone(&storage),
                 rooms: Arc::clone(rooms),
                 auth,
-                max_message_size: config.websocket.max_message_size,
+                settings: ConnectionSettings {
+                    max_message_size: config.websocket.max_message_size,
+                    buffer_capacity: config.websocket.buffer_capacity,
+                    ..ConnectionSettings::default()
+                },
                 connections: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 metrics: Arc::clone(&metrics),

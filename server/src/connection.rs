@@ -1,39 +1,84 @@
 //! One WebSocket connection: initial sync, then client messages to the stream
-//! and room messages to the client (compat notes section 2).
+//! and room messages to the client.
+//!
+//! One task per connection, and no task at all on the way out while the
+//! client keeps up: the room's fan-out writes frames straight to the socket
+//! (see [`Outbox`]); this task reads the client's frames, appends what must be
+//! appended, drains the outbox when the socket blocked, answers pings, pings
+//! a quiet client and closes a dead one.
 
+use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use bytes::Bytes;
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::auth::Access;
+use crate::auth::{Access, Authenticator};
 use crate::doc::load_doc;
+use crate::log_text::bounded;
 use crate::metrics::{self, Metrics};
-use crate::protocol::{self, ClientAction};
-use crate::server::{AppState, DOC_ID};
+use crate::protocol::{self, ClientAction, DOC_ID};
+use crate::rooms::{Membership, Rooms};
+use crate::socket::{close, frame, Flushed, FrameDecoder, Incoming, Outbox, Stopped};
+use crate::storage::Storage;
+use crate::streams::Streams;
 
-/// WebSocket close codes this server sends.
-mod close {
-    /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
-    /// A text frame: the protocol is binary.
-    pub const UNSUPPORTED: u16 = 1003;
-    /// A frame that does not decode as a y-websocket message.
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// A message over the size limit.
-    pub const TOO_BIG: u16 = 1009;
-    /// The document could not be loaded or the bus refused a message.
-    pub const INTERNAL: u16 = 1011;
-    /// The connection fell behind its room; reconnecting resyncs it.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
+/// What every connection of this instance shares.
+pub struct AppState {
+    /// The stream bus.
+    pub streams: Arc<dyn Streams>,
+    /// Where compacted documents are.
+    pub storage: Arc<dyn Storage>,
+    /// The rooms open on this instance.
+    pub rooms: Arc<Rooms>,
+    /// Token auth, when configured.
+    pub auth: Option<Authenticator>,
+    /// Limits and timers of each connection.
+    pub settings: ConnectionSettings,
+    /// Every connection task, so shutdown can wait for them.
+    pub connections: TaskTracker,
+    /// Cancelled when connections must close (shutdown).
+    pub shutdown: CancellationToken,
+    /// This instance's counters.
+    pub metrics: Arc<Metrics>,
 }
 
-/// How long one frame may take to leave before the client counts as stuck.
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Limits and timers of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// Largest accepted message in bytes.
+    pub max_message_size: usize,
+    /// Room frames queued for a client that does not keep up before it is
+    /// dropped from the room.
+    pub buffer_capacity: usize,
+    /// A client heard from neither frame nor pong for this long is closed; one
+    /// quiet for half of it is pinged. Zero: never.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self {
+            max_message_size: 100 * 1024 * 1024,
+            buffer_capacity: 512,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How long the initial sync and the close frame may take to leave before the
+/// client counts as stuck.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a closed connection waits for the client to close its side, so
+/// that the close frame is read before the socket goes.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Bytes a read takes from the socket at most.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// Keeps the open-connections gauge right however the connection ends.
 struct OpenConnection(Arc<Metrics>);
@@ -46,233 +91,362 @@ impl Drop for OpenConnection {
 
 /// Why a connection ended, for the close frame and the log line.
 enum End {
-    ClientClosed,
+    /// The client sent a close frame (with this code).
+    ClientClosed(Option<u16>),
+    /// The client's socket ended or failed.
+    ClientGone,
+    /// Nothing was heard from the client within the idle timeout.
+    Silent,
+    /// The instance is shutting down.
     Shutdown,
+    /// The client did not keep up with its room.
     FellBehind,
+    /// The client or the bus failed it: close with this code and reason.
     Refused(u16, String),
 }
 
-fn close_frame(code: u16, reason: &str) -> WsMessage {
-    WsMessage::Close(Some(CloseFrame {
-        code,
-        reason: reason.chars().take(120).collect::<String>().into(),
-    }))
+/// One client's connection while it lives.
+struct Connection {
+    state: Arc<AppState>,
+    socket: Arc<TcpStream>,
+    outbox: Arc<Outbox>,
+    room: String,
+    stream_key: String,
+    access: Access,
+    decoder: FrameDecoder,
+    /// Bytes read and not yet decoded; empty (no allocation) between frames.
+    incoming: BytesMut,
+    /// The client id and clock of this connection's awareness, to announce its
+    /// departure when it closes (docs/protocol.md, closing).
+    awareness: Option<(u64, u64)>,
+    /// When the client last sent anything.
+    heard: Instant,
+    /// Whether a ping is out, unanswered.
+    pinged: bool,
 }
 
-/// Serve one connection of `room` until the client leaves, the instance shuts
-/// down, or the client misbehaves.
-pub async fn serve(socket: WebSocket, state: Arc<AppState>, room: String, access: Access) {
+/// Serve one upgraded connection of `room` until the client leaves, the
+/// instance shuts down, or the client misbehaves. `read_ahead` holds bytes the
+/// client sent right behind its upgrade request.
+pub async fn serve(
+    socket: TcpStream,
+    read_ahead: Bytes,
+    state: Arc<AppState>,
+    room: String,
+    access: Access,
+) {
     metrics::inc(&state.metrics.connections_total);
     metrics::inc(&state.metrics.connections_open);
     let _open = OpenConnection(Arc::clone(&state.metrics));
     let stream_key = protocol::stream_key(state.streams.prefix(), &room, DOC_ID);
-    // Subscribe before loading (compat notes 2.3), so nothing falls between.
-    let (membership, receiver) = state.rooms.join(&stream_key);
-    let (mut sink, mut incoming) = socket.split();
+    let socket = Arc::new(socket);
+    let outbox = Arc::new(Outbox::new(
+        Arc::clone(&socket),
+        state.settings.buffer_capacity,
+    ));
+    // Join before loading (docs/protocol.md, opening a room), so that nothing
+    // falls between the load and the live read; room frames wait in the outbox
+    // until the initial sync is out.
+    let membership = state.rooms.join(&stream_key, Arc::clone(&outbox));
+    let mut connection = Connection {
+        decoder: FrameDecoder::new(state.settings.max_message_size),
+        state,
+        socket,
+        outbox,
+        room,
+        stream_key,
+        access,
+        incoming: BytesMut::from(&read_ahead[..]),
+        awareness: None,
+        heard: Instant::now(),
+        pinged: false,
+    };
+    let end = match connection.initial_sync().await {
+        Ok(()) => connection.run().await,
+        Err(end) => end,
+    };
+    connection.close(end, membership).await;
+}
 
-    let loaded = state
-        .rooms
-        .initial_sync(&stream_key, || async {
+impl Connection {
+    /// Load the document (shared with whoever opens the room meanwhile) and
+    /// send step 1, step 2 and the awareness states ahead of room frames.
+    async fn initial_sync(&mut self) -> Result<(), End> {
+        let state = &self.state;
+        let (room, stream_key) = (&self.room, &self.stream_key);
+        // Boxed: the load is large and lives only now, so it stays out of the
+        // connection's future for the rest of its life.
+        let loaded = Box::pin(state.rooms.initial_sync(stream_key, || async {
             load_doc(
                 state.streams.as_ref(),
                 state.storage.as_ref(),
-                &stream_key,
-                &room,
+                stream_key,
+                room,
                 DOC_ID,
             )
             .await
             .and_then(|doc| doc.initial_messages())
             .map_err(|err| err.to_string())
+        }))
+        .await;
+        let sync = match loaded {
+            Ok((sync, moved)) => {
+                if moved {
+                    // The reader follows the room from its next read; waking it
+                    // only saves up to one block time, so it never delays this
+                    // client.
+                    let streams = Arc::clone(&state.streams);
+                    tokio::spawn(async move {
+                        if let Err(err) = streams.wake_reader().await {
+                            tracing::debug!(%err, "could not wake the stream reader");
+                        }
+                    });
+                }
+                tracing::debug!(room = %bounded(room), last_id = %sync.last_id, "document loaded");
+                sync
+            }
+            Err(err) => {
+                tracing::error!(room = %bounded(room), %err, "could not load the document");
+                return Err(End::Refused(close::INTERNAL, "document unavailable".into()));
+            }
+        };
+        let initial = [Some(sync.step1), Some(sync.step2), sync.awareness];
+        self.outbox
+            .release(initial.iter().flatten().map(|m| frame::binary(m)));
+        self.flush_within(SEND_TIMEOUT).await
+    }
+
+    /// Serve the client until the connection ends.
+    async fn run(&mut self) -> End {
+        let idle = self.state.settings.idle_timeout;
+        let period = if idle.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            idle / 2
+        };
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut write_blocked = false;
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = self.state.shutdown.cancelled() => return End::Shutdown,
+                _ = self.outbox.woken() => self.write_out(&mut write_blocked),
+                ready = self.outbox.writable(), if write_blocked => match ready {
+                    Ok(()) => self.write_out(&mut write_blocked),
+                    Err(_) => Err(End::ClientGone),
+                },
+                ready = self.socket.readable() => match ready {
+                    Ok(()) => self.read().await,
+                    Err(_) => Err(End::ClientGone),
+                },
+                _ = tick.tick() => self.check_idle(idle, &mut write_blocked),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Write what waits in the outbox; end the connection when it stopped.
+    fn write_out(&mut self, blocked: &mut bool) -> Result<(), End> {
+        match self.outbox.stopped() {
+            Some(Stopped::FellBehind) => return Err(End::FellBehind),
+            Some(Stopped::Broken) => return Err(End::ClientGone),
+            Some(Stopped::Closing) | None => {}
+        }
+        match self.outbox.flush() {
+            Ok(Flushed::Empty) => *blocked = false,
+            Ok(Flushed::Pending) => *blocked = true,
+            Err(_) => return Err(End::ClientGone),
+        }
+        Ok(())
+    }
+
+    /// Write everything queued, waiting for the socket up to `limit`.
+    async fn flush_within(&self, limit: Duration) -> Result<(), End> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.outbox.flush() {
+                Ok(Flushed::Empty) => return Ok(()),
+                Ok(Flushed::Pending) => {}
+                Err(_) => return Err(End::ClientGone),
+            }
+            match tokio::time::timeout_at(deadline, self.outbox.writable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(End::ClientGone),
+                Err(_) => return Err(End::FellBehind),
+            }
+        }
+    }
+
+    /// Ping a client quiet for half the idle timeout; close one quiet for all
+    /// of it (a peer that vanished without closing its socket).
+    fn check_idle(&mut self, idle: Duration, blocked: &mut bool) -> Result<(), End> {
+        if idle.is_zero() {
+            return Ok(());
+        }
+        let quiet = self.heard.elapsed();
+        if quiet >= idle {
+            return Err(End::Silent);
+        }
+        if quiet >= idle / 2 && !self.pinged {
+            self.pinged = true;
+            self.outbox.push(frame::ping(b""));
+            self.write_out(blocked)?;
+        }
+        Ok(())
+    }
+
+    /// Read what the socket has and act on every complete frame.
+    async fn read(&mut self) -> Result<(), End> {
+        self.incoming.reserve(READ_CHUNK);
+        match self.socket.try_read_buf(&mut self.incoming) {
+            Ok(0) => return Err(End::ClientGone),
+            Ok(_) => {
+                self.heard = Instant::now();
+                self.pinged = false;
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(_) => return Err(End::ClientGone),
+        }
+        loop {
+            let incoming = match self.decoder.decode(&mut self.incoming) {
+                Ok(Some(incoming)) => incoming,
+                Ok(None) => break,
+                Err(err) => return Err(End::Refused(err.close_code(), err.to_string())),
+            };
+            match incoming {
+                Incoming::Close(code) => return Err(End::ClientClosed(code)),
+                Incoming::Ping(payload) => {
+                    self.outbox.push(frame::pong(&payload));
+                    let mut blocked = false;
+                    self.write_out(&mut blocked)?;
+                }
+                Incoming::Pong => {}
+                // Everything a reader sends is dropped unread, awareness
+                // included (docs/protocol.md, read-only access), so it never
+                // has a departure to announce.
+                Incoming::Text | Incoming::Binary(_) if self.access != Access::ReadWrite => {}
+                Incoming::Text => {
+                    return Err(End::Refused(
+                        close::UNSUPPORTED,
+                        "text frames are not y-websocket messages".into(),
+                    ))
+                }
+                Incoming::Binary(message) => self.append(message).await?,
+            }
+        }
+        if self.incoming.is_empty() {
+            // Idle connections keep no read buffer.
+            self.incoming = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Validate one message from a writer and append what must be appended.
+    async fn append(&mut self, frame: Bytes) -> Result<(), End> {
+        let action = protocol::client_action(&frame).map_err(|err| {
+            End::Refused(close::INVALID_PAYLOAD, format!("invalid message: {err}"))
+        })?;
+        let ClientAction::Append {
+            message,
+            awareness: entry,
+        } = action
+        else {
+            return Ok(());
+        };
+        if let Some((client_id, clock)) = entry {
+            match &mut self.awareness {
+                None => self.awareness = Some((client_id, clock)),
+                Some((known, last)) if *known == client_id => *last = clock,
+                Some(_) => {}
+            }
+        }
+        let state = &self.state;
+        state
+            .streams
+            .append(&self.stream_key, &message)
+            .await
+            .map(|()| metrics::inc(&state.metrics.messages_appended))
+            .map_err(|err| {
+                metrics::inc(&state.metrics.append_errors);
+                tracing::error!(room = %bounded(&self.room), %err, "could not append a message");
+                End::Refused(close::INTERNAL, "message not stored, reconnect".into())
+            })
+    }
+
+    /// Leave the room, say goodbye as the end requires, and announce the
+    /// client's awareness departure.
+    async fn close(self, end: End, membership: Membership) {
+        self.outbox.close();
+        drop(membership);
+        let room = bounded(&self.room);
+        let frame = match &end {
+            End::ClientClosed(code) => {
+                tracing::debug!(%room, "client disconnected");
+                Some(frame::close(code.unwrap_or(close::NORMAL), ""))
+            }
+            End::ClientGone => {
+                tracing::debug!(%room, "client went away");
+                None
+            }
+            End::Silent => {
+                tracing::info!(%room, "closing a connection silent for the idle timeout");
+                None
+            }
+            End::Shutdown => Some(frame::close(close::GOING_AWAY, "server shutting down")),
+            End::FellBehind => {
+                metrics::inc(&self.state.metrics.connections_dropped_slow);
+                tracing::info!(%room, "closing a connection that fell behind");
+                self.outbox.discard();
+                Some(frame::close(
+                    close::TRY_AGAIN_LATER,
+                    "too far behind, reconnect",
+                ))
+            }
+            End::Refused(code, reason) => {
+                if *code != close::INTERNAL {
+                    metrics::inc(&self.state.metrics.messages_refused);
+                }
+                tracing::warn!(%room, code, %reason, "closing the connection");
+                Some(frame::close(*code, reason))
+            }
+        };
+        if let Some(frame) = frame {
+            self.outbox.push(frame);
+            if self.flush_within(SEND_TIMEOUT).await.is_ok() {
+                self.linger().await;
+            }
+        }
+        if let Some((client_id, clock)) = self.awareness {
+            let removal = protocol::encode_awareness_removal(client_id, clock);
+            if let Err(err) = self.state.streams.append(&self.stream_key, &removal).await {
+                tracing::warn!(%room, %err, "could not announce a client's departure");
+            }
+        }
+    }
+
+    /// After the close frame: read and drop what the client still sends until
+    /// it closes its side (or a short while passed), so that closing the
+    /// socket with unread bytes does not reset the connection before the
+    /// client has read the close frame.
+    async fn linger(&self) {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            loop {
+                if self.socket.readable().await.is_err() {
+                    return;
+                }
+                let mut scratch = [0u8; 1024];
+                match self.socket.try_read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
         })
         .await;
-    let sync = match loaded {
-        Ok((sync, moved)) => {
-            if moved {
-                // The reader follows the room from its next read; waking it only
-                // saves up to one block time, so it never delays this client.
-                let streams = Arc::clone(&state.streams);
-                tokio::spawn(async move {
-                    if let Err(err) = streams.wake_reader().await {
-                        tracing::debug!(%err, "could not wake the stream reader");
-                    }
-                });
-            }
-            tracing::debug!(%room, last_id = %sync.last_id, "document loaded");
-            sync
-        }
-        Err(err) => {
-            tracing::error!(%room, %err, "could not load the document");
-            let _ = sink
-                .send(close_frame(close::INTERNAL, "document unavailable"))
-                .await;
-            return;
-        }
-    };
-    let initial = [Some(sync.step1), Some(sync.step2), sync.awareness];
-    for message in initial.into_iter().flatten() {
-        if sink.send(WsMessage::Binary(message)).await.is_err() {
-            return;
-        }
     }
-
-    // Room messages go out on their own task, so a client that sends a lot is
-    // never dropped for not reading while its messages are appended.
-    let writer_stop = CancellationToken::new();
-    let mut writer = tokio::spawn(write_loop(sink, receiver, writer_stop.clone()));
-
-    // The client id and clock of this connection's awareness, to announce its
-    // departure when it closes (compat notes 2.6).
-    let mut awareness: Option<(u64, u64)> = None;
-    let mut writer_end = None;
-    let end = loop {
-        tokio::select! {
-            _ = state.shutdown.cancelled() => break End::Shutdown,
-            ended = &mut writer => {
-                let (sink, end) = match ended {
-                    Ok(ended) => ended,
-                    Err(_) => return,
-                };
-                writer_end = Some(sink);
-                break end.unwrap_or(End::ClientClosed);
-            }
-            frame = incoming.next() => match frame {
-                None | Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-                // Everything a reader sends is dropped unread, awareness included
-                // (compat notes 2.5), so it never has a departure to announce.
-                Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))) if access != Access::ReadWrite => {}
-                Some(Ok(WsMessage::Text(_))) => {
-                    break End::Refused(close::UNSUPPORTED, "text frames are not y-websocket messages".into())
-                }
-                Some(Ok(WsMessage::Binary(frame))) => {
-                    if let Err(end) = handle_frame(&state, &stream_key, frame, &mut awareness).await {
-                        break end;
-                    }
-                }
-                Some(Err(err)) => {
-                    let text = err.to_string();
-                    if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
-                        break End::Refused(close::TOO_BIG, format!("message too big: {text}"));
-                    }
-                    break End::ClientClosed;
-                }
-            },
-        }
-    };
-    let sink = match writer_end {
-        Some(sink) => Some(sink),
-        None => {
-            writer_stop.cancel();
-            writer.await.ok().map(|(sink, _)| sink)
-        }
-    };
-
-    let close = match &end {
-        End::ClientClosed => {
-            tracing::debug!(%room, "client disconnected");
-            None
-        }
-        End::Shutdown => Some(close_frame(close::GOING_AWAY, "server shutting down")),
-        End::FellBehind => {
-            metrics::inc(&state.metrics.connections_dropped_slow);
-            tracing::info!(%room, "closing a connection that fell behind");
-            Some(close_frame(
-                close::TRY_AGAIN_LATER,
-                "too far behind, reconnect",
-            ))
-        }
-        End::Refused(code, reason) => {
-            if *code != close::INTERNAL {
-                metrics::inc(&state.metrics.messages_refused);
-            }
-            tracing::warn!(%room, code, %reason, "closing the connection");
-            Some(close_frame(*code, reason))
-        }
-    };
-    if let (Some(mut sink), Some(frame)) = (sink, close) {
-        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await;
-    }
-    drop(membership);
-    if let Some((client_id, clock)) = awareness {
-        let removal = protocol::encode_awareness_removal(client_id, clock);
-        if let Err(err) = state.streams.append(&stream_key, &removal).await {
-            tracing::warn!(%room, %err, "could not announce a client's departure");
-        }
-    }
-}
-
-/// Send room messages to the client until the room drops it (it fell behind),
-/// the client stops taking them, or `stop`. Hands the sink back for the close.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, WsMessage>,
-    mut receiver: mpsc::Receiver<Bytes>,
-    stop: CancellationToken,
-) -> (SplitSink<WebSocket, WsMessage>, Option<End>) {
-    loop {
-        let message = tokio::select! {
-            _ = stop.cancelled() => return (sink, None),
-            message = receiver.recv() => message,
-        };
-        let Some(message) = message else {
-            return (sink, Some(End::FellBehind));
-        };
-        // Every message already queued goes out with this one, in one flush:
-        // still one frame per message, but fewer writes under bursts.
-        let mut batch = vec![message];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(_) => break,
-            }
-        }
-        let send = async {
-            for message in batch {
-                sink.feed(WsMessage::Binary(message)).await?;
-            }
-            sink.flush().await
-        };
-        match tokio::time::timeout(SEND_TIMEOUT, send).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return (sink, Some(End::ClientClosed)),
-            Err(_) => return (sink, Some(End::FellBehind)),
-        }
-    }
-}
-
-/// Most messages written in one flush.
-const MAX_BATCH: usize = 64;
-
-/// Validate one frame from a writer and append what must be appended.
-async fn handle_frame(
-    state: &AppState,
-    stream_key: &str,
-    frame: Bytes,
-    awareness: &mut Option<(u64, u64)>,
-) -> Result<(), End> {
-    let action = protocol::client_action(&frame)
-        .map_err(|err| End::Refused(close::INVALID_PAYLOAD, format!("invalid message: {err}")))?;
-    let ClientAction::Append {
-        message,
-        awareness: entry,
-    } = action
-    else {
-        return Ok(());
-    };
-    if let Some((client_id, clock)) = entry {
-        match awareness {
-            None => *awareness = Some((client_id, clock)),
-            Some((known, last)) if *known == client_id => *last = clock,
-            Some(_) => {}
-        }
-    }
-    state
-        .streams
-        .append(stream_key, &message)
-        .await
-        .map(|()| metrics::inc(&state.metrics.messages_appended))
-        .map_err(|err| {
-            metrics::inc(&state.metrics.append_errors);
-            tracing::error!(stream = stream_key, %err, "could not append a message");
-            End::Refused(close::INTERNAL, "message not stored, reconnect".into())
-        })
 }

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod protocol;
 pub mod rooms;
 pub mod server;
+pub mod socket;
 pub mod storage;
 pub mod streams;
 pub mod subscriber;

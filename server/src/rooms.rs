@@ -6,23 +6,25 @@
 //! the number of rooms.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::OnceCell;
 
 use crate::doc::InitialSync;
 use crate::protocol::StreamId;
+use crate::socket::Outbox;
 
 /// A load shared by every connection that opens the room while it runs.
 type SharedLoad = Arc<OnceCell<Result<InitialSync, String>>>;
 
+/// The members of a room, replaced as a whole when one joins or leaves, so the
+/// fan-out takes them with one reference count and writes outside the lock.
+type Members = Arc<Vec<Arc<Outbox>>>;
+
 /// Registry of rooms, shared by connections and the subscriber.
 pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
-    next_member: AtomicU64,
-    buffer_capacity: usize,
 }
 
 struct Room {
@@ -31,7 +33,7 @@ struct Room {
     /// Bumped whenever `position` is set from outside the subscriber, so that a
     /// read already in flight does not overwrite a rewind.
     generation: u64,
-    members: HashMap<u64, mpsc::Sender<Bytes>>,
+    members: Members,
     load: Option<SharedLoad>,
 }
 
@@ -50,22 +52,20 @@ pub struct Follow {
 pub struct Membership {
     rooms: Arc<Rooms>,
     stream: String,
-    id: u64,
+    outbox: Arc<Outbox>,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.rooms.leave(&self.stream, self.id);
+        self.rooms.leave(&self.stream, &self.outbox);
     }
 }
 
 impl Rooms {
-    /// An empty registry; every member gets a queue of `buffer_capacity` messages.
-    pub fn new(buffer_capacity: usize) -> Arc<Self> {
+    /// An empty registry.
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
             rooms: Mutex::new(HashMap::new()),
-            next_member: AtomicU64::new(1),
-            buffer_capacity: buffer_capacity.max(1),
         })
     }
 
@@ -73,36 +73,40 @@ impl Rooms {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Join the room of `stream`, creating it if needed. The receiver yields the
-    /// messages for this connection; it closes when the connection fell too far
-    /// behind and was dropped from the room.
-    pub fn join(self: &Arc<Self>, stream: &str) -> (Membership, mpsc::Receiver<Bytes>) {
-        let id = self.next_member.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = mpsc::channel(self.buffer_capacity);
-        self.lock()
-            .entry(stream.to_string())
-            .or_insert_with(|| Room {
-                position: None,
-                generation: 0,
-                members: HashMap::new(),
-                load: None,
-            })
-            .members
-            .insert(id, sender);
-        let membership = Membership {
+    /// Join the room of `stream`, creating it if needed: the room's frames go to
+    /// `outbox` from now on.
+    pub fn join(self: &Arc<Self>, stream: &str, outbox: Arc<Outbox>) -> Membership {
+        let mut rooms = self.lock();
+        let room = rooms.entry(stream.to_string()).or_insert_with(|| Room {
+            position: None,
+            generation: 0,
+            members: Arc::new(Vec::new()),
+            load: None,
+        });
+        let mut members = Vec::with_capacity(room.members.len() + 1);
+        members.extend(room.members.iter().cloned());
+        members.push(Arc::clone(&outbox));
+        room.members = Arc::new(members);
+        Membership {
             rooms: Arc::clone(self),
             stream: stream.to_string(),
-            id,
-        };
-        (membership, receiver)
+            outbox,
+        }
     }
 
-    fn leave(&self, stream: &str, id: u64) {
+    fn leave(&self, stream: &str, outbox: &Arc<Outbox>) {
         let mut rooms = self.lock();
         if let Some(room) = rooms.get_mut(stream) {
-            room.members.remove(&id);
-            if room.members.is_empty() {
+            let members: Vec<_> = room
+                .members
+                .iter()
+                .filter(|member| !Arc::ptr_eq(member, outbox))
+                .cloned()
+                .collect();
+            if members.is_empty() {
                 rooms.remove(stream);
+            } else {
+                room.members = Arc::new(members);
             }
         }
     }
@@ -137,8 +141,8 @@ impl Rooms {
             }
             if let Ok(sync) = &result {
                 // Follow the stream from what the document includes; rewind a
-                // position that went past it (compat notes 2.4) so that nothing
-                // between the load and the live read is missed.
+                // position that went past it (docs/protocol.md, opening a room)
+                // so that nothing between the load and the live read is missed.
                 if room.position.is_none_or(|position| sync.last_id < position) {
                     room.position = Some(sync.last_id);
                     room.generation += 1;
@@ -173,40 +177,38 @@ impl Rooms {
         self.len() == 0
     }
 
-    /// Hand `messages` (read up to `last_id`) to every member of the room. A
-    /// member whose queue is full is dropped from the room: its connection
-    /// closes, its client reconnects and resyncs, and the room never waits.
-    /// Returns how many messages were queued in all.
-    pub fn deliver(&self, follow: &Follow, last_id: StreamId, messages: &[Bytes]) -> usize {
-        let mut rooms = self.lock();
-        let Some(room) = rooms.get_mut(&follow.stream) else {
-            return 0;
-        };
-        let mut queued = 0;
-        if room.generation == follow.generation {
-            room.position = Some(last_id);
-        }
-        room.members.retain(|id, sender| {
-            for message in messages {
-                if let Err(err) = sender.try_send(message.clone()) {
-                    if matches!(err, mpsc::error::TrySendError::Full(_)) {
-                        tracing::info!(stream = %follow.stream, member = id, "connection fell behind, closing it");
-                    }
-                    return false;
-                }
-                queued += 1;
+    /// Hand `frames` (read up to `last_id`) to every member of the room. A
+    /// member that cannot take them (it fell behind, or its client is gone)
+    /// is closed by its connection and leaves; the room never waits. Returns
+    /// how many frames were handed over in all.
+    pub fn deliver(&self, follow: &Follow, last_id: StreamId, frames: &[Bytes]) -> usize {
+        let members = {
+            let mut rooms = self.lock();
+            let Some(room) = rooms.get_mut(&follow.stream) else {
+                return 0;
+            };
+            if room.generation == follow.generation {
+                room.position = Some(last_id);
             }
-            true
-        });
-        queued
+            Arc::clone(&room.members)
+        };
+        let mut delivered = 0;
+        for member in members.iter() {
+            if member.deliver(frames) {
+                delivered += frames.len();
+            }
+        }
+        delivered
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn sync(last_ms: u64) -> InitialSync {
         InitialSync {
@@ -220,14 +222,31 @@ mod tests {
         }
     }
 
+    /// A member of `stream` on a real socket: its membership, outbox and the
+    /// client end of the socket.
+    async fn member(
+        rooms: &Arc<Rooms>,
+        stream: &str,
+        capacity: usize,
+    ) -> (Membership, Arc<Outbox>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        server.writable().await.unwrap();
+        let outbox = Arc::new(Outbox::new(Arc::new(server), capacity));
+        (rooms.join(stream, Arc::clone(&outbox)), outbox, client)
+    }
+
     #[tokio::test]
     async fn concurrent_opens_share_one_load() {
-        let rooms = Rooms::new(8);
+        let rooms = Rooms::new();
         let loads = Arc::new(AtomicUsize::new(0));
         let mut members = Vec::new();
         let mut opens = Vec::new();
         for _ in 0..5 {
-            members.push(rooms.join("s"));
+            members.push(member(&rooms, "s", 8).await);
             let rooms = Arc::clone(&rooms);
             let loads = Arc::clone(&loads);
             opens.push(tokio::spawn(async move {
@@ -258,8 +277,8 @@ mod tests {
 
     #[tokio::test]
     async fn position_starts_at_the_load_and_rewinds_but_never_advances() {
-        let rooms = Rooms::new(8);
-        let _member = rooms.join("s");
+        let rooms = Rooms::new();
+        let _member = member(&rooms, "s", 8).await;
         assert!(rooms.follows().is_empty(), "no position before the load");
         let (_, moved) = rooms
             .initial_sync("s", || async { Ok(sync(10)) })
@@ -283,8 +302,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_in_flight_does_not_undo_a_rewind() {
-        let rooms = Rooms::new(8);
-        let (_member, mut receiver) = rooms.join("s");
+        let rooms = Rooms::new();
+        let (_member, outbox, mut client) = member(&rooms, "s", 8).await;
+        outbox.release([]);
         rooms
             .initial_sync("s", || async { Ok(sync(10)) })
             .await
@@ -300,29 +320,38 @@ mod tests {
             &[Bytes::from_static(b"m")],
         );
         assert_eq!(rooms.follows()[0].after.ms, 3);
-        assert_eq!(receiver.recv().await.unwrap(), Bytes::from_static(b"m"));
+        let mut got = [0u8; 1];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"m");
     }
 
     #[tokio::test]
     async fn a_full_queue_drops_only_that_member() {
-        let rooms = Rooms::new(2);
-        let (_slow, mut slow_rx) = rooms.join("s");
-        let (_fast, mut fast_rx) = rooms.join("s");
+        let rooms = Rooms::new();
+        // The slow member never gets past its initial sync, so frames queue.
+        let (_slow, slow, _slow_client) = member(&rooms, "s", 2).await;
+        let (_fast, fast, mut fast_client) = member(&rooms, "s", 2).await;
+        fast.release([]);
         rooms
             .initial_sync("s", || async { Ok(sync(1)) })
             .await
             .unwrap();
-        for i in 0..3u64 {
+        for i in 0..3u8 {
             let follow = rooms.follows()[0].clone();
-            rooms.deliver(
+            let delivered = rooms.deliver(
                 &follow,
-                StreamId { ms: 2 + i, seq: 0 },
-                &[Bytes::from(vec![i as u8])],
+                StreamId {
+                    ms: 2 + u64::from(i),
+                    seq: 0,
+                },
+                &[Bytes::from(vec![i])],
             );
-            assert_eq!(fast_rx.recv().await.unwrap(), Bytes::from(vec![i as u8]));
+            assert_eq!(delivered, if i < 2 { 2 } else { 1 });
+            let mut got = [0u8; 1];
+            fast_client.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [i]);
         }
-        assert_eq!(slow_rx.recv().await.unwrap(), Bytes::from(vec![0]));
-        assert_eq!(slow_rx.recv().await.unwrap(), Bytes::from(vec![1]));
-        assert_eq!(slow_rx.recv().await, None, "dropped from the room");
+        assert_eq!(slow.stopped(), Some(crate::socket::Stopped::FellBehind));
+        assert_eq!(fast.stopped(), None);
     }
 }

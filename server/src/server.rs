@@ -1,86 +1,48 @@
-//! The HTTP side: WebSocket upgrades on `/<room>` (with auth when configured)
-//! and the state every connection shares.
+//! The HTTP side: WebSocket upgrades on `/<room>`, with auth when configured.
 
 use std::sync::Arc;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-use crate::auth::{self, Access, Authenticator};
-use crate::connection;
-use crate::metrics::Metrics;
-use crate::rooms::Rooms;
-use crate::storage::Storage;
-use crate::streams::Streams;
-
-/// The document id of every WebSocket connection (as y-redis).
-pub const DOC_ID: &str = "index";
-
-/// What every connection of this instance shares.
-pub struct AppState {
-    /// The stream bus.
-    pub streams: Arc<dyn Streams>,
-    /// Where compacted documents are.
-    pub storage: Arc<dyn Storage>,
-    /// The rooms open on this instance.
-    pub rooms: Arc<Rooms>,
-    /// Token auth, when configured.
-    pub auth: Option<Authenticator>,
-    /// Largest accepted message in bytes.
-    pub max_message_size: usize,
-    /// Every connection task, so shutdown can wait for them.
-    pub connections: TaskTracker,
-    /// Cancelled when connections must close (shutdown).
-    pub shutdown: CancellationToken,
-    /// This instance's counters.
-    pub metrics: Arc<Metrics>,
-}
-
-/// Bytes read from a socket at once. tungstenite zero-fills this much of its
-/// read buffer on every read, so its default (128 KiB) becomes resident memory
-/// for every connection; y-websocket messages are small, and a larger frame
-/// still arrives whole (the buffer grows for it), in more reads.
-const READ_BUFFER_SIZE: usize = 4 * 1024;
+use crate::auth::{self, Access};
+use crate::connection::{self, AppState};
+use crate::socket::handshake::{self, Rejection};
 
 /// The router: every path is a room.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(upgrade).with_state(state)
 }
 
-/// The room of a request path: its one segment, not percent-decoded (compat
-/// notes 2.1). Paths of several segments are no room (404), as for y-redis's
-/// `/:room` route: accepting them would open rooms the JavaScript servers of a
-/// fleet cannot serve. `/` is the room with the empty name, as in y-redis (so
-/// `wscat -c ws://host:port` connects).
+/// The room of a request path: its one segment, not percent-decoded
+/// (docs/protocol.md, one connection). Paths of several segments are no room
+/// (404), as for y-redis's `/:room` route: accepting them would open rooms the
+/// JavaScript servers of a fleet cannot serve. `/` is the room with the empty
+/// name (so `wscat -c ws://host:port` connects).
 pub fn room_of(uri: &Uri) -> Option<String> {
     let room = uri.path().strip_prefix('/')?;
     (!room.contains('/')).then(|| room.to_string())
 }
 
-async fn upgrade(
-    State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let Some(room) = room_of(&uri) else {
+async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
+    let Some(room) = room_of(request.uri()) else {
         return (StatusCode::NOT_FOUND, "connect to /<room>\n").into_response();
     };
-    let ws = match ws {
-        Ok(ws) => ws,
+    let key = match handshake::check(request.method(), request.headers()) {
+        Ok(key) => key,
         Err(rejection) => return rejection.into_response(),
     };
     let (access, subprotocol) = match &state.auth {
         None => (Access::ReadWrite, None),
         Some(authenticator) => {
-            // Refused before anything is upgraded: a plain 401 (compat notes 2.2).
+            // Refused before anything is upgraded: a plain 401.
             // `authorize` logs the outcome; the token itself is never logged.
-            let Some(token) = auth::token_from_request(&headers, uri.query()) else {
+            let Some(token) = auth::token_from_request(request.headers(), request.uri().query())
+            else {
                 tracing::info!(
                     room = %crate::log_text::bounded(&room),
                     reason = %auth::AuthError::MissingToken,
@@ -94,19 +56,32 @@ async fn upgrade(
             }
         }
     };
-    let ws = ws
-        .read_buffer_size(READ_BUFFER_SIZE)
-        .max_message_size(state.max_message_size)
-        .max_frame_size(state.max_message_size);
-    let ws = match subprotocol {
-        Some(protocol) => ws.protocols([protocol]),
-        None => ws,
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return Rejection::NotUpgradable.into_response();
     };
     let token = state.connections.token();
-    ws.on_upgrade(move |socket| async move {
-        connection::serve(socket, state, room, access).await;
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(%err, "upgrade did not complete");
+                return;
+            }
+        };
+        // The listener serves plain TCP sockets: take the socket back from
+        // hyper, with whatever the client sent behind its request.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                connection::serve(parts.io.into_inner(), parts.read_buf, state, room, access).await
+            }
+            Err(_) => tracing::error!("upgraded connection is not a TCP socket"),
+        }
         drop(token);
-    })
+    });
+    handshake::switching_protocols(&key, subprotocol.as_deref())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{self, Metrics};
 use crate::protocol::{self};
 use crate::rooms::Rooms;
+use crate::socket::frame;
 use crate::streams::{Streams, READ_BLOCK};
 
 /// Read every followed stream, merge each stream's new messages and deliver
@@ -44,7 +45,9 @@ pub async fn run(
                         &batch.entries.iter().map(|e| &e.message).collect::<Vec<_>>(),
                     );
                     metrics::add(&metrics.stream_entries_read, batch.entries.len() as u64);
-                    let queued = rooms.deliver(follow, last.id, &messages);
+                    // Framed once, written to every member.
+                    let frames: Vec<_> = messages.iter().map(|m| frame::binary(m)).collect();
+                    let queued = rooms.deliver(follow, last.id, &frames);
                     metrics::add(&metrics.messages_delivered, queued as u64);
                 }
             }

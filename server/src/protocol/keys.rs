@@ -53,6 +53,10 @@ pub fn decode_uri_component(s: &str) -> Result<String, ProtocolError> {
     String::from_utf8(out).map_err(|_| ProtocolError::InvalidUriComponent(s.to_owned()))
 }
 
+/// The document id of every WebSocket connection (as y-redis): a room holds
+/// one document, and its stream key ends in `:index`.
+pub const DOC_ID: &str = "index";
+
 /// The Redis stream of a document: `{prefix}:room:{enc(room)}:{enc(docid)}`.
 pub fn stream_key(prefix: &str, room: &str, docid: &str) -> String {
     format!(

@@ -21,7 +21,7 @@ mod test_util;
 pub use awareness::{AwarenessEntry, AwarenessStates, AwarenessUpdate};
 pub use error::ProtocolError;
 pub use ids::{is_smaller_redis_id, StreamId};
-pub use keys::{decode_uri_component, encode_uri_component, parse_stream_key, stream_key};
+pub use keys::{decode_uri_component, encode_uri_component, parse_stream_key, stream_key, DOC_ID};
 pub use merge::merge_messages;
 pub use message::{
     client_action, decode_message, decode_stream_entry, encode_awareness_message,
