@@ -57,6 +57,8 @@ pub struct ConnectionSettings {
     /// A client heard from neither frame nor pong for this long is closed; one
     /// quiet for half of it is pinged. Zero: never.
     pub idle_timeout: Duration,
+    /// What one client may send.
+    pub limits: Limits,
 }
 
 impl Default for ConnectionSettings {
@@ -65,7 +67,81 @@ impl Default for ConnectionSettings {
             max_message_size: 100 * 1024 * 1024,
             buffer_capacity: 512,
             idle_timeout: Duration::from_secs(60),
+            limits: Limits::default(),
         }
+    }
+}
+
+/// What one connection may send; a client over a limit is closed with 1008
+/// after everything it sent before has been appended. Zero means no limit.
+///
+/// The defaults leave room for what editors really do: y-websocket clients
+/// send one message per edit and per awareness change, and also send back
+/// every awareness change they receive, so a client in a busy room sends
+/// about as many awareness messages as the whole room makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Messages per second.
+    pub messages_per_second: u64,
+    /// Bytes per second (a single larger message still passes when it is the
+    /// first of its second).
+    pub bytes_per_second: u64,
+    /// Bytes of one client's awareness state (its JSON text).
+    pub awareness_state: usize,
+    /// Client entries in one awareness message.
+    pub awareness_clients: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            messages_per_second: 2000,
+            bytes_per_second: 16 * 1024 * 1024,
+            awareness_state: 64 * 1024,
+            awareness_clients: 1000,
+        }
+    }
+}
+
+/// Counts what a client sent in the current second, against [`Limits`].
+struct Meter {
+    since: Instant,
+    messages: u64,
+    bytes: u64,
+}
+
+impl Meter {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Count one message of `len` bytes; why it goes over a limit, if it does.
+    fn count(&mut self, len: usize, limits: &Limits) -> Option<String> {
+        let now = Instant::now();
+        if now.duration_since(self.since) >= Duration::from_secs(1) {
+            *self = Self {
+                since: now,
+                messages: 0,
+                bytes: 0,
+            };
+        }
+        let bytes_before = self.bytes;
+        self.messages += 1;
+        self.bytes += len as u64;
+        if limits.messages_per_second > 0 && self.messages > limits.messages_per_second {
+            return Some(format!(
+                "over {} messages per second",
+                limits.messages_per_second
+            ));
+        }
+        if limits.bytes_per_second > 0 && bytes_before >= limits.bytes_per_second {
+            return Some(format!("over {} bytes per second", limits.bytes_per_second));
+        }
+        None
     }
 }
 
@@ -123,6 +199,8 @@ struct Connection {
     heard: Instant,
     /// Whether a ping is out, unanswered.
     pinged: bool,
+    /// What the client sent in the current second.
+    meter: Meter,
 }
 
 /// Serve one upgraded connection of `room` until the client leaves, the
@@ -160,6 +238,7 @@ pub async fn serve(
         awareness: None,
         heard: Instant::now(),
         pinged: false,
+        meter: Meter::new(),
     };
     let end = match connection.initial_sync().await {
         Ok(()) => connection.run().await,
@@ -347,16 +426,38 @@ impl Connection {
 
     /// Validate one message from a writer and append what must be appended.
     async fn append(&mut self, frame: Bytes) -> Result<(), End> {
+        let limits = self.state.settings.limits;
+        if let Some(reason) = self.meter.count(frame.len(), &limits) {
+            return Err(End::Refused(close::POLICY, reason));
+        }
         let action = protocol::client_action(&frame).map_err(|err| {
             End::Refused(close::INVALID_PAYLOAD, format!("invalid message: {err}"))
         })?;
         let ClientAction::Append {
             message,
             awareness: entry,
+            awareness_size,
         } = action
         else {
             return Ok(());
         };
+        if let Some(size) = awareness_size {
+            if limits.awareness_clients > 0 && size.clients > limits.awareness_clients {
+                return Err(End::Refused(
+                    close::POLICY,
+                    format!(
+                        "awareness message with over {} clients",
+                        limits.awareness_clients
+                    ),
+                ));
+            }
+            if limits.awareness_state > 0 && size.largest_state > limits.awareness_state {
+                return Err(End::Refused(
+                    close::POLICY,
+                    format!("awareness state over {} bytes", limits.awareness_state),
+                ));
+            }
+        }
         if let Some((client_id, clock)) = entry {
             match &mut self.awareness {
                 None => self.awareness = Some((client_id, clock)),

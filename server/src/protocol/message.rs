@@ -156,10 +156,22 @@ pub enum ClientAction {
         /// `(client id, clock)` of an awareness message with exactly one entry; the
         /// connection remembers it to announce the client's departure on close.
         awareness: Option<(u64, u64)>,
+        /// What an awareness message carries, for per-connection limits.
+        awareness_size: Option<AwarenessSize>,
     },
     /// Valid but not stored: sync step1 (the server already sent the whole state), a
     /// step2 shorter than 4 bytes, query-awareness and auth messages.
     Ignore,
+}
+
+/// The size of an awareness message's content: how many client entries, and
+/// the longest state's JSON text in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AwarenessSize {
+    /// Client entries in the message.
+    pub clients: usize,
+    /// Bytes of the longest state.
+    pub largest_state: usize,
 }
 
 /// Decide what to do with a frame from a client with write access: strict decode (see
@@ -186,6 +198,7 @@ pub fn client_action(frame: &[u8]) -> Result<ClientAction, ProtocolError> {
             ClientAction::Append {
                 message: Bytes::from(message),
                 awareness: None,
+                awareness_size: None,
             }
         }
         Decoded::Awareness(update, payload) => {
@@ -199,7 +212,20 @@ pub fn client_action(frame: &[u8]) -> Result<ClientAction, ProtocolError> {
                 [only] => Some((only.client_id, only.clock)),
                 _ => None,
             };
-            ClientAction::Append { message, awareness }
+            let awareness_size = Some(AwarenessSize {
+                clients: update.entries.len(),
+                largest_state: update
+                    .entries
+                    .iter()
+                    .map(|e| e.state.len())
+                    .max()
+                    .unwrap_or(0),
+            });
+            ClientAction::Append {
+                message,
+                awareness,
+                awareness_size,
+            }
         }
         Decoded::Auth(_) | Decoded::QueryAwareness => ClientAction::Ignore,
     })
@@ -538,7 +564,9 @@ mod tests {
         let mut remembered: Option<(u64, u64)> = None;
         for frame in &sent {
             match client_action(frame) {
-                Ok(ClientAction::Append { message, awareness }) => {
+                Ok(ClientAction::Append {
+                    message, awareness, ..
+                }) => {
                     appended.push(message.to_vec());
                     if let Some((client, clock)) = awareness {
                         if remembered.is_none_or(|(c, _)| c == client) {
@@ -578,7 +606,8 @@ mod tests {
             client_action(&h("0001020000")).unwrap(),
             ClientAction::Append {
                 message: Bytes::from(h("0002020000")),
-                awareness: None
+                awareness: None,
+                awareness_size: None
             }
         );
     }
@@ -602,7 +631,11 @@ mod tests {
             client_action(&two).unwrap(),
             ClientAction::Append {
                 message: Bytes::from(two.clone()),
-                awareness: None
+                awareness: None,
+                awareness_size: Some(AwarenessSize {
+                    clients: 2,
+                    largest_state: 2
+                })
             }
         );
     }
@@ -614,7 +647,8 @@ mod tests {
             client_action(&h("8000 8200 02 0000")).unwrap(),
             ClientAction::Append {
                 message: Bytes::from(h("0002020000")),
-                awareness: None
+                awareness: None,
+                awareness_size: None
             }
         );
         // Over-long payload length of a step2.
@@ -622,14 +656,19 @@ mod tests {
             client_action(&h("00 01 8200 0000")).unwrap(),
             ClientAction::Append {
                 message: Bytes::from(h("0002020000")),
-                awareness: None
+                awareness: None,
+                awareness_size: None
             }
         );
         assert_eq!(
             client_action(&h("01 8600 01 0a 01 02 7b7d")).unwrap(),
             ClientAction::Append {
                 message: Bytes::from(h("0106010a01027b7d")),
-                awareness: Some((10, 1))
+                awareness: Some((10, 1)),
+                awareness_size: Some(AwarenessSize {
+                    clients: 1,
+                    largest_state: 2
+                })
             }
         );
     }

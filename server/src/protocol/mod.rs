@@ -26,6 +26,6 @@ pub use merge::merge_messages;
 pub use message::{
     client_action, decode_message, decode_stream_entry, encode_awareness_message,
     encode_awareness_removal, encode_sync_step1, encode_sync_step2, encode_sync_update,
-    ClientAction, Message, SyncMessage, MESSAGE_AUTH, MESSAGE_AWARENESS, MESSAGE_QUERY_AWARENESS,
-    MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
+    AwarenessSize, ClientAction, Message, SyncMessage, MESSAGE_AUTH, MESSAGE_AWARENESS,
+    MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
 };

@@ -245,7 +245,7 @@ impl Streams for RedisStreams {
                     .await
             })
             .await?;
-        Ok(parse_entries(stream, &reply))
+        Ok(parse_entries(stream, reply))
     }
 
     async fn read_new(
@@ -445,28 +445,67 @@ fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Entries of one stream; entries without an `m` field are skipped with a log line.
-fn parse_entries(stream: &str, reply: &Value) -> Vec<StreamEntry> {
+/// The reply is consumed, so each message's bytes are moved, never copied.
+fn parse_entries(stream: &str, reply: Value) -> Vec<StreamEntry> {
     let Value::Array(entries) = reply else {
         return Vec::new();
     };
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
-        match parse_entry(entry) {
-            Some((id, fields)) => match field(&fields, b"m") {
-                Some(message) => out.push(StreamEntry {
-                    id,
-                    message: Bytes::from(message),
-                }),
-                None => {
-                    tracing::warn!(stream = %crate::log_text::bounded(stream), entry = %id, "stream entry without an `m` field, skipped")
-                }
-            },
+        match take_message(entry) {
+            Some((id, Some(message))) => out.push(StreamEntry {
+                id,
+                message: Bytes::from(message),
+            }),
+            Some((id, None)) => {
+                tracing::warn!(stream = %crate::log_text::bounded(stream), entry = %id, "stream entry without an `m` field, skipped")
+            }
             None => {
                 tracing::warn!(stream = %crate::log_text::bounded(stream), "unreadable stream entry, skipped")
             }
         }
     }
     out
+}
+
+/// `[id, [field, value, ...]]` → the id and the value of field `m`, moved out.
+fn take_message(entry: Value) -> Option<(StreamId, Option<Vec<u8>>)> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let mut parts = parts.into_iter();
+    let id: StreamId = value_string(&parts.next()?)?.parse().ok()?;
+    let pairs: Vec<(Value, Value)> = match parts.next()? {
+        Value::Array(flat) => {
+            let mut flat = flat.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+                pairs.push((name, value));
+            }
+            pairs
+        }
+        Value::Map(pairs) => pairs,
+        _ => return None,
+    };
+    for (name, value) in pairs {
+        let is_m = match &name {
+            Value::BulkString(bytes) => bytes == b"m",
+            Value::SimpleString(text) => text == "m",
+            _ => false,
+        };
+        if is_m {
+            return Some((id, into_bytes(value)));
+        }
+    }
+    Some((id, None))
+}
+
+fn into_bytes(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        _ => None,
+    }
 }
 
 /// An XREAD reply (RESP2 array or RESP3 map) → batches per stream.
@@ -490,7 +529,7 @@ fn parse_read_reply(reply: Value) -> Vec<StreamBatch> {
         .into_iter()
         .filter_map(|(key, entries)| {
             let stream = value_string(&key)?;
-            let entries = parse_entries(&stream, &entries);
+            let entries = parse_entries(&stream, entries);
             Some(StreamBatch { stream, entries })
         })
         .collect()
