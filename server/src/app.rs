@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
-use crate::connection::{AppState, ConnectionSettings};
+use crate::connection::AppState;
 use crate::listener::{self, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState};
@@ -139,11 +139,7 @@ impl Instance {
                 storage: Arc::clone(&storage),
                 rooms: Arc::clone(rooms),
                 auth,
-                settings: ConnectionSettings {
-                    max_message_size: config.websocket.max_message_size,
-                    buffer_capacity: config.websocket.buffer_capacity,
-                    ..ConnectionSettings::default()
-                },
+                settings: config.websocket.connection_settings(),
                 connections: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 metrics: Arc::clone(&metrics),

@@ -360,13 +360,16 @@ impl Connection {
     }
 
     /// Ping a client quiet for half the idle timeout; close one quiet for all
-    /// of it (a peer that vanished without closing its socket).
+    /// of it that left the ping unanswered (a peer that vanished without
+    /// closing its socket).
     fn check_idle(&mut self, idle: Duration, blocked: &mut bool) -> Result<(), End> {
         if idle.is_zero() {
             return Ok(());
         }
         let quiet = self.heard.elapsed();
-        if quiet >= idle {
+        // Only a client that left a ping unanswered is silent: one that
+        // answers each ping is heard from at every other tick.
+        if quiet >= idle && self.pinged {
             return Err(End::Silent);
         }
         if quiet >= idle / 2 && !self.pinged {

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::connection::{ConnectionSettings, Limits};
 use crate::storage::StorageConfig;
 
 /// A configuration that cannot be used; reported as one line at start.
@@ -158,6 +159,22 @@ pub struct WebsocketConfig {
     /// waiting on the permission callback); more wait in the listen backlog.
     #[serde(deserialize_with = "number_or_string")]
     pub max_handshakes: usize,
+    /// Milliseconds without anything from a client (frame or pong) before it
+    /// is closed; a client quiet for half of it is pinged. 0: never.
+    #[serde(deserialize_with = "number_or_string")]
+    pub idle_timeout: u64,
+    /// Messages one connection may send per second (0: no limit).
+    #[serde(deserialize_with = "number_or_string")]
+    pub max_messages_per_second: u64,
+    /// Bytes one connection may send per second (0: no limit).
+    #[serde(deserialize_with = "number_or_string")]
+    pub max_bytes_per_second: u64,
+    /// Bytes of one client's awareness state (0: no limit).
+    #[serde(deserialize_with = "number_or_string")]
+    pub max_awareness_state: usize,
+    /// Client entries in one awareness message (0: no limit).
+    #[serde(deserialize_with = "number_or_string")]
+    pub max_awareness_clients: usize,
 }
 
 impl WebsocketConfig {
@@ -165,10 +182,26 @@ impl WebsocketConfig {
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout)
     }
+
+    /// What each connection may do, and when a quiet one is closed.
+    pub fn connection_settings(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            max_message_size: self.max_message_size,
+            buffer_capacity: self.buffer_capacity,
+            idle_timeout: Duration::from_millis(self.idle_timeout),
+            limits: Limits {
+                messages_per_second: self.max_messages_per_second,
+                bytes_per_second: self.max_bytes_per_second,
+                awareness_state: self.max_awareness_state,
+                awareness_clients: self.max_awareness_clients,
+            },
+        }
+    }
 }
 
 impl Default for WebsocketConfig {
     fn default() -> Self {
+        let limits = Limits::default();
         Self {
             port: 3001,
             host: IpAddr::from([0, 0, 0, 0]),
@@ -176,6 +209,11 @@ impl Default for WebsocketConfig {
             max_message_size: 100 * 1024 * 1024,
             header_timeout: 10_000,
             max_handshakes: 1024,
+            idle_timeout: 60_000,
+            max_messages_per_second: limits.messages_per_second,
+            max_bytes_per_second: limits.bytes_per_second,
+            max_awareness_state: limits.awareness_state,
+            max_awareness_clients: limits.awareness_clients,
         }
     }
 }
