@@ -193,7 +193,7 @@ struct Connection {
     /// Bytes read and not yet decoded; empty (no allocation) between frames.
     incoming: BytesMut,
     /// The client id and clock of this connection's awareness, to announce its
-    /// departure when it closes (docs/protocol.md, closing).
+    /// departure when it closes (docs/protocol.md section 2.6).
     awareness: Option<(u64, u64)>,
     /// When the client last sent anything.
     heard: Instant,
@@ -222,7 +222,7 @@ pub async fn serve(
         Arc::clone(&socket),
         state.settings.buffer_capacity,
     ));
-    // Join before loading (docs/protocol.md, opening a room), so that nothing
+    // Join before loading (docs/protocol.md section 2.3), so that nothing
     // falls between the load and the live read; room frames wait in the outbox
     // until the initial sync is out.
     let membership = state.rooms.join(&stream_key, Arc::clone(&outbox));
@@ -408,7 +408,7 @@ impl Connection {
                 }
                 Incoming::Pong => {}
                 // Everything a reader sends is dropped unread, awareness
-                // included (docs/protocol.md, read-only access), so it never
+                // included (docs/protocol.md section 2.5), so it never
                 // has a departure to announce.
                 Incoming::Text | Incoming::Binary(_) if self.access != Access::ReadWrite => {}
                 Incoming::Text => {

@@ -141,7 +141,7 @@ impl Rooms {
             }
             if let Ok(sync) = &result {
                 // Follow the stream from what the document includes; rewind a
-                // position that went past it (docs/protocol.md, opening a room)
+                // position that went past it (docs/protocol.md section 2.4)
                 // so that nothing between the load and the live read is missed.
                 if room.position.is_none_or(|position| sync.last_id < position) {
                     room.position = Some(sync.last_id);

@@ -19,7 +19,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The room of a request path: its one segment, not percent-decoded
-/// (docs/protocol.md, one connection). Paths of several segments are no room
+/// (docs/protocol.md section 2.1). Paths of several segments are no room
 /// (404), as for y-redis's `/:room` route: accepting them would open rooms the
 /// JavaScript servers of a fleet cannot serve. `/` is the room with the empty
 /// name (so `wscat -c ws://host:port` connects).

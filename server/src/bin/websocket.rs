@@ -100,7 +100,17 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match config.websocket.threads {
+                1 => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+                0 => tokio::runtime::Runtime::new(),
+                threads => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build(),
+            };
+            let runtime = match runtime {
                 Ok(runtime) => runtime,
                 Err(err) => {
                     eprintln!("error: cannot start the runtime: {err}");

@@ -175,6 +175,10 @@ pub struct WebsocketConfig {
     /// Client entries in one awareness message (0: no limit).
     #[serde(deserialize_with = "number_or_string")]
     pub max_awareness_clients: usize,
+    /// Threads running connections: 0 = one per core, 1 = everything on one
+    /// thread (a current-thread runtime).
+    #[serde(deserialize_with = "number_or_string")]
+    pub threads: usize,
 }
 
 impl WebsocketConfig {
@@ -214,6 +218,7 @@ impl Default for WebsocketConfig {
             max_bytes_per_second: limits.bytes_per_second,
             max_awareness_state: limits.awareness_state,
             max_awareness_clients: limits.awareness_clients,
+            threads: 0,
         }
     }
 }

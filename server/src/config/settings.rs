@@ -136,6 +136,13 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| parse(&mut c.websocket.max_awareness_clients, v),
     },
     Setting {
+        key: "[websocket] threads",
+        env: &["WS_THREADS"],
+        default: "`0`",
+        meaning: "threads serving connections: 0 = one per core, 1 = a single thread (docs/benchmark.md compares them)",
+        apply: |c, v| parse(&mut c.websocket.threads, v),
+    },
+    Setting {
         key: "[storage] backend",
         env: &["STORAGE_BACKEND"],
         default: "chosen",
