@@ -52,7 +52,11 @@ pub struct Report {
     pub connections: u64,
     /// Updates sent in the measured window.
     pub sent: u64,
+    /// Seconds of sending in the measured window.
     pub window_secs: f64,
+    /// Seconds from the last send until the observers saw every measured
+    /// update (or gave up waiting); the CPU window includes them.
+    pub drain_secs: f64,
     /// Measured updates the observers should have seen, and saw.
     pub expected: u64,
     pub seen: u64,

@@ -205,15 +205,21 @@ async fn measure_load(
     .await?;
     let report = &outcome.report;
     let cpu = &outcome.cpu;
+    let sent = report.sent.max(1) as f64;
+    // Every update reaches every connection of its room, its sender included.
+    let deliveries = sent * (shape.senders + shape.observers) as f64;
     eprintln!(
-        "  {} connections, {} updates in {:.1} s; server CPU {:.2} s (user {:.2}, system {:.2}), Redis CPU {:.2} s; \
+        "  {} connections, {} updates sent in {:.1} s, observers done {:.2} s after the last; \
+         server CPU {:.2} s (user {:.2}, system {:.2}; {:.1} µs per delivered update), Redis CPU {:.2} s; \
          load generator CPU {:.2} s, max send lag {:.1} ms; {} frames; latency max {}; {} connections closed by the server",
         report.connections,
         report.sent,
         report.window_secs,
+        report.drain_secs,
         cpu.server.total(),
         cpu.server.user,
         cpu.server.system,
+        cpu.server.total() * 1e6 / deliveries,
         cpu.redis.total(),
         report.client_cpu_secs,
         report.max_send_lag_ms,
@@ -221,7 +227,6 @@ async fn measure_load(
         report.max_ms.map_or_else(|| "-".into(), ms),
         report.closed,
     );
-    let sent = report.sent.max(1) as f64;
     let server_us = cpu.server.total() * 1e6 / sent;
     let redis_us = cpu.redis.total() * 1e6 / sent;
     let latency = |name: &str, target, value: Option<f64>| match value {
