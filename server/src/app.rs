@@ -21,7 +21,7 @@ use crate::server::{self, AppState};
 use crate::storage::{open_storage, Storage, StorageError};
 use crate::streams::{MemoryStreams, RedisStreams, StreamError, Streams};
 use crate::subscriber;
-use crate::worker::{Worker, WorkerSettings};
+use crate::worker::{UpdateCallback, Worker, WorkerError, WorkerSettings};
 
 /// What this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The worker cannot be set up.
+    #[error("worker: {0}")]
+    Worker(#[from] WorkerError),
     /// A worker alone needs a shared bus.
     #[error("a worker without a server needs Redis (set REDIS_URL)")]
     WorkerWithoutRedis,
@@ -182,11 +185,17 @@ impl Instance {
             auth,
             max_message_size: config.websocket.max_message_size,
             metrics,
-            worker: roles.worker.then(|| WorkerSettings {
-                task_debounce: config.redis.task_debounce(),
-                min_message_lifetime: config.redis.min_message_lifetime(),
-                update_callback: config.worker.update_callback.clone(),
-            }),
+            worker: if roles.worker {
+                Some(WorkerSettings {
+                    task_debounce: config.redis.task_debounce(),
+                    min_message_lifetime: config.redis.min_message_lifetime(),
+                    update_callback: (config.worker.update_callback.as_deref())
+                        .map(UpdateCallback::new)
+                        .transpose()?,
+                })
+            } else {
+                None
+            },
             embedded,
         };
         // Assembled now when the bus answers, so the first client after

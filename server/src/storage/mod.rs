@@ -7,8 +7,6 @@
 //! y-redis 0.1.6's (docs/protocol.md §7), so JavaScript instances read what we
 //! write and the reverse.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use async_trait::async_trait;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -97,20 +95,6 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
-/// Load (room, docid) and merge its items into one v2 update, ready to apply to a
-/// fresh document. Returns `None` when nothing is stored, plus the references of
-/// every item merged, so a compaction can delete exactly those afterwards.
-pub async fn load_doc_state(
-    storage: &dyn Storage,
-    room: &str,
-    docid: &str,
-) -> Result<(Option<Vec<u8>>, Vec<String>), StorageError> {
-    let items = storage.load(room, docid).await?;
-    let merged = merge_items(&items)?;
-    let references = items.into_iter().map(|item| item.reference).collect();
-    Ok((merged, references))
-}
-
 /// Merge stored items (v2 updates) into one v2 update; `None` for no items. A single
 /// item is checked for being decodable and returned unchanged. Undecodable bytes are
 /// [`StorageError::Corrupt`], never a panic.
@@ -150,11 +134,8 @@ fn guard_yrs<T, E: std::fmt::Display>(
     what: &str,
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, StorageError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(StorageError::Corrupt(format!("{what}: {e}"))),
-        Err(_) => Err(StorageError::Corrupt(format!("{what}: decoder panicked"))),
-    }
+    crate::protocol::guard_yrs("decoder", f)
+        .map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
 
 use crate::protocol::encode_uri_component;
