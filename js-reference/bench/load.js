@@ -310,6 +310,8 @@ async function main () {
       maxSendLagMs: maxLag,
       frames,
       closed,
+      // Connections on which the server accepted permessage-deflate.
+      deflated: sockets.filter((ws) => ws.extensions.includes('permessage-deflate')).length,
       clientCpuSecs: (cpu.user + cpu.system) / 1e6
     }
   })

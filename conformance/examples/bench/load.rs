@@ -70,6 +70,8 @@ pub struct Report {
     pub frames: u64,
     /// Connections the server closed during the run.
     pub closed: u64,
+    /// Connections on which the server accepted permessage-deflate.
+    pub deflated: u64,
     pub client_cpu_secs: f64,
 }
 

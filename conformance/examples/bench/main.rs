@@ -211,7 +211,8 @@ async fn measure_load(
     eprintln!(
         "  {} connections, {} updates sent in {:.1} s, observers done {:.2} s after the last; \
          server CPU {:.2} s (user {:.2}, system {:.2}; {:.1} µs per delivered update), Redis CPU {:.2} s; \
-         load generator CPU {:.2} s, max send lag {:.1} ms; {} frames; latency max {}; {} connections closed by the server",
+         load generator CPU {:.2} s, max send lag {:.1} ms; {} frames; latency max {}; {} connections closed by the server; \
+         permessage-deflate accepted on {} of {} connections",
         report.connections,
         report.sent,
         report.window_secs,
@@ -226,6 +227,8 @@ async fn measure_load(
         report.frames,
         report.max_ms.map_or_else(|| "-".into(), ms),
         report.closed,
+        report.deflated,
+        report.connections,
     );
     let server_us = cpu.server.total() * 1e6 / sent;
     let redis_us = cpu.redis.total() * 1e6 / sent;
@@ -262,6 +265,24 @@ async fn measure_memory(server: &Member, pid: u32) -> Result<Vec<Metric>> {
     let outcome = idle::run(server, pid).await?;
     if let Some(failure) = &outcome.failure {
         eprintln!("  opening connections stopped: {failure}");
+    }
+    let levels: Vec<String> = outcome
+        .levels
+        .iter()
+        .map(|(n, kib)| format!("{:.1} MiB at {n}", *kib as f64 / 1024.0))
+        .collect();
+    eprintln!(
+        "  resident memory {:.1} MiB before connections, {}",
+        outcome.rss_before_kib as f64 / 1024.0,
+        levels.join(", ")
+    );
+    if let (Some((n0, kib0)), Some((n1, kib1))) = (outcome.levels.first(), outcome.levels.last()) {
+        if n1 > n0 {
+            eprintln!(
+                "  marginal memory per connection from {n0} to {n1}: {:.1} KiB",
+                kib1.saturating_sub(*kib0) as f64 / (n1 - n0) as f64
+            );
+        }
     }
     let before = outcome.rss_before_kib as f64 / 1024.0;
     let mut metrics = vec![Metric::new(
