@@ -138,26 +138,31 @@ fn guard_yrs<T, E: std::fmt::Display>(
         .map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use crate::protocol::encode_uri_component;
 
-/// Percent-encode everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`),
-/// optionally keeping `/`. This is the encoding S3 signatures and the GCS JSON API
-/// expect for object names in paths and query strings.
-fn encode_strict(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX_UPPER[usize::from(b >> 4)] as char);
-            out.push(HEX_UPPER[usize::from(b & 0x0f)] as char);
-        }
-    }
-    out
-}
+/// What S3 signatures and the GCS JSON API escape in object names, paths and query
+/// strings: everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - _ . ~`).
+const STRICT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+/// [`STRICT`], keeping `/` (S3 object keys in paths).
+const STRICT_KEEP_SLASH: &AsciiSet = &STRICT.remove(b'/');
+
+/// Percent-encode everything but RFC 3986 unreserved characters, optionally keeping
+/// `/`.
+fn encode_strict(s: &str, keep_slash: bool) -> String {
+    let set = if keep_slash {
+        STRICT_KEEP_SLASH
+    } else {
+        STRICT
+    };
+    utf8_percent_encode(s, set).to_string()
+}
 
 /// The object-name prefix of (room, docid) in object stores:
 /// `{enc(room)}/{enc(docid)}/`, as y-redis lays out its S3 bucket. Long names

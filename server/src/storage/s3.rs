@@ -3,7 +3,7 @@
 //! update. Path-style addressing (`{endpoint}/{bucket}/{key}`), requests signed with
 //! AWS Signature Version 4.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -456,27 +456,15 @@ fn authorization(input: &SigningInput<'_>) -> String {
 
 /// `YYYYMMDDTHHMMSSZ` (UTC) for `x-amz-date`.
 fn amz_date(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = time::OffsetDateTime::from(time);
     format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
 }
 
@@ -662,9 +650,9 @@ mod tests {
 
     #[test]
     fn formats_amz_dates() {
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_369_353_600);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_369_353_600);
         assert_eq!(amz_date(t), "20130524T000000Z");
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(951_825_599);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_825_599);
         assert_eq!(amz_date(t), "20000229T115959Z");
     }
 
