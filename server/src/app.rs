@@ -2,7 +2,7 @@
 //! order in which they stop.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,7 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
-use crate::connection::AppState;
+use crate::connection::{AppState, ConnectionSettings};
+use crate::gate::Gate;
 use crate::listener::{self, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::ops::{self, OpsState};
@@ -21,7 +22,7 @@ use crate::server;
 use crate::storage::{open_storage, Storage, StorageError};
 use crate::streams::{MemoryStreams, RedisStreams, StreamError, Streams};
 use crate::subscriber;
-use crate::worker::{Worker, WorkerSettings};
+use crate::worker::{UpdateCallback, Worker, WorkerError, WorkerSettings};
 
 /// What this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The worker cannot be set up.
+    #[error("worker: {0}")]
+    Worker(#[from] WorkerError),
     /// A worker alone needs a shared bus.
     #[error("a worker without a server needs Redis (set REDIS_URL)")]
     WorkerWithoutRedis,
@@ -73,18 +77,34 @@ const CONNECTIONS_GRACE: Duration = Duration::from_secs(4);
 const WORKER_GRACE: Duration = Duration::from_secs(4);
 
 impl Instance {
-    /// Connect the bus and storage and start the given roles.
+    /// Open storage, bind the listeners and start the given roles. With Redis
+    /// configured and not answering, the instance starts anyway and waits for
+    /// it (upgrades and `/readyz` answer 503 meanwhile), unless
+    /// `redis.fail_fast` asks for an error instead.
     pub async fn start(config: &Config, roles: Roles) -> Result<Self, StartError> {
         let prefix = &config.redis.prefix;
         let embedded = config.redis.url.is_none();
-        let streams: Arc<dyn Streams> = match &config.redis.url {
-            Some(url) => Arc::new(RedisStreams::connect(url, prefix).await?),
+        let bus = match &config.redis.url {
+            Some(url) => match RedisStreams::connect(url, prefix).await {
+                Ok(streams) => Bus::Ready(Arc::new(streams)),
+                Err(err) if config.redis.fail_fast => return Err(err.into()),
+                Err(err) => {
+                    tracing::warn!(
+                        %err,
+                        "redis is not answering; waiting for it (WebSocket upgrades and /readyz answer 503)"
+                    );
+                    Bus::Pending {
+                        url: url.clone(),
+                        prefix: prefix.clone(),
+                    }
+                }
+            },
             None => {
                 if !roles.serve {
                     return Err(StartError::WorkerWithoutRedis);
                 }
                 tracing::info!("no Redis configured: single instance on the embedded bus");
-                Arc::new(MemoryStreams::new(prefix))
+                Bus::Ready(Arc::new(MemoryStreams::new(prefix)))
             }
         };
         let storage = open_storage(&config.storage).await?;
@@ -101,50 +121,14 @@ impl Instance {
                 "no AUTH_PUBLIC_KEY configured: every client may read and write every room"
             );
         }
-
-        let stop = CancellationToken::new();
-        let metrics = Arc::new(Metrics::default());
-        let worker = roles.worker.then(|| {
-            Arc::new(
-                Worker::new(
-                    Arc::clone(&streams),
-                    Arc::clone(&storage),
-                    WorkerSettings {
-                        task_debounce: config.redis.task_debounce(),
-                        min_message_lifetime: config.redis.min_message_lifetime(),
-                        update_callback: config.worker.update_callback.clone(),
-                    },
-                )
-                .with_metrics(Arc::clone(&metrics)),
-            )
-        });
         if embedded && !roles.worker {
             tracing::warn!("embedded bus without a worker: documents are not stored");
         }
 
-        let mut local_addr = None;
-        let serving = if roles.serve {
-            let addr = SocketAddr::new(config.websocket.host, config.websocket.port);
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?;
-            local_addr = listener.local_addr().ok();
-            Some((listener, Rooms::new()))
-        } else {
-            None
-        };
-        let state = serving.as_ref().map(|(_, rooms)| {
-            Arc::new(AppState {
-                streams: Arc::clone(&streams),
-                storage: Arc::clone(&storage),
-                rooms: Arc::clone(rooms),
-                auth,
-                settings: config.websocket.connection_settings(),
-                connections: TaskTracker::new(),
-                shutdown: CancellationToken::new(),
-                metrics: Arc::clone(&metrics),
-            })
-        });
+        let stop = CancellationToken::new();
+        let metrics = Arc::new(Metrics::default());
+        let rooms = roles.serve.then(Rooms::new);
+        let connected = Arc::new(OnceLock::new());
 
         let mut metrics_addr = None;
         if let Some(port) = config.metrics.port {
@@ -155,8 +139,8 @@ impl Instance {
             metrics_addr = listener.local_addr().ok();
             let ops_router = ops::router(Arc::new(OpsState {
                 metrics: Arc::clone(&metrics),
-                rooms: state.as_ref().map(|state| Arc::clone(&state.rooms)),
-                streams: Arc::clone(&streams),
+                rooms: rooms.clone(),
+                streams: Arc::clone(&connected),
             }));
             tokio::spawn(listener::serve(
                 listener,
@@ -169,22 +153,57 @@ impl Instance {
             }
         }
 
-        let settings = ListenerSettings {
-            header_read_timeout: config.websocket.header_timeout(),
-            max_handshakes: config.websocket.max_handshakes,
+        let mut local_addr = None;
+        let gate = Arc::new(Gate::default());
+        let serving = if roles.serve {
+            let addr = SocketAddr::new(config.websocket.host, config.websocket.port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            local_addr = listener.local_addr().ok();
+            let settings = ListenerSettings {
+                header_read_timeout: config.websocket.header_timeout(),
+                max_handshakes: config.websocket.max_handshakes,
+            };
+            Some(tokio::spawn(listener::serve(
+                listener,
+                gate.router(),
+                settings,
+                stop.clone(),
+            )))
+        } else {
+            None
         };
-        let task = tokio::spawn(run(
-            stop.clone(),
-            streams,
-            storage,
-            serving.map(|(listener, _)| (listener, settings)),
-            state,
-            worker,
-            embedded,
-        ));
         if let Some(addr) = local_addr {
             tracing::info!(%addr, "listening");
         }
+
+        let parts = Parts {
+            storage,
+            rooms,
+            auth,
+            settings: config.websocket.connection_settings(),
+            metrics,
+            worker: if roles.worker {
+                Some(WorkerSettings {
+                    task_debounce: config.redis.task_debounce(),
+                    min_message_lifetime: config.redis.min_message_lifetime(),
+                    update_callback: (config.worker.update_callback.as_deref())
+                        .map(UpdateCallback::new)
+                        .transpose()?,
+                })
+            } else {
+                None
+            },
+            embedded,
+        };
+        // Assembled now when the bus answers, so the first client after
+        // `start` returns is served, not refused.
+        let start = match bus {
+            Bus::Ready(streams) => Start::Assembled(parts.assemble(streams, &connected, &gate)),
+            pending => Start::Pending(pending, parts),
+        };
+        let task = tokio::spawn(run(stop.clone(), start, connected, gate, serving));
         Ok(Self {
             local_addr,
             metrics_addr,
@@ -207,17 +226,152 @@ impl Instance {
     }
 }
 
-/// The instance's life: serve until `stop`, then stop accepting, let
-/// connections finish their appends, stop the worker, stop the subscriber.
-async fn run(
-    stop: CancellationToken,
+/// The stream bus at start: connected, or Redis still to be waited for.
+enum Bus {
+    Ready(Arc<dyn Streams>),
+    Pending { url: String, prefix: String },
+}
+
+/// How often a Redis that did not answer at start is tried again.
+const REDIS_RETRY: Duration = Duration::from_secs(2);
+
+impl Bus {
+    /// The connected bus; `None` when `stop` fired first.
+    async fn connected(self, stop: &CancellationToken) -> Option<Arc<dyn Streams>> {
+        let (url, prefix) = match self {
+            Bus::Ready(streams) => return Some(streams),
+            Bus::Pending { url, prefix } => (url, prefix),
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(REDIS_RETRY) => {}
+            }
+            let attempt = tokio::select! {
+                _ = stop.cancelled() => return None,
+                attempt = RedisStreams::connect(&url, &prefix) => attempt,
+            };
+            match attempt {
+                Ok(streams) => {
+                    tracing::info!("redis answers; serving");
+                    return Some(Arc::new(streams));
+                }
+                Err(err) => tracing::warn!(
+                    %err,
+                    retry_in = ?REDIS_RETRY,
+                    "redis is still not answering"
+                ),
+            }
+        }
+    }
+}
+
+/// What an instance builds once the bus is connected.
+struct Parts {
+    storage: Arc<dyn Storage>,
+    rooms: Option<Arc<Rooms>>,
+    auth: Option<Authenticator>,
+    settings: ConnectionSettings,
+    metrics: Arc<Metrics>,
+    worker: Option<WorkerSettings>,
+    embedded: bool,
+}
+
+impl Parts {
+    /// Everything that needs the bus; the gate opens to the WebSocket router.
+    fn assemble(
+        self,
+        streams: Arc<dyn Streams>,
+        connected: &OnceLock<Arc<dyn Streams>>,
+        gate: &Gate,
+    ) -> Assembled {
+        let Parts {
+            storage,
+            rooms,
+            auth,
+            settings,
+            metrics,
+            worker,
+            embedded,
+        } = self;
+        let _ = connected.set(Arc::clone(&streams));
+        let worker = worker.map(|settings| {
+            Arc::new(
+                Worker::new(Arc::clone(&streams), Arc::clone(&storage), settings)
+                    .with_metrics(Arc::clone(&metrics)),
+            )
+        });
+        let state = rooms.map(|rooms| {
+            Arc::new(AppState {
+                streams: Arc::clone(&streams),
+                storage: Arc::clone(&storage),
+                rooms,
+                auth,
+                settings,
+                connections: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                metrics,
+            })
+        });
+        if let Some(state) = &state {
+            gate.open(server::router(Arc::clone(state)));
+        }
+        Assembled {
+            streams,
+            storage,
+            state,
+            worker,
+            embedded,
+        }
+    }
+}
+
+/// A running instance's parts.
+struct Assembled {
     streams: Arc<dyn Streams>,
     storage: Arc<dyn Storage>,
-    listener: Option<(TcpListener, ListenerSettings)>,
     state: Option<Arc<AppState>>,
     worker: Option<Arc<Worker>>,
     embedded: bool,
+}
+
+/// How the instance's task begins: assembled already, or waiting for Redis.
+enum Start {
+    Assembled(Assembled),
+    Pending(Bus, Parts),
+}
+
+/// The instance's life: wait for the bus, open the gate, serve until `stop`,
+/// then stop accepting, let connections finish their appends, stop the worker,
+/// stop the subscriber.
+async fn run(
+    stop: CancellationToken,
+    start: Start,
+    connected: Arc<OnceLock<Arc<dyn Streams>>>,
+    gate: Arc<Gate>,
+    serving: Option<JoinHandle<()>>,
 ) {
+    let assembled = match start {
+        Start::Assembled(assembled) => assembled,
+        Start::Pending(bus, parts) => match bus.connected(&stop).await {
+            Some(streams) => parts.assemble(streams, &connected, &gate),
+            None => {
+                if let Some(listener) = serving {
+                    let _ = listener.await;
+                }
+                tracing::info!("stopped before redis answered");
+                return;
+            }
+        },
+    };
+    let Assembled {
+        streams,
+        storage,
+        state,
+        worker,
+        embedded,
+    } = assembled;
+
     let subscriber_stop = CancellationToken::new();
     let subscriber = state.as_ref().map(|state| {
         tokio::spawn(subscriber::run(
@@ -234,12 +388,11 @@ async fn run(
     });
 
     // 1. Serve until asked to stop; then stop accepting.
-    match (listener, &state) {
-        (Some((listener, settings)), Some(state)) => {
-            let app = server::router(Arc::clone(state));
-            listener::serve(listener, app, settings, stop.clone()).await;
+    match serving {
+        Some(listener) => {
+            let _ = listener.await;
         }
-        _ => stop.cancelled().await,
+        None => stop.cancelled().await,
     }
     tracing::info!("stopping: no new connections");
 

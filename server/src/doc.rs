@@ -1,8 +1,6 @@
 //! Loading a document the way y-redis does (docs/protocol.md §4): the stored
 //! state plus every entry of its stream.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use bytes::Bytes;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -29,7 +27,7 @@ pub enum LoadError {
 
 /// Run a yrs computation that may panic on crafted input, as an error instead.
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, LoadError> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|_| LoadError::Encode(format!("{what} panicked")))
+    protocol::guard_yrs(what, || Ok::<_, std::convert::Infallible>(f())).map_err(LoadError::Encode)
 }
 
 /// A document as stored plus its stream, ready to be served or compacted.
@@ -99,7 +97,7 @@ pub struct InitialSync {
 
 /// Apply a v2 (stored) or v1 (stream) update, never panicking on bad bytes.
 fn apply(doc: &Doc, bytes: &[u8], v2: bool) -> Result<(), String> {
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    protocol::guard_yrs("decoder", || {
         let update = if v2 {
             Update::decode_v2(bytes)
         } else {
@@ -109,11 +107,7 @@ fn apply(doc: &Doc, bytes: &[u8], v2: bool) -> Result<(), String> {
         doc.transact_mut()
             .apply_update(update)
             .map_err(|err| err.to_string())
-    }));
-    match result {
-        Ok(result) => result,
-        Err(_) => Err("decoder panicked".to_string()),
-    }
+    })
 }
 
 /// Load (room, docid) from its stream and from storage.

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod doc;
+pub mod gate;
 pub mod listener;
 pub mod log_text;
 pub mod metrics;

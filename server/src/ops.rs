@@ -2,7 +2,7 @@
 //! `/metrics` (Prometheus text), `/healthz` (the process answers) and
 //! `/readyz` (the stream bus answers too).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -20,8 +20,8 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     /// The rooms open here (absent for a worker-only process).
     pub rooms: Option<Arc<Rooms>>,
-    /// The stream bus, pinged for readiness.
-    pub streams: Arc<dyn Streams>,
+    /// The stream bus, pinged for readiness; empty until Redis first answered.
+    pub streams: Arc<OnceLock<Arc<dyn Streams>>>,
 }
 
 /// The operations router.
@@ -42,7 +42,13 @@ async fn metrics(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
-    match tokio::time::timeout(std::time::Duration::from_secs(2), state.streams.ping()).await {
+    let Some(streams) = state.streams.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis: not connected yet\n".to_string(),
+        );
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), streams.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
         Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {err}\n")),
         Err(_) => (

@@ -31,6 +31,9 @@ pub enum WorkerError {
     /// The stream bus failed.
     #[error(transparent)]
     Streams(#[from] StreamError),
+    /// The update callback's HTTP client could not be made.
+    #[error("update callback: {0}")]
+    Callback(String),
 }
 
 /// Timing of compaction.
@@ -40,9 +43,54 @@ pub struct WorkerSettings {
     pub task_debounce: Duration,
     /// How long entries stay in a stream after they were compacted.
     pub min_message_lifetime: Duration,
-    /// y-redis's `YDOC_UPDATE_CALLBACK`: `PUT {url}/{room}` with a multipart
-    /// field `ydoc` holding the v2 state of every document that changed.
-    pub update_callback: Option<String>,
+    /// y-redis's `YDOC_UPDATE_CALLBACK`, told of every document that changed.
+    pub update_callback: Option<UpdateCallback>,
+}
+
+/// How long one call of the update callback may take.
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// y-redis's `YDOC_UPDATE_CALLBACK`: `PUT {url}/{room}` with a multipart field
+/// `ydoc` holding the v2 state of a document that changed, each call limited to
+/// [`CALLBACK_TIMEOUT`].
+#[derive(Debug, Clone)]
+pub struct UpdateCallback {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl UpdateCallback {
+    /// The callback at base URL `url`; fails when no HTTP client can be made
+    /// (no TLS backend, say), so a worker never runs without its time limit.
+    pub fn new(url: &str) -> Result<Self, WorkerError> {
+        let http = reqwest::Client::builder()
+            .timeout(CALLBACK_TIMEOUT)
+            .build()
+            .map_err(|err| WorkerError::Callback(err.to_string()))?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// Tell the callback about `update`, the whole document of `room`. A failure
+    /// is logged and never blocks storing the document.
+    async fn notify(&self, room: &str, update: &[u8]) {
+        let url = format!("{}/{room}", self.url);
+        let form = reqwest::multipart::Form::new().part(
+            "ydoc",
+            reqwest::multipart::Part::bytes(update.to_vec()).file_name("ydoc"),
+        );
+        match self.http.put(&url).multipart(form).send().await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => {
+                tracing::warn!(room = %crate::log_text::bounded(room), status = %response.status(), "update callback refused the document")
+            }
+            Err(err) => {
+                tracing::warn!(room = %crate::log_text::bounded(room), err = %err.without_url(), "update callback failed")
+            }
+        }
+    }
 }
 
 /// What one compaction pass did, for logs and tests.
@@ -69,7 +117,6 @@ pub struct Worker {
     storage: Arc<dyn Storage>,
     settings: WorkerSettings,
     consumer: String,
-    http: reqwest::Client,
     metrics: Arc<Metrics>,
 }
 
@@ -85,10 +132,6 @@ impl Worker {
             storage,
             settings,
             consumer: uuid::Uuid::new_v4().to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
             metrics: Arc::default(),
         }
     }
@@ -97,11 +140,6 @@ impl Worker {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
         self
-    }
-
-    /// This worker's consumer name in the group.
-    pub fn consumer(&self) -> &str {
-        &self.consumer
     }
 
     /// Claim and compact tasks until `shutdown` is cancelled. A task being
@@ -214,23 +252,6 @@ impl Worker {
         }
     }
 
-    async fn notify_update(&self, callback: &str, room: &str, update: &[u8]) {
-        let url = format!("{}/{room}", callback.trim_end_matches('/'));
-        let form = reqwest::multipart::Form::new().part(
-            "ydoc",
-            reqwest::multipart::Part::bytes(update.to_vec()).file_name("ydoc"),
-        );
-        match self.http.put(&url).multipart(form).send().await {
-            Ok(response) if response.status().is_success() => {}
-            Ok(response) => {
-                tracing::warn!(room = %crate::log_text::bounded(room), status = %response.status(), "update callback refused the document")
-            }
-            Err(err) => {
-                tracing::warn!(room = %crate::log_text::bounded(room), err = %err.without_url(), "update callback failed")
-            }
-        }
-    }
-
     /// Delete items whose content a stored item already holds. A failure only
     /// leaves duplicates, which merge harmlessly until a later pass deletes them,
     /// so it is logged and the pass goes on (the stream may be trimmed: storage
@@ -289,12 +310,11 @@ impl Worker {
             if let Some(callback) = self
                 .settings
                 .update_callback
-                .as_deref()
+                .as_ref()
                 .filter(|_| loaded.changed)
             {
                 // As y-redis: the callback hears of the change before it is stored.
-                // Its failure is logged and never blocks storing the document.
-                self.notify_update(callback, &room, &update).await;
+                callback.notify(&room, &update).await;
             }
             // Nothing is deleted or trimmed unless this succeeds.
             self.storage

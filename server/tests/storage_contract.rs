@@ -11,12 +11,27 @@ use std::time::{Duration, Instant};
 use testkit::{FakeGcsServer, PostgresServer, S3Server};
 use websocket::config::Config;
 use websocket::storage::{
-    load_doc_state, object_prefix, open_storage, state_vector_of_update, Storage, StorageBackend,
+    merge_items, object_prefix, open_storage, state_vector_of_update, Storage, StorageBackend,
     StorageConfig, StorageError, StoredItem,
 };
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+
+/// Load (room, docid) and merge its items into one v2 update (`None` when nothing
+/// is stored), with the references of every item merged.
+async fn load_doc_state(
+    storage: &dyn Storage,
+    room: &str,
+    docid: &str,
+) -> Result<(Option<Vec<u8>>, Vec<String>), StorageError> {
+    let items = storage.load(room, docid).await?;
+    let merged = merge_items(&items)?;
+    Ok((
+        merged,
+        items.into_iter().map(|item| item.reference).collect(),
+    ))
+}
 
 /// Rooms whose names need encoding, with `encodeURIComponent` of each.
 const SPECIAL_ROOMS: [(&str, &str); 4] = [

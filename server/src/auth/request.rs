@@ -2,6 +2,7 @@
 
 use axum::http::header::SEC_WEBSOCKET_PROTOCOL;
 use axum::http::HeaderMap;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::RequestToken;
 
@@ -36,63 +37,17 @@ pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<Re
     }
     let query = query?;
     let query = query.strip_prefix('?').unwrap_or(query);
-    query
-        .split('&')
-        .filter_map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(name) == QUERY_PARAMETER).then(|| form_decode(value))
-        })
+    // Decoded as `URLSearchParams` does: `+` is a space, `%XX` a byte, malformed
+    // escapes stay as they are and invalid UTF-8 is replaced.
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == QUERY_PARAMETER)
         // URLSearchParams.get returns the first occurrence.
-        .next()
+        .map(|(_, value)| value.into_owned())
         .filter(|token| !token.is_empty())
         .map(|token| RequestToken {
             token,
             subprotocol: None,
         })
-}
-
-/// Decodes an `application/x-www-form-urlencoded` component: `+` is a space, `%XX` a
-/// byte; malformed escapes stay as they are and invalid UTF-8 is replaced, as
-/// browsers do.
-fn form_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => match (
-                bytes.get(i + 1).and_then(|&b| hex_value(b)),
-                bytes.get(i + 2).and_then(|&b| hex_value(b)),
-            ) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                }
-                _ => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Percent-encodes `s` for use as one URL path segment, so that a user id cannot add
@@ -101,36 +56,29 @@ fn hex_value(b: u8) -> Option<u8> {
 /// are kept, so those ids reach the callback exactly as the JavaScript server sends
 /// them.
 pub(super) fn encode_path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        let keep = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'@'
-            );
-        if keep {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, PATH_SEGMENT).to_string()
 }
+
+/// What [`encode_path_segment`] escapes: everything but letters, digits, `-._~` and
+/// the sub-delimiters `!$&'()*+,;=`, `:` and `@`.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
 
 /// The room as one raw path segment of the callback URL. The room is normally already
 /// the raw segment of the request path and passes unchanged; a `/`, `?` or `#` in it is

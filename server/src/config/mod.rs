@@ -112,6 +112,8 @@ pub struct RedisConfig {
     /// Milliseconds entries stay in a stream after compaction.
     #[serde(deserialize_with = "number_or_string")]
     pub min_message_lifetime: u64,
+    /// Exit at start when Redis does not answer, instead of waiting for it.
+    pub fail_fast: bool,
 }
 
 impl Default for RedisConfig {
@@ -121,6 +123,7 @@ impl Default for RedisConfig {
             prefix: "y".to_string(),
             task_debounce: 10_000,
             min_message_lifetime: 60_000,
+            fail_fast: false,
         }
     }
 }

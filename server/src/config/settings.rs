@@ -59,6 +59,13 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| parse(&mut c.redis.min_message_lifetime, v),
     },
     Setting {
+        key: "[redis] fail_fast",
+        env: &["REDIS_FAIL_FAST"],
+        default: "`false`",
+        meaning: "`true`: exit with status 1 when Redis does not answer at start; `false`: listen anyway, answer upgrades and `/readyz` with 503 and retry every 2 s until it does",
+        apply: |c, v| parse(&mut c.redis.fail_fast, v),
+    },
+    Setting {
         key: "[websocket] port",
         env: &["WS_PORT", "PORT"],
         default: "`3001`",

@@ -1,29 +1,28 @@
 //! Redis key names of document streams, byte-compatible with y-redis 0.1.6 so that every
 //! instance of a fleet, in any language, finds the same room under the same key.
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use super::error::ProtocolError;
 
-/// Whether JavaScript's `encodeURIComponent` leaves this ASCII byte as is.
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
-}
+/// What JavaScript's `encodeURIComponent` escapes: everything but A–Z a–z 0–9 and
+/// `- _ . ! ~ * ' ( )`.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
 
 /// JavaScript's `encodeURIComponent`: A–Z a–z 0–9 and `- _ . ! ~ * ' ( )` stay, every
 /// other UTF-8 byte becomes `%XX` with uppercase hex. Room and document names are encoded
 /// this way inside stream keys and storage object names.
 pub fn encode_uri_component(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if is_unreserved(b) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-    }
-    out
+    utf8_percent_encode(s, URI_COMPONENT).to_string()
 }
 
 /// JavaScript's `decodeURIComponent`: every `%XX` is decoded (hex digits of either

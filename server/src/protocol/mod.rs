@@ -9,6 +9,7 @@
 mod awareness;
 mod codec;
 mod error;
+mod guard;
 mod ids;
 mod keys;
 mod merge;
@@ -20,6 +21,7 @@ mod test_util;
 
 pub use awareness::{AwarenessEntry, AwarenessStates, AwarenessUpdate};
 pub use error::ProtocolError;
+pub use guard::guard_yrs;
 pub use ids::{is_smaller_redis_id, StreamId};
 pub use keys::{decode_uri_component, encode_uri_component, parse_stream_key, stream_key, DOC_ID};
 pub use merge::merge_messages;

@@ -18,12 +18,11 @@
 //! document (for example, whether the parent it names is a shared type) is only known
 //! when it is applied, so code applying updates to a document must still expect errors.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
 use super::codec::{ReadError, Reader};
+use super::guard::guard_yrs;
 
 /// Deepest nesting of `Any` arrays and objects accepted inside an update; the same depth
 /// serde_json allows for the JSON texts carried next to them.
@@ -43,11 +42,7 @@ pub(crate) fn check_update_v1(payload: &[u8]) -> Result<(), Reason> {
     if !r.is_empty() {
         return Err("trailing bytes".into());
     }
-    match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(payload).map(drop))) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("decoder panicked".into()),
-    }
+    guard_yrs("decoder", || Update::decode_v1(payload).map(drop))
 }
 
 /// Check that `payload` is a v1 encoded state vector.
@@ -61,25 +56,13 @@ pub(crate) fn check_state_vector_v1(payload: &[u8]) -> Result<(), Reason> {
     if !r.is_empty() {
         return Err("trailing bytes".into());
     }
-    match catch_unwind(AssertUnwindSafe(|| {
-        StateVector::decode_v1(payload).map(drop)
-    })) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("decoder panicked".into()),
-    }
+    guard_yrs("decoder", || StateVector::decode_v1(payload).map(drop))
 }
 
 /// Merge v1 updates into one v1 update with yrs; a yrs panic becomes an error.
 /// Callers pass only payloads that passed [`check_update_v1`].
 pub(crate) fn merge_updates_v1(updates: &[&[u8]]) -> Result<Vec<u8>, Reason> {
-    match catch_unwind(AssertUnwindSafe(|| {
-        yrs::merge_updates_v1(updates.iter().copied())
-    })) {
-        Ok(Ok(merged)) => Ok(merged),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("merge panicked".into()),
-    }
+    guard_yrs("merge", || yrs::merge_updates_v1(updates.iter().copied()))
 }
 
 /// Walk a whole v1 update (structs, then delete set) the way Yjs's `UpdateDecoderV1`

@@ -4,9 +4,15 @@
 //! Writes are atomic: an item is written to a hidden temporary file (name starting
 //! with `.`), flushed to disk, then renamed into place, and the directory is synced,
 //! so `load` sees either the whole item or nothing, also after a crash.
+//!
+//! A process killed while writing leaves its temporary file behind. Temporary
+//! files older than [`STALE_TEMP_AGE`] are removed from a document's directory
+//! whenever an item is written there, and from every document's directory in
+//! the background when the storage is opened.
 
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -44,6 +50,8 @@ impl FsStorage {
             Ok(())
         })
         .await?;
+        let swept = dir.clone();
+        tokio::task::spawn_blocking(move || sweep_all(&swept, STALE_TEMP_AGE));
         Ok(Self { dir })
     }
 
@@ -145,8 +153,72 @@ fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Age after which a temporary file is a leftover of a killed writer: writing
+/// one item takes seconds, not minutes.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(10 * 60);
+
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// Remove the temporary files in `dir` last modified more than `age` ago;
+/// returns how many. Best effort: what cannot be read or removed stays.
+pub fn sweep_stale_temps(dir: &Path, age: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(is_temp_name) {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|elapsed| elapsed > age);
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// [`sweep_stale_temps`] in every document directory under `root`
+/// (`{root}/{room}/{docid}`).
+fn sweep_all(root: &Path, age: Duration) {
+    let Ok(rooms) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut removed = 0;
+    for room in rooms.flatten() {
+        let Ok(docs) = std::fs::read_dir(room.path()) else {
+            continue;
+        };
+        for doc in docs.flatten() {
+            removed += sweep_stale_temps(&doc.path(), age);
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed temporary files left by interrupted writes"
+        );
+    }
+}
+
 fn write_item(dir: &Path, update: &[u8]) -> Result<String, StorageError> {
     ensure_dir(dir)?;
+    let removed = sweep_stale_temps(dir, STALE_TEMP_AGE);
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed temporary files left by interrupted writes"
+        );
+    }
     let reference = uuid::Uuid::new_v4().to_string();
     let temp = dir.join(format!(".{reference}.tmp"));
     let result = (|| {
@@ -230,6 +302,54 @@ mod tests {
         let segment = path_segment(&long);
         assert!(segment.len() <= FILE_NAME_MAX, "{}", segment.len());
         assert_ne!(segment, path_segment(&"é".repeat(5001)));
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_when_an_item_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = dir.path().join("room").join("index");
+        std::fs::create_dir_all(&doc).unwrap();
+        let stale = doc.join(".dead-writer.tmp");
+        let fresh = doc.join(".live-writer.tmp");
+        std::fs::write(&stale, b"partial").unwrap();
+        std::fs::write(&fresh, b"partial").unwrap();
+        let old = SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let reference = write_item(&doc, b"item").unwrap();
+        assert!(!stale.exists(), "a stale temporary file was kept");
+        assert!(fresh.exists(), "a temporary file being written was removed");
+        assert_eq!(load_dir(&doc).unwrap().len(), 1);
+        assert!(doc.join(reference).exists());
+    }
+
+    #[tokio::test]
+    async fn stale_temporary_files_are_removed_when_storage_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = dir.path().join("room").join("index");
+        std::fs::create_dir_all(&doc).unwrap();
+        let stale = doc.join(".dead-writer.tmp");
+        std::fs::write(&stale, b"partial").unwrap();
+        let old = SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        FsStorage::open(dir.path()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while stale.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !stale.exists(),
+            "opening the storage kept a stale temporary file"
+        );
     }
 
     #[test]

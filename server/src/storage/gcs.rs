@@ -19,8 +19,8 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::http::{self, error_chain, Reply, ATTEMPTS};
-use super::objects::{item_of, load_objects, ObjectStore};
-use super::{encode_strict, object_prefix, Storage, StorageError, StoredItem};
+use super::objects::{ObjectStore, Page};
+use super::{encode_strict, StorageError};
 
 /// The production JSON API endpoint.
 const GOOGLE_STORAGE: &str = "https://storage.googleapis.com";
@@ -28,7 +28,7 @@ const GOOGLE_STORAGE: &str = "https://storage.googleapis.com";
 /// The OAuth scope tokens are requested for.
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 
-/// How many objects are downloaded at once while loading a document.
+/// How many objects are deleted at once.
 const PARALLEL_REQUESTS: usize = 8;
 
 /// Where the documents go.
@@ -108,43 +108,6 @@ impl GcsStorage {
         Ok(storage)
     }
 
-    /// The bucket objects are stored in.
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
-    /// Every object name under `prefix` (all pages).
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let mut names = Vec::new();
-        let mut page: Option<String> = None;
-        loop {
-            let mut url = format!(
-                "{}/storage/v1/b/{}/o?prefix={}&fields=items(name),nextPageToken",
-                self.base,
-                encode_strict(&self.bucket, false),
-                encode_strict(prefix, false)
-            );
-            if let Some(page) = &page {
-                url.push_str("&pageToken=");
-                url.push_str(&encode_strict(page, false));
-            }
-            let reply = self
-                .send("listing objects", ATTEMPTS, Method::GET, &url, None)
-                .await?;
-            if reply.status != StatusCode::OK {
-                return Err(self.failure("listing objects", &reply));
-            }
-            let list: ObjectList = serde_json::from_slice(&reply.body).map_err(|e| {
-                StorageError::Backend(format!("GCS sent an unexpected object list: {e}"))
-            })?;
-            names.extend(list.items.into_iter().map(|item| item.name));
-            match list.next_page_token {
-                Some(token) if !token.is_empty() => page = Some(token),
-                _ => return Ok(names),
-            }
-        }
-    }
-
     async fn check_bucket(&self) -> Result<(), StorageError> {
         // Listing needs only object permissions, unlike reading bucket metadata.
         let url = format!(
@@ -164,7 +127,7 @@ impl GcsStorage {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(StorageError::Config(format!(
                 "GCS refused access to bucket {}: {}",
                 self.bucket,
-                describe(&reply)
+                Self::describe(&reply)
             ))),
             _ => Err(self.failure("checking the bucket", &reply)),
         }
@@ -177,30 +140,6 @@ impl GcsStorage {
             encode_strict(&self.bucket, false),
             encode_strict(name, false)
         )
-    }
-
-    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let url = format!("{}?alt=media", self.object_url(name));
-        let reply = self
-            .send("downloading an object", ATTEMPTS, Method::GET, &url, None)
-            .await?;
-        match reply.status {
-            StatusCode::OK => Ok(Some(reply.body.to_vec())),
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self.failure("downloading an object", &reply)),
-        }
-    }
-
-    async fn remove(&self, name: &str) -> Result<(), StorageError> {
-        let url = self.object_url(name);
-        let reply = self
-            .send("deleting an object", ATTEMPTS, Method::DELETE, &url, None)
-            .await?;
-        if reply.status.is_success() || reply.status == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(self.failure("deleting an object", &reply))
-        }
     }
 
     async fn send(
@@ -230,67 +169,59 @@ impl GcsStorage {
         })
         .await
     }
-
-    fn failure(&self, what: &str, reply: &Reply) -> StorageError {
-        StorageError::Backend(format!(
-            "GCS {what} in bucket {}: {}",
-            self.bucket,
-            describe(reply)
-        ))
-    }
-}
-
-fn describe(reply: &Reply) -> String {
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        error: ErrorDetail,
-    }
-    #[derive(Deserialize)]
-    struct ErrorDetail {
-        message: String,
-    }
-    match serde_json::from_slice::<ErrorBody>(&reply.body) {
-        Ok(body) => format!("HTTP {}: {}", reply.status, body.error.message),
-        Err(_) => format!("HTTP {}: {}", reply.status, http::excerpt(&reply.body)),
-    }
 }
 
 #[async_trait]
 impl ObjectStore for GcsStorage {
     const KIND: &'static str = "GCS";
+    const NAME: &'static str = "gcs";
 
-    async fn list_names(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        self.list(prefix).await
+    fn bucket(&self) -> &str {
+        &self.bucket
     }
 
-    async fn fetch(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.get(name).await
+    async fn list_page(&self, prefix: &str, page: Option<&str>) -> Result<Page, StorageError> {
+        let mut url = format!(
+            "{}/storage/v1/b/{}/o?prefix={}&fields=items(name),nextPageToken",
+            self.base,
+            encode_strict(&self.bucket, false),
+            encode_strict(prefix, false)
+        );
+        if let Some(page) = page {
+            url.push_str("&pageToken=");
+            url.push_str(&encode_strict(page, false));
+        }
+        let reply = self
+            .send("listing objects", ATTEMPTS, Method::GET, &url, None)
+            .await?;
+        if reply.status != StatusCode::OK {
+            return Err(self.failure("listing objects", &reply));
+        }
+        let list: ObjectList = serde_json::from_slice(&reply.body).map_err(|e| {
+            StorageError::Backend(format!("GCS sent an unexpected object list: {e}"))
+        })?;
+        Ok(Page {
+            names: list.items.into_iter().map(|item| item.name).collect(),
+            next: list.next_page_token.filter(|token| !token.is_empty()),
+        })
     }
-}
 
-#[async_trait]
-impl Storage for GcsStorage {
-    async fn load(&self, room: &str, docid: &str) -> Result<Vec<StoredItem>, StorageError> {
-        load_objects(self, room, docid).await
+    async fn get_object(&self, name: &str) -> Result<Reply, StorageError> {
+        let url = format!("{}?alt=media", self.object_url(name));
+        self.send("downloading an object", ATTEMPTS, Method::GET, &url, None)
+            .await
     }
 
-    async fn put(
-        &self,
-        room: &str,
-        docid: &str,
-        update: &[u8],
-        _state_vector: &[u8],
-    ) -> Result<String, StorageError> {
-        let name = format!("{}{}", object_prefix(room, docid), uuid::Uuid::new_v4());
+    async fn put_object(&self, name: &str, body: &[u8]) -> Result<(), StorageError> {
         // ifGenerationMatch=0: never overwrite. A retry of an upload that did land
         // then answers 412, which means the object is there.
         let url = format!(
             "{}/upload/storage/v1/b/{}/o?uploadType=media&ifGenerationMatch=0&name={}",
             self.base,
             encode_strict(&self.bucket, false),
-            encode_strict(&name, false)
+            encode_strict(name, false)
         );
-        let body = bytes::Bytes::copy_from_slice(update);
+        let body = bytes::Bytes::copy_from_slice(body);
         let reply = self
             .send(
                 "uploading an object",
@@ -301,34 +232,47 @@ impl Storage for GcsStorage {
             )
             .await?;
         if reply.status.is_success() || reply.status == StatusCode::PRECONDITION_FAILED {
-            Ok(name)
+            Ok(())
         } else {
             Err(self.failure("uploading an object", &reply))
         }
     }
 
-    async fn delete(
-        &self,
-        room: &str,
-        docid: &str,
-        references: &[String],
-    ) -> Result<(), StorageError> {
-        let prefix = object_prefix(room, docid);
-        let names: Vec<String> = references
-            .iter()
-            .filter(|name| item_of(&prefix, name).is_some())
-            .cloned()
-            .collect();
-        let results: Vec<Result<(), StorageError>> = stream::iter(names)
-            .map(|name| async move { self.remove(&name).await })
+    /// One DELETE per object (the JSON API has no multi-object delete), several
+    /// at a time.
+    async fn delete_objects(&self, names: &[String]) -> Result<(), StorageError> {
+        let results: Vec<Result<(), StorageError>> = stream::iter(names.to_vec())
+            .map(|name| async move {
+                let url = self.object_url(&name);
+                let reply = self
+                    .send("deleting an object", ATTEMPTS, Method::DELETE, &url, None)
+                    .await?;
+                if reply.status.is_success() || reply.status == StatusCode::NOT_FOUND {
+                    Ok(())
+                } else {
+                    Err(self.failure("deleting an object", &reply))
+                }
+            })
             .buffer_unordered(PARALLEL_REQUESTS)
             .collect()
             .await;
         results.into_iter().collect()
     }
 
-    fn name(&self) -> &'static str {
-        "gcs"
+    /// The `error.message` of the JSON error body.
+    fn describe(reply: &Reply) -> String {
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            error: ErrorDetail,
+        }
+        #[derive(Deserialize)]
+        struct ErrorDetail {
+            message: String,
+        }
+        match serde_json::from_slice::<ErrorBody>(&reply.body) {
+            Ok(body) => format!("HTTP {}: {}", reply.status, body.error.message),
+            Err(_) => format!("HTTP {}: {}", reply.status, http::excerpt(&reply.body)),
+        }
     }
 }
 

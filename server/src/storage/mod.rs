@@ -7,8 +7,6 @@
 //! y-redis 0.1.6's (docs/protocol.md §7), so JavaScript instances read what we
 //! write and the reverse.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use async_trait::async_trait;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -97,20 +95,6 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
-/// Load (room, docid) and merge its items into one v2 update, ready to apply to a
-/// fresh document. Returns `None` when nothing is stored, plus the references of
-/// every item merged, so a compaction can delete exactly those afterwards.
-pub async fn load_doc_state(
-    storage: &dyn Storage,
-    room: &str,
-    docid: &str,
-) -> Result<(Option<Vec<u8>>, Vec<String>), StorageError> {
-    let items = storage.load(room, docid).await?;
-    let merged = merge_items(&items)?;
-    let references = items.into_iter().map(|item| item.reference).collect();
-    Ok((merged, references))
-}
-
 /// Merge stored items (v2 updates) into one v2 update; `None` for no items. A single
 /// item is checked for being decodable and returned unchanged. Undecodable bytes are
 /// [`StorageError::Corrupt`], never a panic.
@@ -150,33 +134,35 @@ fn guard_yrs<T, E: std::fmt::Display>(
     what: &str,
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, StorageError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(StorageError::Corrupt(format!("{what}: {e}"))),
-        Err(_) => Err(StorageError::Corrupt(format!("{what}: decoder panicked"))),
-    }
+    crate::protocol::guard_yrs("decoder", f)
+        .map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::protocol::encode_uri_component;
 
-/// Percent-encode everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`),
-/// optionally keeping `/`. This is the encoding S3 signatures and the GCS JSON API
-/// expect for object names in paths and query strings.
-fn encode_strict(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX_UPPER[usize::from(b >> 4)] as char);
-            out.push(HEX_UPPER[usize::from(b & 0x0f)] as char);
-        }
-    }
-    out
-}
+/// What S3 signatures and the GCS JSON API escape in object names, paths and query
+/// strings: everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - _ . ~`).
+const STRICT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+/// [`STRICT`], keeping `/` (S3 object keys in paths).
+const STRICT_KEEP_SLASH: &AsciiSet = &STRICT.remove(b'/');
+
+/// Percent-encode everything but RFC 3986 unreserved characters, optionally keeping
+/// `/`.
+fn encode_strict(s: &str, keep_slash: bool) -> String {
+    let set = if keep_slash {
+        STRICT_KEEP_SLASH
+    } else {
+        STRICT
+    };
+    utf8_percent_encode(s, set).to_string()
+}
 
 /// The object-name prefix of (room, docid) in object stores:
 /// `{enc(room)}/{enc(docid)}/`, as y-redis lays out its S3 bucket. Long names

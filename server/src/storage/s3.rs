@@ -3,7 +3,7 @@
 //! update. Path-style addressing (`{endpoint}/{bucket}/{key}`), requests signed with
 //! AWS Signature Version 4.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -13,8 +13,8 @@ use reqwest::{Method, StatusCode, Url};
 use sha2::{Digest, Sha256};
 
 use super::http::{self, Reply, ATTEMPTS};
-use super::objects::{item_of, load_objects, ObjectStore};
-use super::{encode_strict, object_prefix, Storage, StorageError, StoredItem};
+use super::objects::{ObjectStore, Page};
+use super::{encode_strict, StorageError};
 
 /// S3's limit of keys per multi-object delete.
 const MAX_DELETE_KEYS: usize = 1000;
@@ -126,58 +126,13 @@ impl S3Storage {
         })
     }
 
-    /// The bucket objects are stored in.
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
-    /// Every object name under `prefix` (all pages of ListObjectsV2).
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![
-                ("list-type", "2".to_string()),
-                ("prefix", prefix.to_string()),
-            ];
-            if let Some(token) = &token {
-                query.push(("continuation-token", token.clone()));
-            }
-            let reply = self
-                .request(
-                    "listing objects",
-                    ATTEMPTS,
-                    Method::GET,
-                    None,
-                    &query,
-                    &[],
-                    &[],
-                )
-                .await?;
-            if reply.status != StatusCode::OK {
-                return Err(self.failure("listing objects", &reply));
-            }
-            let mut truncated = false;
-            let mut next = None;
-            for (path, text) in xml_leaves(&reply.body)? {
-                match path.as_str() {
-                    "ListBucketResult/Contents/Key" => keys.push(text),
-                    "ListBucketResult/IsTruncated" => truncated = text == "true",
-                    "ListBucketResult/NextContinuationToken" => next = Some(text),
-                    _ => {}
-                }
-            }
-            match next {
-                Some(next) if truncated => token = Some(next),
-                _ => return Ok(keys),
-            }
-        }
-    }
-
     async fn ensure_bucket(&self) -> Result<(), StorageError> {
         // One attempt only: at start an unreachable server must fail fast.
         let head = self
-            .request("checking the bucket", 1, Method::HEAD, None, &[], &[], &[])
+            .request(S3Request {
+                attempts: 1,
+                ..S3Request::new("checking the bucket", Method::HEAD)
+            })
             .await?;
         match head.status {
             s if s.is_success() => return Ok(()),
@@ -201,15 +156,10 @@ impl S3Storage {
             .into_bytes()
         };
         let created = self
-            .request(
-                "creating the bucket",
-                ATTEMPTS,
-                Method::PUT,
-                None,
-                &[],
-                &body,
-                &[],
-            )
+            .request(S3Request {
+                body: &body,
+                ..S3Request::new("creating the bucket", Method::PUT)
+            })
             .await?;
         if created.status.is_success() || error_code(&created.body) == "BucketAlreadyOwnedByYou" {
             tracing::info!(bucket = %self.bucket, "created S3 bucket");
@@ -218,27 +168,8 @@ impl S3Storage {
             Err(StorageError::Config(format!(
                 "cannot create S3 bucket {}: {}",
                 self.bucket,
-                describe(&created)
+                Self::describe(&created)
             )))
-        }
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let reply = self
-            .request(
-                "downloading an object",
-                ATTEMPTS,
-                Method::GET,
-                Some(key),
-                &[],
-                &[],
-                &[],
-            )
-            .await?;
-        match reply.status {
-            StatusCode::OK => Ok(Some(reply.body.to_vec())),
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self.failure("downloading an object", &reply)),
         }
     }
 
@@ -254,18 +185,15 @@ impl S3Storage {
             let md5 =
                 base64::engine::general_purpose::STANDARD.encode(Md5::digest(body.as_bytes()));
             let reply = self
-                .request(
-                    "deleting objects",
-                    ATTEMPTS,
-                    Method::POST,
-                    None,
-                    &[("delete", String::new())],
-                    body.as_bytes(),
-                    &[
+                .request(S3Request {
+                    query: vec![("delete", String::new())],
+                    body: body.as_bytes(),
+                    headers: vec![
                         ("content-md5", md5),
                         ("content-type", "application/xml".into()),
                     ],
-                )
+                    ..S3Request::new("deleting objects", Method::POST)
+                })
                 .await?;
             if !reply.status.is_success() {
                 return Err(self.failure("deleting objects", &reply));
@@ -287,18 +215,17 @@ impl S3Storage {
         Ok(())
     }
 
-    /// Send one signed request to the bucket (`key` None) or to an object.
-    #[allow(clippy::too_many_arguments)]
-    async fn request(
-        &self,
-        what: &str,
-        attempts: usize,
-        method: Method,
-        key: Option<&str>,
-        query: &[(&str, String)],
-        body: &[u8],
-        headers: &[(&str, String)],
-    ) -> Result<Reply, StorageError> {
+    /// Send one request, signed when credentials are set.
+    async fn request(&self, request: S3Request<'_>) -> Result<Reply, StorageError> {
+        let S3Request {
+            what,
+            attempts,
+            method,
+            key,
+            query,
+            body,
+            headers,
+        } = request;
         let mut path = format!("/{}", encode_strict(&self.bucket, false));
         if let Some(key) = key {
             path.push('/');
@@ -325,7 +252,7 @@ impl S3Storage {
                 .http
                 .request(method.clone(), url.clone())
                 .body(body.clone());
-            for (name, value) in headers {
+            for (name, value) in &headers {
                 builder = builder.header(*name, value);
             }
             if let Some((access_key, secret_key)) = &self.credentials {
@@ -356,14 +283,6 @@ impl S3Storage {
         })
         .await
     }
-
-    fn failure(&self, what: &str, reply: &Reply) -> StorageError {
-        StorageError::Backend(format!(
-            "S3 {what} in bucket {}: {}",
-            self.bucket,
-            describe(reply)
-        ))
-    }
 }
 
 /// `scheme://host:port` from the options.
@@ -390,24 +309,6 @@ fn base_url(options: &S3Options) -> Result<Url, StorageError> {
     }
     url.set_path("/");
     Ok(url)
-}
-
-fn describe(reply: &Reply) -> String {
-    let code = error_code(&reply.body);
-    let message = xml_leaves(&reply.body)
-        .ok()
-        .and_then(|leaves| {
-            leaves
-                .into_iter()
-                .find(|(path, _)| path == "Error/Message")
-                .map(|(_, text)| text)
-        })
-        .unwrap_or_else(|| http::excerpt(&reply.body));
-    if code.is_empty() {
-        format!("HTTP {}: {message}", reply.status)
-    } else {
-        format!("HTTP {} {code}: {message}", reply.status)
-    }
 }
 
 fn error_code(body: &[u8]) -> String {
@@ -555,94 +456,137 @@ fn authorization(input: &SigningInput<'_>) -> String {
 
 /// `YYYYMMDDTHHMMSSZ` (UTC) for `x-amz-date`.
 fn amz_date(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = time::OffsetDateTime::from(time);
     format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
+}
+
+/// One request to the bucket or to one of its objects.
+struct S3Request<'a> {
+    /// What it does, for errors ("listing objects").
+    what: &'a str,
+    /// Tries in all (see [`http::send`]).
+    attempts: usize,
+    method: Method,
+    /// The object; `None` addresses the bucket.
+    key: Option<&'a str>,
+    /// Query parameters, not encoded yet.
+    query: Vec<(&'a str, String)>,
+    body: &'a [u8],
+    /// Extra headers, all signed.
+    headers: Vec<(&'a str, String)>,
+}
+
+impl<'a> S3Request<'a> {
+    /// A request without key, query, body or extra headers, tried [`ATTEMPTS`] times.
+    fn new(what: &'a str, method: Method) -> Self {
+        Self {
+            what,
+            attempts: ATTEMPTS,
+            method,
+            key: None,
+            query: Vec::new(),
+            body: &[],
+            headers: Vec::new(),
+        }
+    }
 }
 
 #[async_trait]
 impl ObjectStore for S3Storage {
     const KIND: &'static str = "S3";
+    const NAME: &'static str = "s3";
 
-    async fn list_names(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        self.list(prefix).await
+    fn bucket(&self) -> &str {
+        &self.bucket
     }
 
-    async fn fetch(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.get(name).await
-    }
-}
-
-#[async_trait]
-impl Storage for S3Storage {
-    async fn load(&self, room: &str, docid: &str) -> Result<Vec<StoredItem>, StorageError> {
-        load_objects(self, room, docid).await
-    }
-
-    async fn put(
-        &self,
-        room: &str,
-        docid: &str,
-        update: &[u8],
-        _state_vector: &[u8],
-    ) -> Result<String, StorageError> {
-        let key = format!("{}{}", object_prefix(room, docid), uuid::Uuid::new_v4());
+    /// ListObjectsV2.
+    async fn list_page(&self, prefix: &str, page: Option<&str>) -> Result<Page, StorageError> {
+        let mut query = vec![
+            ("list-type", "2".to_string()),
+            ("prefix", prefix.to_string()),
+        ];
+        if let Some(token) = page {
+            query.push(("continuation-token", token.to_string()));
+        }
         let reply = self
-            .request(
-                "uploading an object",
-                ATTEMPTS,
-                Method::PUT,
-                Some(&key),
-                &[],
-                update,
-                &[],
-            )
+            .request(S3Request {
+                query,
+                ..S3Request::new("listing objects", Method::GET)
+            })
             .await?;
-        if !reply.status.is_success() {
-            return Err(self.failure("uploading an object", &reply));
+        if reply.status != StatusCode::OK {
+            return Err(self.failure("listing objects", &reply));
         }
-        Ok(key)
+        let mut names = Vec::new();
+        let mut truncated = false;
+        let mut next = None;
+        for (path, text) in xml_leaves(&reply.body)? {
+            match path.as_str() {
+                "ListBucketResult/Contents/Key" => names.push(text),
+                "ListBucketResult/IsTruncated" => truncated = text == "true",
+                "ListBucketResult/NextContinuationToken" => next = Some(text),
+                _ => {}
+            }
+        }
+        Ok(Page {
+            names,
+            next: next.filter(|_| truncated),
+        })
     }
 
-    async fn delete(
-        &self,
-        room: &str,
-        docid: &str,
-        references: &[String],
-    ) -> Result<(), StorageError> {
-        let prefix = object_prefix(room, docid);
-        let keys: Vec<String> = references
-            .iter()
-            .filter(|key| item_of(&prefix, key).is_some())
-            .cloned()
-            .collect();
-        if keys.is_empty() {
-            return Ok(());
-        }
-        self.delete_keys(&keys).await
+    async fn get_object(&self, name: &str) -> Result<Reply, StorageError> {
+        self.request(S3Request {
+            key: Some(name),
+            ..S3Request::new("downloading an object", Method::GET)
+        })
+        .await
     }
 
-    fn name(&self) -> &'static str {
-        "s3"
+    async fn put_object(&self, name: &str, body: &[u8]) -> Result<(), StorageError> {
+        let reply = self
+            .request(S3Request {
+                key: Some(name),
+                body,
+                ..S3Request::new("uploading an object", Method::PUT)
+            })
+            .await?;
+        if reply.status.is_success() {
+            Ok(())
+        } else {
+            Err(self.failure("uploading an object", &reply))
+        }
+    }
+
+    async fn delete_objects(&self, names: &[String]) -> Result<(), StorageError> {
+        self.delete_keys(names).await
+    }
+
+    /// The `Code` and `Message` of S3's XML error body.
+    fn describe(reply: &Reply) -> String {
+        let code = error_code(&reply.body);
+        let message = xml_leaves(&reply.body)
+            .ok()
+            .and_then(|leaves| {
+                leaves
+                    .into_iter()
+                    .find(|(path, _)| path == "Error/Message")
+                    .map(|(_, text)| text)
+            })
+            .unwrap_or_else(|| http::excerpt(&reply.body));
+        if code.is_empty() {
+            format!("HTTP {}: {message}", reply.status)
+        } else {
+            format!("HTTP {} {code}: {message}", reply.status)
+        }
     }
 }
 
@@ -706,9 +650,9 @@ mod tests {
 
     #[test]
     fn formats_amz_dates() {
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_369_353_600);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_369_353_600);
         assert_eq!(amz_date(t), "20130524T000000Z");
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(951_825_599);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_825_599);
         assert_eq!(amz_date(t), "20000229T115959Z");
     }
 
@@ -750,7 +694,4 @@ mod tests {
             .collect();
         assert_eq!(keys, ["a'b/index/1", "x(y)/index/2"]);
     }
-
-    #[test]
-    fn only_the_documents_own_objects_are_items() {}
 }

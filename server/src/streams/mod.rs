@@ -35,6 +35,9 @@ pub enum StreamError {
     /// Redis answered with something the y-redis layout does not allow.
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
+    /// Redis did not answer in time (down, or unreachable).
+    #[error("redis did not answer within {0:?}")]
+    NoAnswer(std::time::Duration),
     /// The worker group was missing (after a FLUSHALL, say) and has been recreated.
     #[error("worker group was missing and has been recreated")]
     GroupRecreated,

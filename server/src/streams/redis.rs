@@ -69,7 +69,7 @@ impl RedisStreams {
             client.get_connection_manager_with_config(config),
         )
         .await
-        .map_err(|_| StreamError::Reply(format!("no answer from redis at {url}")))??;
+        .map_err(|_| StreamError::NoAnswer(COMMAND_TIMEOUT))??;
         let streams = Self {
             client,
             prefix: prefix.to_string(),

@@ -1,0 +1,76 @@
+//! The benchmark's own WebSocket client (tokio-tungstenite) for the scenarios
+//! without load: idle connections and the initial sync of a large document.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A sync step 1 with an empty state vector, as a new client sends first.
+const SYNC_STEP_1: [u8; 4] = [0, 0, 1, 0];
+
+/// How long a connection may take to finish its initial sync.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client's buffers: a small read buffer, so that thousands of idle
+/// connections cost the benchmark process little (tungstenite's default is
+/// 128 KiB each), and room for documents of several megabytes.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20))
+}
+
+/// Connect, send sync step 1 and wait for the server's sync step 2: the
+/// initial sync of a new y-websocket client. Returns the socket and the step 2
+/// frame.
+pub async fn connect_synced(url: &str) -> Result<(Socket, Vec<u8>)> {
+    let work = async {
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(config()), true)
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
+        socket
+            .send(Message::Binary(SYNC_STEP_1.to_vec().into()))
+            .await?;
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Binary(frame))) if frame.starts_with(&[0, 1]) => {
+                    return Ok((socket, frame.to_vec()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => bail!("{url}: {err} before the initial sync"),
+                None => bail!("{url}: closed before the initial sync"),
+            }
+        }
+    };
+    tokio::time::timeout(SYNC_TIMEOUT, work)
+        .await
+        .with_context(|| format!("{url}: no sync step 2 within {SYNC_TIMEOUT:?}"))?
+}
+
+/// Keep a connection open and read (and drop) whatever arrives, until it closes
+/// or the returned task is aborted.
+pub fn hold(mut socket: Socket) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { while let Some(Ok(_)) = socket.next().await {} })
+}
+
+/// `00 02 <varuint length> <update>`: a y-websocket sync update message.
+pub fn update_message(update: &[u8]) -> Vec<u8> {
+    let mut message = vec![0, 2];
+    let mut n = update.len() as u64;
+    while n > 0x7f {
+        message.push(0x80 | (n as u8 & 0x7f));
+        n >>= 7;
+    }
+    message.push(n as u8);
+    message.extend_from_slice(update);
+    message
+}
