@@ -146,8 +146,7 @@ fn postgres_items(pg: &PostgresServer) -> Result<Vec<StoredItem>> {
 }
 
 fn s3_items(s3: &S3Server) -> Result<Vec<StoredItem>> {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let output = Command::new(python)
+    let output = Command::new(testkit::python())
         .args([
             "-c",
             DUMP_OBJECTS,

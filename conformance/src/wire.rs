@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use testkit::client::Reader;
 
 /// One awareness entry: client id, clock, parsed state (`Null` = the client left).
 pub type AwarenessEntry = (u64, u64, Value);
@@ -20,66 +21,31 @@ pub enum Msg {
     Awareness(Vec<AwarenessEntry>),
 }
 
-/// A position in lib0-encoded bytes.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
-    }
-
-    /// A varuint.
-    fn var(&mut self) -> Option<u64> {
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self.bytes.get(self.pos)?;
-            self.pos += 1;
-            n |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Some(n);
-            }
+/// One whole message (sync, awareness, auth, query-awareness) at the reader's
+/// position in `bytes`; `None` if the bytes there do not hold one.
+fn message<'a>(r: &mut Reader<'a>, bytes: &'a [u8]) -> Option<&'a [u8]> {
+    let start = r.position();
+    match r.var().ok()? {
+        0 | 2 => {
+            r.var().ok()?;
+            r.bytes().ok()?;
         }
-        None
-    }
-
-    /// A varUint8Array.
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = usize::try_from(self.var()?).ok()?;
-        let end = self.pos.checked_add(len)?;
-        let out = self.bytes.get(self.pos..end)?;
-        self.pos = end;
-        Some(out)
-    }
-
-    /// One whole message (sync, awareness, auth, query-awareness); `None` if the
-    /// bytes do not hold one.
-    fn message(&mut self) -> Option<&'a [u8]> {
-        let start = self.pos;
-        match self.var()? {
-            0 | 2 => {
-                self.var()?;
-                self.bytes()?;
-            }
-            1 => {
-                self.bytes()?;
-            }
-            3 => {}
-            _ => return None,
+        1 => {
+            r.bytes().ok()?;
         }
-        Some(&self.bytes[start..self.pos])
+        3 => {}
+        _ => return None,
     }
+    bytes.get(start..r.position())
 }
 
 /// Split a frame into its messages, stopping at the first bytes that do not form
 /// a whole message: y-redis 0.1.6 concatenates merged messages into one frame.
 pub fn split_frame(frame: &[u8]) -> Vec<Vec<u8>> {
-    let mut cursor = Cursor::new(frame);
+    let mut reader = Reader::new(frame);
     let mut out = Vec::new();
-    while cursor.pos < frame.len() {
-        match cursor.message() {
+    while !reader.done() {
+        match message(&mut reader, frame) {
             Some(message) => out.push(message.to_vec()),
             None => break,
         }
@@ -90,11 +56,11 @@ pub fn split_frame(frame: &[u8]) -> Vec<Vec<u8>> {
 /// What a message is; `None` when it does not decode (a client would throw and
 /// drop it) or is of no interest (auth, query-awareness).
 pub fn classify(message: &[u8]) -> Option<Msg> {
-    let mut r = Cursor::new(message);
-    match r.var()? {
+    let mut r = Reader::new(message);
+    match r.var().ok()? {
         0 => {
-            let sub = r.var()?;
-            let payload = r.bytes()?.to_vec();
+            let sub = r.var().ok()?;
+            let payload = r.bytes().ok()?.to_vec();
             match sub {
                 0 => Some(Msg::Step1(payload)),
                 1 | 2 => Some(Msg::Update(payload)),
@@ -102,14 +68,14 @@ pub fn classify(message: &[u8]) -> Option<Msg> {
             }
         }
         1 => {
-            let payload = r.bytes()?;
-            let mut p = Cursor::new(payload);
-            let count = p.var()?;
+            let payload = r.bytes().ok()?;
+            let mut p = Reader::new(payload);
+            let count = p.var().ok()?;
             let mut entries = Vec::new();
             for _ in 0..count {
-                let client = p.var()?;
-                let clock = p.var()?;
-                let json = std::str::from_utf8(p.bytes()?).ok()?;
+                let client = p.var().ok()?;
+                let clock = p.var().ok()?;
+                let json = std::str::from_utf8(p.bytes().ok()?).ok()?;
                 entries.push((client, clock, serde_json::from_str::<Value>(json).ok()?));
             }
             Some(Msg::Awareness(entries))

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use conformance::handshake::{self, Handshake};
@@ -18,6 +18,7 @@ use conformance::redis::RedisService;
 use conformance::wire::{self, Msg};
 use conformance::{content, Access, Fleet, Lang, Member, Reply};
 use testkit::client::{awareness_message, sync_message};
+use testkit::now_ms;
 use yrs::{Doc, GetString, Text, Transact};
 
 /// How long a handshake may take before it counts as not answered; longer than
@@ -45,13 +46,6 @@ async fn fleet() -> Fleet {
         .expect("a fleet of one Rust and one JavaScript server with auth");
     fleet.auth().unwrap().grant("alice", Access::ReadWrite);
     fleet
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// One upgrade request: the query string (without `?`) and the

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use conformance::dump::{self, Dump};
 use conformance::{paths, Fleet, Lang};
 use redis::aio::MultiplexedConnection;
-use testkit::RawClient;
+use testkit::{hex, xlen, RawClient};
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, Map, ReadTxn, StateVector, Text, Transact};
 
@@ -24,19 +24,11 @@ const FIXTURE_KEY: &str = "y:room:fixture%2520room:index";
 /// The poison step 2 of y-redis's defect 4, as it lands in the stream.
 const POISON_ENTRY: &str = "00020100";
 
-fn hex(text: &str) -> Vec<u8> {
-    ::hex::decode(text).expect("hex")
-}
-
-async fn xlen(conn: &mut MultiplexedConnection, key: &str) -> Result<u64> {
-    Ok(redis::cmd("XLEN").arg(key).query_async(conn).await?)
-}
-
 /// Wait until the stream `key` holds `n` entries (so steps happen in order).
 async fn wait_len(conn: &mut MultiplexedConnection, key: &str, n: u64) -> Result<()> {
     let deadline = tokio::time::Instant::now() + SOON;
     loop {
-        let len = xlen(conn, key).await?;
+        let len = xlen(conn, key).await;
         if len == n {
             return Ok(());
         }

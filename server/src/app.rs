@@ -82,45 +82,10 @@ impl Instance {
     /// it (upgrades and `/readyz` answer 503 meanwhile), unless
     /// `redis.fail_fast` asks for an error instead.
     pub async fn start(config: &Config, roles: Roles) -> Result<Self, StartError> {
-        let prefix = &config.redis.prefix;
         let embedded = config.redis.url.is_none();
-        let bus = match &config.redis.url {
-            Some(url) => match RedisStreams::connect(url, prefix).await {
-                Ok(streams) => Bus::Ready(Arc::new(streams)),
-                Err(err) if config.redis.fail_fast => return Err(err.into()),
-                Err(err) => {
-                    tracing::warn!(
-                        %err,
-                        "redis is not answering; waiting for it (WebSocket upgrades and /readyz answer 503)"
-                    );
-                    Bus::Pending {
-                        url: url.clone(),
-                        prefix: prefix.clone(),
-                    }
-                }
-            },
-            None => {
-                if !roles.serve {
-                    return Err(StartError::WorkerWithoutRedis);
-                }
-                tracing::info!("no Redis configured: single instance on the embedded bus");
-                Bus::Ready(Arc::new(MemoryStreams::new(prefix)))
-            }
-        };
+        let bus = open_bus(config, roles).await?;
         let storage = open_storage(&config.storage).await?;
-        let auth = match (&config.auth.public_key, &config.auth.perm_callback) {
-            (Some(key), Some(callback)) => Some(Authenticator::new(
-                key,
-                callback,
-                Duration::from_millis(config.auth.perm_timeout),
-            )?),
-            _ => None,
-        };
-        if roles.serve && auth.is_none() {
-            tracing::warn!(
-                "no AUTH_PUBLIC_KEY configured: every client may read and write every room"
-            );
-        }
+        let auth = open_auth(config, roles)?;
         if embedded && !roles.worker {
             tracing::warn!("embedded bus without a worker: documents are not stored");
         }
@@ -129,54 +94,24 @@ impl Instance {
         let metrics = Arc::new(Metrics::default());
         let rooms = roles.serve.then(Rooms::new);
         let connected = Arc::new(OnceLock::new());
-
-        let mut metrics_addr = None;
-        if let Some(port) = config.metrics.port {
-            let addr = SocketAddr::new(config.websocket.host, port);
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?;
-            metrics_addr = listener.local_addr().ok();
-            let ops_router = ops::router(Arc::new(OpsState {
-                metrics: Arc::clone(&metrics),
-                rooms: rooms.clone(),
-                streams: Arc::clone(&connected),
-            }));
-            tokio::spawn(listener::serve(
-                listener,
-                ops_router,
-                ListenerSettings::default(),
-                stop.clone(),
-            ));
-            if let Some(addr) = metrics_addr {
-                tracing::info!(%addr, "metrics and health endpoints");
+        let metrics_addr = match config.metrics.port {
+            Some(port) => {
+                let state = OpsState {
+                    metrics: Arc::clone(&metrics),
+                    rooms: rooms.clone(),
+                    streams: Arc::clone(&connected),
+                };
+                serve_ops(SocketAddr::new(config.websocket.host, port), state, &stop).await?
             }
-        }
-
-        let mut local_addr = None;
-        let gate = Arc::new(Gate::default());
-        let serving = if roles.serve {
-            let addr = SocketAddr::new(config.websocket.host, config.websocket.port);
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?;
-            local_addr = listener.local_addr().ok();
-            let settings = ListenerSettings {
-                header_read_timeout: config.websocket.header_timeout(),
-                max_handshakes: config.websocket.max_handshakes,
-            };
-            Some(tokio::spawn(listener::serve(
-                listener,
-                gate.router(),
-                settings,
-                stop.clone(),
-            )))
-        } else {
-            None
+            None => None,
         };
-        if let Some(addr) = local_addr {
-            tracing::info!(%addr, "listening");
-        }
+        let gate = Arc::new(Gate::default());
+        let (local_addr, serving) = if roles.serve {
+            let (addr, serving) = serve_websocket(config, &gate, &stop).await?;
+            (addr, Some(serving))
+        } else {
+            (None, None)
+        };
 
         let parts = Parts {
             storage,
@@ -184,17 +119,7 @@ impl Instance {
             auth,
             settings: config.websocket.connection_settings(),
             metrics,
-            worker: if roles.worker {
-                Some(WorkerSettings {
-                    task_debounce: config.redis.task_debounce(),
-                    min_message_lifetime: config.redis.min_message_lifetime(),
-                    update_callback: (config.worker.update_callback.as_deref())
-                        .map(UpdateCallback::new)
-                        .transpose()?,
-                })
-            } else {
-                None
-            },
+            worker: roles.worker.then(|| worker_settings(config)).transpose()?,
             embedded,
         };
         // Assembled now when the bus answers, so the first client after
@@ -224,6 +149,110 @@ impl Instance {
     pub async fn wait(&mut self) {
         let _ = (&mut self.task).await;
     }
+}
+
+/// Connect to Redis, or the embedded bus without a Redis URL. Redis not
+/// answering is an error with `redis.fail_fast`, else it is waited for.
+async fn open_bus(config: &Config, roles: Roles) -> Result<Bus, StartError> {
+    let prefix = &config.redis.prefix;
+    let Some(url) = &config.redis.url else {
+        if !roles.serve {
+            return Err(StartError::WorkerWithoutRedis);
+        }
+        tracing::info!("no Redis configured: single instance on the embedded bus");
+        return Ok(Bus::Ready(Arc::new(MemoryStreams::new(prefix))));
+    };
+    match RedisStreams::connect(url, prefix).await {
+        Ok(streams) => Ok(Bus::Ready(Arc::new(streams))),
+        Err(err) if config.redis.fail_fast => Err(err.into()),
+        Err(err) => {
+            tracing::warn!(
+                %err,
+                "redis is not answering; waiting for it (WebSocket upgrades and /readyz answer 503)"
+            );
+            Ok(Bus::Pending {
+                url: url.clone(),
+                prefix: prefix.clone(),
+            })
+        }
+    }
+}
+
+/// Token auth when configured; a server without it says so once.
+fn open_auth(config: &Config, roles: Roles) -> Result<Option<Authenticator>, StartError> {
+    let auth = match (&config.auth.public_key, &config.auth.perm_callback) {
+        (Some(key), Some(callback)) => Some(Authenticator::new(
+            key,
+            callback,
+            Duration::from_millis(config.auth.perm_timeout),
+        )?),
+        _ => None,
+    };
+    if roles.serve && auth.is_none() {
+        tracing::warn!("no AUTH_PUBLIC_KEY configured: every client may read and write every room");
+    }
+    Ok(auth)
+}
+
+/// Serve the operations endpoints on `addr` until `stop`; returns the bound address.
+async fn serve_ops(
+    addr: SocketAddr,
+    state: OpsState,
+    stop: &CancellationToken,
+) -> Result<Option<SocketAddr>, StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let bound = listener.local_addr().ok();
+    tokio::spawn(listener::serve(
+        listener,
+        ops::router(Arc::new(state)),
+        ListenerSettings::default(),
+        stop.clone(),
+    ));
+    if let Some(addr) = bound {
+        tracing::info!(%addr, "metrics and health endpoints");
+    }
+    Ok(bound)
+}
+
+/// Accept WebSocket upgrades through `gate` until `stop`; returns the bound
+/// address and the accept loop, which ends when it stopped accepting.
+async fn serve_websocket(
+    config: &Config,
+    gate: &Arc<Gate>,
+    stop: &CancellationToken,
+) -> Result<(Option<SocketAddr>, JoinHandle<()>), StartError> {
+    let addr = SocketAddr::new(config.websocket.host, config.websocket.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let bound = listener.local_addr().ok();
+    let settings = ListenerSettings {
+        header_read_timeout: config.websocket.header_timeout(),
+        max_handshakes: config.websocket.max_handshakes,
+    };
+    let serving = tokio::spawn(listener::serve(
+        listener,
+        gate.router(),
+        settings,
+        stop.clone(),
+    ));
+    if let Some(addr) = bound {
+        tracing::info!(%addr, "listening");
+    }
+    Ok((bound, serving))
+}
+
+/// The worker's timing and update callback.
+fn worker_settings(config: &Config) -> Result<WorkerSettings, StartError> {
+    Ok(WorkerSettings {
+        task_debounce: config.redis.task_debounce(),
+        min_message_lifetime: config.redis.min_message_lifetime(),
+        update_callback: (config.worker.update_callback.as_deref())
+            .map(UpdateCallback::new)
+            .transpose()?,
+    })
 }
 
 /// The stream bus at start: connected, or Redis still to be waited for.
@@ -395,29 +424,57 @@ async fn run(
         None => stop.cancelled().await,
     }
     tracing::info!("stopping: no new connections");
+    let running = Running {
+        state,
+        worker,
+        worker_stop,
+        worker_task,
+        subscriber_stop,
+        subscriber,
+        embedded,
+    };
+    running.stop().await;
+    // 5. Connections to Redis and storage are released when dropped here.
+    drop(streams);
+    drop(storage);
+    tracing::info!("stopped");
+}
 
-    // 2. Connections finish the append they are doing and close.
-    if let Some(state) = &state {
-        state.shutdown.cancel();
-        state.connections.close();
-        if tokio::time::timeout(CONNECTIONS_GRACE, state.connections.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some connections did not close in time");
-        }
-    }
+/// What runs once the instance is serving, to be stopped in order.
+struct Running {
+    state: Option<Arc<AppState>>,
+    worker: Option<Arc<Worker>>,
+    worker_stop: CancellationToken,
+    worker_task: Option<JoinHandle<()>>,
+    subscriber_stop: CancellationToken,
+    subscriber: Option<JoinHandle<()>>,
+    embedded: bool,
+}
 
-    // 3. The worker finishes its task; a single instance stores everything now,
-    // since its streams die with it.
-    worker_stop.cancel();
-    if let Some(task) = worker_task {
-        if tokio::time::timeout(WORKER_GRACE, task).await.is_err() {
-            tracing::warn!("worker did not stop in time; its task stays claimable");
+impl Running {
+    /// Steps 2 to 4 of the shutdown order.
+    async fn stop(self) {
+        // 2. Connections finish the append they are doing and close.
+        if let Some(state) = &self.state {
+            state.shutdown.cancel();
+            state.connections.close();
+            if tokio::time::timeout(CONNECTIONS_GRACE, state.connections.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some connections did not close in time");
+            }
         }
-    }
-    if embedded {
-        if let Some(worker) = &worker {
+
+        // 3. The worker finishes its task; a single instance stores everything
+        // now, since its streams die with it.
+        self.worker_stop.cancel();
+        if let Some(task) = self.worker_task {
+            if tokio::time::timeout(WORKER_GRACE, task).await.is_err() {
+                tracing::warn!("worker did not stop in time; its task stays claimable");
+            }
+        }
+        if let (true, Some(worker)) = (self.embedded, &self.worker) {
             if tokio::time::timeout(WORKER_GRACE, worker.flush())
                 .await
                 .is_err()
@@ -425,15 +482,11 @@ async fn run(
                 tracing::error!("could not store every document before stopping");
             }
         }
-    }
 
-    // 4. The subscriber stops reading.
-    subscriber_stop.cancel();
-    if let Some(task) = subscriber {
-        let _ = task.await;
+        // 4. The subscriber stops reading.
+        self.subscriber_stop.cancel();
+        if let Some(task) = self.subscriber {
+            let _ = task.await;
+        }
     }
-    // 5. Connections to Redis and storage are released when dropped here.
-    drop(streams);
-    drop(storage);
-    tracing::info!("stopped");
 }

@@ -50,96 +50,111 @@ pub fn dec(gauge: &AtomicU64) {
     gauge.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// One exported metric: its name, type and help text, and how its value is read
+/// (from the counters, or the number of open rooms).
+struct Row {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&Metrics, usize) -> u64,
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Every exported metric, in the order `/metrics` lists them.
+const ROWS: &[Row] = &[
+    Row {
+        name: "yws_connections_open",
+        kind: "gauge",
+        help: "WebSocket connections open now",
+        value: |m, _| load(&m.connections_open),
+    },
+    Row {
+        name: "yws_connections_total",
+        kind: "counter",
+        help: "WebSocket connections accepted",
+        value: |m, _| load(&m.connections_total),
+    },
+    Row {
+        name: "yws_connections_dropped_slow_total",
+        kind: "counter",
+        help: "connections closed for falling behind their room",
+        value: |m, _| load(&m.connections_dropped_slow),
+    },
+    Row {
+        name: "yws_rooms_open",
+        kind: "gauge",
+        help: "rooms with at least one connection on this instance",
+        value: |_, rooms| rooms as u64,
+    },
+    Row {
+        name: "yws_messages_appended_total",
+        kind: "counter",
+        help: "client messages appended to a stream",
+        value: |m, _| load(&m.messages_appended),
+    },
+    Row {
+        name: "yws_messages_refused_total",
+        kind: "counter",
+        help: "client frames refused as invalid",
+        value: |m, _| load(&m.messages_refused),
+    },
+    Row {
+        name: "yws_append_errors_total",
+        kind: "counter",
+        help: "appends that failed",
+        value: |m, _| load(&m.append_errors),
+    },
+    Row {
+        name: "yws_messages_delivered_total",
+        kind: "counter",
+        help: "messages queued to connections",
+        value: |m, _| load(&m.messages_delivered),
+    },
+    Row {
+        name: "yws_stream_entries_read_total",
+        kind: "counter",
+        help: "stream entries read by the subscriber",
+        value: |m, _| load(&m.stream_entries_read),
+    },
+    Row {
+        name: "yws_stream_read_errors_total",
+        kind: "counter",
+        help: "stream reads that failed",
+        value: |m, _| load(&m.stream_read_errors),
+    },
+    Row {
+        name: "yws_compactions_total",
+        kind: "counter",
+        help: "compaction passes that succeeded",
+        value: |m, _| load(&m.compactions),
+    },
+    Row {
+        name: "yws_compaction_errors_total",
+        kind: "counter",
+        help: "compaction passes that failed",
+        value: |m, _| load(&m.compaction_errors),
+    },
+    Row {
+        name: "yws_documents_stored_total",
+        kind: "counter",
+        help: "documents stored by compaction",
+        value: |m, _| load(&m.documents_stored),
+    },
+];
+
 impl Metrics {
     /// The Prometheus text exposition of every metric; `rooms` is the number of
     /// rooms open on this instance.
     pub fn render(&self, rooms: usize) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 13] = [
-            (
-                "yws_connections_open",
-                "gauge",
-                "WebSocket connections open now",
-                get(&self.connections_open),
-            ),
-            (
-                "yws_connections_total",
-                "counter",
-                "WebSocket connections accepted",
-                get(&self.connections_total),
-            ),
-            (
-                "yws_connections_dropped_slow_total",
-                "counter",
-                "connections closed for falling behind their room",
-                get(&self.connections_dropped_slow),
-            ),
-            (
-                "yws_rooms_open",
-                "gauge",
-                "rooms with at least one connection on this instance",
-                rooms as u64,
-            ),
-            (
-                "yws_messages_appended_total",
-                "counter",
-                "client messages appended to a stream",
-                get(&self.messages_appended),
-            ),
-            (
-                "yws_messages_refused_total",
-                "counter",
-                "client frames refused as invalid",
-                get(&self.messages_refused),
-            ),
-            (
-                "yws_append_errors_total",
-                "counter",
-                "appends that failed",
-                get(&self.append_errors),
-            ),
-            (
-                "yws_messages_delivered_total",
-                "counter",
-                "messages queued to connections",
-                get(&self.messages_delivered),
-            ),
-            (
-                "yws_stream_entries_read_total",
-                "counter",
-                "stream entries read by the subscriber",
-                get(&self.stream_entries_read),
-            ),
-            (
-                "yws_stream_read_errors_total",
-                "counter",
-                "stream reads that failed",
-                get(&self.stream_read_errors),
-            ),
-            (
-                "yws_compactions_total",
-                "counter",
-                "compaction passes that succeeded",
-                get(&self.compactions),
-            ),
-            (
-                "yws_compaction_errors_total",
-                "counter",
-                "compaction passes that failed",
-                get(&self.compaction_errors),
-            ),
-            (
-                "yws_documents_stored_total",
-                "counter",
-                "documents stored by compaction",
-                get(&self.documents_stored),
-            ),
-        ];
         let mut out = String::new();
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
+        for row in ROWS {
+            let name = row.name;
+            let _ = writeln!(out, "# HELP {name} {}", row.help);
+            let _ = writeln!(out, "# TYPE {name} {}", row.kind);
+            let _ = writeln!(out, "{name} {}", (row.value)(self, rooms));
         }
         out
     }

@@ -82,6 +82,10 @@ impl<'a> Reader<'a> {
     pub fn done(&self) -> bool {
         self.pos == self.bytes.len()
     }
+    /// How many bytes were read so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
 }
 
 /// A sync message `00 sub payload`.

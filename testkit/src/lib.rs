@@ -10,10 +10,12 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod s3;
+pub mod values;
 
+pub use self::redis::{xlen, RedisServer};
 pub use client::{doc_content, Handshake, RawClient, YClient};
 pub use gcs::FakeGcsServer;
 pub use postgres::PostgresServer;
-pub use process::{free_port, wait_for_port, ServiceProcess};
-pub use redis::RedisServer;
+pub use process::{free_port, python, wait_for_port, ServiceProcess};
 pub use s3::S3Server;
+pub use values::{hex, now_ms};

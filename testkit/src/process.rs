@@ -143,3 +143,9 @@ impl Drop for ServiceProcess {
         self.kill();
     }
 }
+
+/// The Python interpreter the Python-based services run with: `$PYTHON`, else
+/// `python3`.
+pub fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
+}

@@ -74,3 +74,13 @@ impl RedisServer {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 }
+
+/// `XLEN` of a stream (0 when it does not exist), for tests that watch what
+/// servers and workers do to it.
+pub async fn xlen(conn: &mut ::redis::aio::MultiplexedConnection, key: &str) -> u64 {
+    ::redis::cmd("XLEN")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|err| panic!("XLEN {key}: {err}"))
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::process::{free_port, wait_for_port, ServiceProcess};
+use crate::process::{free_port, python, wait_for_port, ServiceProcess};
 
 /// Lists every object name of a bucket, one per line.
 const LIST_KEYS: &str = r#"
@@ -24,10 +24,6 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[4]):
     for item in page.get("Contents", []):
         print(item["Key"])
 "#;
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
 
 /// Creates a bucket.
 const CREATE_BUCKET: &str = r#"

@@ -10,7 +10,7 @@ use websocket::app::{Instance, Roles};
 use websocket::config::Config;
 
 #[allow(unused_imports)]
-pub use testkit::{RawClient, RedisServer, YClient};
+pub use testkit::{hex, now_ms, xlen, RawClient, RedisServer, YClient};
 
 /// Generous limit for anything that should happen "soon".
 pub const SOON: Duration = Duration::from_secs(10);
@@ -101,15 +101,6 @@ pub async fn stream_entries(
     out
 }
 
-/// XLEN of a stream.
-pub async fn xlen(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
-    redis::cmd("XLEN")
-        .arg(key)
-        .query_async(conn)
-        .await
-        .expect("XLEN")
-}
-
 /// Poll `check` every 50 ms until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
@@ -139,11 +130,6 @@ pub fn stored_files(data: &Path, encoded_room: &str) -> Vec<String> {
             .collect(),
         Err(_) => Vec::new(),
     }
-}
-
-/// Decode hex from the fixtures.
-pub fn hex(text: &str) -> Vec<u8> {
-    ::hex::decode(text).expect("hex")
 }
 
 /// The fixtures directory of the project.
