@@ -8,7 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::Mutex;
 
-use super::{StreamBatch, StreamEntry, StreamError, Streams, WorkerTask, READ_COUNT};
+use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
 use crate::protocol::StreamId;
 
 /// Appends a message; a stream that does not exist yet first gets a compaction
@@ -234,18 +234,43 @@ impl Streams for RedisStreams {
         Ok(())
     }
 
-    async fn read_all(&self, stream: &str) -> Result<Vec<StreamEntry>, StreamError> {
+    async fn read_page(
+        &self,
+        stream: &str,
+        from: StreamId,
+        count: usize,
+    ) -> Result<StreamPage, StreamError> {
+        let start = from.to_string();
+        let start = start.as_str();
+        let reply: Value = self
+            .retrying(|mut connection| async move {
+                redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(parse_page(stream, &reply))
+    }
+
+    async fn first_id(&self, stream: &str) -> Result<Option<StreamId>, StreamError> {
         let reply: Value = self
             .retrying(|mut connection| async move {
                 redis::cmd("XRANGE")
                     .arg(stream)
                     .arg("-")
                     .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
                     .query_async(&mut connection)
                     .await
             })
             .await?;
-        Ok(parse_entries(stream, &reply))
+        Ok(parse_page(stream, &reply).last)
     }
 
     async fn read_new(
@@ -413,6 +438,14 @@ fn value_bytes(value: &Value) -> Option<Vec<u8>> {
 type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// `[id, [field, value, ...]]` → id and field/value pairs.
+/// The id of an XRANGE/XREAD entry, whatever its fields.
+fn entry_id(entry: &Value) -> Option<StreamId> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    value_string(parts.first()?)?.parse().ok()
+}
+
 fn parse_entry(entry: &Value) -> Option<(StreamId, Fields)> {
     let Value::Array(parts) = entry else {
         return None;
@@ -445,11 +478,12 @@ fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Entries of one stream; entries without an `m` field are skipped with a log line.
-fn parse_entries(stream: &str, reply: &Value) -> Vec<StreamEntry> {
+fn parse_page(stream: &str, reply: &Value) -> StreamPage {
     let Value::Array(entries) = reply else {
-        return Vec::new();
+        return StreamPage::default();
     };
     let mut out = Vec::with_capacity(entries.len());
+    let mut last = None;
     for entry in entries {
         match parse_entry(entry) {
             Some((id, fields)) => match field(&fields, b"m") {
@@ -465,8 +499,11 @@ fn parse_entries(stream: &str, reply: &Value) -> Vec<StreamEntry> {
                 tracing::warn!(stream = %crate::log_text::bounded(stream), "unreadable stream entry, skipped")
             }
         }
+        if let Some(id) = entry_id(entry) {
+            last = Some(id);
+        }
     }
-    out
+    StreamPage { entries: out, last }
 }
 
 /// An XREAD reply (RESP2 array or RESP3 map) → batches per stream.
@@ -490,7 +527,7 @@ fn parse_read_reply(reply: Value) -> Vec<StreamBatch> {
         .into_iter()
         .filter_map(|(key, entries)| {
             let stream = value_string(&key)?;
-            let entries = parse_entries(&stream, &entries);
+            let entries = parse_page(&stream, &entries).entries;
             Some(StreamBatch { stream, entries })
         })
         .collect()
