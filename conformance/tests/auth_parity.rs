@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use conformance::handshake::{self, Handshake};
+use conformance::handshake::{self, Ended, Handshake};
 use conformance::redis::RedisService;
 use conformance::wire::{self, Msg};
 use conformance::{content, Access, Fleet, Lang, Member, Reply, Sidecar};
@@ -83,14 +83,34 @@ enum Outcome {
     Refused(u16),
     /// No answer within [`ANSWER_WAIT`].
     NoAnswer,
-    /// Upgraded: the subprotocol answered, whether sync step 1 and 2 arrived, and
-    /// whether the client's update landed in the room's stream.
+    /// Upgraded: the subprotocol answered, whether sync step 1 and 2 arrived
+    /// within [`SYNC_WAIT`] (`false`: a slow server, the connection still open),
+    /// and whether the client's update landed in the room's stream.
     Accepted {
         subprotocol: Option<String>,
         synced: bool,
         writes: bool,
     },
+    /// Upgraded, then the connection ended before the probe was done: `during`
+    /// the initial sync or the write, how (`Ended::Closed` with the server's close
+    /// code, `Ended::Broken` with the client's error), and whether the server
+    /// process had exited by then (a crash, not a closed connection).
+    Closed {
+        during: Stage,
+        how: Ended,
+        server_exited: bool,
+    },
 }
+
+/// The part of a probe during which an upgraded connection ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stage {
+    InitialSync,
+    Write,
+}
+
+/// How long the initial sync may take before a probe reports it missing.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
 
 /// A read-write acceptance with this subprotocol answered.
 fn writer(subprotocol: Option<&str>) -> Outcome {
@@ -188,9 +208,19 @@ async fn probe(
         return Ok(Outcome::Refused(answer.status()));
     }
     let subprotocol = answer.subprotocol().map(|p| redact(p, req));
-    let frames = answer.recv_until(Duration::from_secs(5), synced).await?;
+    let closed = |during, how| Outcome::Closed {
+        during,
+        how,
+        server_exited: server.exit_status().is_some(),
+    };
+    let (frames, ended) = answer.recv_until_ended(SYNC_WAIT, synced).await?;
+    if matches!(ended, Ended::Closed { .. } | Ended::Broken(_)) {
+        return Ok(closed(Stage::InitialSync, ended));
+    }
     let update = sync_message(2, &unique_update(&format!("{} {room}", server.name())));
-    answer.send(&update).await?;
+    if let Err(e) = answer.send(&update).await {
+        return Ok(closed(Stage::Write, Ended::Broken(format!("{e:#}"))));
+    }
     let wait = if expect_write { LAND_WAIT } else { DROP_WAIT };
     let writes = lands(redis, room, &update, wait).await?;
     answer.close().await;
@@ -473,7 +503,7 @@ async fn open(server: &Member, room: &str, token: &str) -> Result<(Handshake, Ve
         .await?
         .context("no answer to the upgrade")?;
     anyhow::ensure!(answer.is_open(), "refused with {}", answer.status());
-    let frames = answer.recv_until(Duration::from_secs(5), synced).await?;
+    let frames = answer.recv_until(SYNC_WAIT, synced).await?;
     anyhow::ensure!(synced(&frames), "no initial sync: {frames:?}");
     Ok((answer, frames))
 }
@@ -520,7 +550,7 @@ async fn read_only_session(
     let second = unique_update("second ");
     writer.send(&sync_message(2, &second)).await?;
     let later = reader
-        .recv_until(Duration::from_secs(5), |f| {
+        .recv_until(SYNC_WAIT, |f| {
             text_of(&updates_of(f))
                 .unwrap_or_default()
                 .contains("second")
