@@ -56,6 +56,15 @@ struct Permissions {
     requests: Vec<(String, String)>,
 }
 
+/// Where a fleet's key pair comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// `websocket::auth::generate_key_pair`, called in the harness.
+    Library,
+    /// The two JWK lines `websocket auth keygen` prints (private, then public).
+    Cli,
+}
+
 /// The key pair, the permission table and the callback server of a fleet with
 /// auth. Users without a grant get `404` from the callback, which every server
 /// must treat as a refusal (HTTP 401 at upgrade).
@@ -82,8 +91,17 @@ impl AuthService {
     /// Generate a key pair and start the callback server on a free port of
     /// 127.0.0.1 (in the current Tokio runtime).
     pub async fn start() -> Result<Self> {
-        let (private_jwk, public_jwk) =
-            websocket::auth::generate_key_pair().context("generating an ES384 key pair")?;
+        Self::start_with(Keys::Library).await
+    }
+
+    /// [`AuthService::start`] with a key pair from `keys`.
+    pub async fn start_with(keys: Keys) -> Result<Self> {
+        let (private_jwk, public_jwk) = match keys {
+            Keys::Library => {
+                websocket::auth::generate_key_pair().context("generating an ES384 key pair")?
+            }
+            Keys::Cli => keygen_from_cli()?,
+        };
         let permissions = Arc::new(Mutex::new(Permissions::default()));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -293,6 +311,27 @@ const { subtle } = require('node:crypto').webcrypto;
     fn lock(&self) -> std::sync::MutexGuard<'_, Permissions> {
         self.permissions.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The private and the public JWK printed by `websocket auth keygen`.
+fn keygen_from_cli() -> Result<(String, String)> {
+    let output = Command::new(paths::websocket_binary()?)
+        .args(["auth", "keygen"])
+        .env_clear()
+        .output()
+        .context("running websocket auth keygen")?;
+    if !output.status.success() {
+        bail!(
+            "websocket auth keygen failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = String::from_utf8(output.stdout)?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let [private, public] = lines.as_slice() else {
+        bail!("websocket auth keygen printed {} lines, not 2", lines.len());
+    };
+    Ok((private.to_string(), public.to_string()))
 }
 
 /// `GET /auth/perm/{room}/{user}`: the reply set for it, or 404.

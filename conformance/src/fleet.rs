@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use testkit::{PostgresServer, S3Server};
 
-use crate::auth::AuthService;
+use crate::auth::{AuthService, Keys};
 use crate::member::{Lang, Launch, Member, Role};
 use crate::paths;
 use crate::redis::RedisService;
@@ -18,7 +18,7 @@ use crate::storage::{Storage, StorageService, StoredItem};
 pub struct FleetBuilder {
     counts: [(Lang, Role, usize); 4],
     storage: Storage,
-    auth: bool,
+    auth: Option<Keys>,
     prefix: String,
     env: Vec<(String, String)>,
     #[cfg(feature = "containers")]
@@ -35,7 +35,7 @@ impl Default for FleetBuilder {
                 (Lang::Js, Role::Worker, 0),
             ],
             storage: Storage::Memory,
-            auth: false,
+            auth: None,
             prefix: "y".into(),
             env: Vec::new(),
             #[cfg(feature = "containers")]
@@ -83,7 +83,14 @@ impl FleetBuilder {
     /// Require tokens: servers get `AUTH_PUBLIC_KEY` and `AUTH_PERM_CALLBACK`,
     /// and [`Fleet::auth`] mints tokens and grants access.
     pub fn auth(mut self) -> Self {
-        self.auth = true;
+        self.auth = Some(Keys::Library);
+        self
+    }
+
+    /// [`FleetBuilder::auth`] with the key pair printed by `websocket auth keygen`,
+    /// as an operator makes it.
+    pub fn auth_with_cli_keys(mut self) -> Self {
+        self.auth = Some(Keys::Cli);
         self
     }
 
@@ -126,10 +133,9 @@ impl FleetBuilder {
         #[cfg(not(feature = "containers"))]
         let redis = RedisService::local()?;
         let storage = StorageService::start(self.storage)?;
-        let auth = if self.auth {
-            Some(AuthService::start().await?)
-        } else {
-            None
+        let auth = match self.auth {
+            Some(keys) => Some(AuthService::start_with(keys).await?),
+            None => None,
         };
         let uses_js = langs.iter().any(|(l, _)| *l == Lang::Js);
         let js_dir = if uses_js {

@@ -18,6 +18,24 @@ use tokio_tungstenite::WebSocketStream;
 /// Largest response head read before giving up (a handshake answer is tiny).
 const MAX_HEAD: usize = 64 * 1024;
 
+/// How a wait for frames on an upgraded connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The frames were all there.
+    Done,
+    /// The time ran out with the connection still open: a slow server.
+    TimedOut,
+    /// The server closed the connection: with a close frame (its code, if it
+    /// gave one) or, `code: None`, by ending the stream.
+    Closed {
+        /// The close code of the server's close frame.
+        code: Option<u16>,
+    },
+    /// The connection broke: reset without a close frame, or a frame the
+    /// client could not accept (the error says which).
+    Broken(String),
+}
+
 /// What a server answered to one upgrade request.
 pub struct Handshake {
     status: u16,
@@ -157,19 +175,40 @@ impl Handshake {
     pub async fn recv_until(
         &mut self,
         timeout: Duration,
-        mut done: impl FnMut(&[Vec<u8>]) -> bool,
+        done: impl FnMut(&[Vec<u8>]) -> bool,
     ) -> Result<Vec<Vec<u8>>> {
+        Ok(self.recv_until_ended(timeout, done).await?.0)
+    }
+
+    /// [`Handshake::recv_until`], also telling how the wait ended: a slow server
+    /// ([`Ended::TimedOut`]) and one that closed the connection ([`Ended::Closed`],
+    /// [`Ended::Broken`]) are different findings.
+    pub async fn recv_until_ended(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&[Vec<u8>]) -> bool,
+    ) -> Result<(Vec<Vec<u8>>, Ended)> {
         let socket = self.socket()?;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut frames = Vec::new();
-        while !done(&frames) {
+        let ended = loop {
+            if done(&frames) {
+                break Ended::Done;
+            }
             match tokio::time::timeout_at(deadline, socket.next()).await {
-                Err(_) | Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+                Err(_) => break Ended::TimedOut,
+                Ok(None) => break Ended::Closed { code: None },
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    break Ended::Closed {
+                        code: frame.map(|f| u16::from(f.code)),
+                    }
+                }
+                Ok(Some(Err(e))) => break Ended::Broken(e.to_string()),
                 Ok(Some(Ok(Message::Binary(frame)))) => frames.push(frame.to_vec()),
                 Ok(Some(Ok(_))) => {}
             }
-        }
-        Ok(frames)
+        };
+        Ok((frames, ended))
     }
 
     /// Close the connection normally (nothing to do after a refusal).

@@ -28,9 +28,9 @@ pub mod sidecar;
 pub mod storage;
 pub mod wire;
 
-pub use auth::{Access, AuthService, Reply};
+pub use auth::{Access, AuthService, Keys, Reply};
 pub use edit::EditOp;
 pub use fleet::{Fleet, FleetBuilder};
 pub use member::{Lang, Member, Role};
-pub use sidecar::{JsClient, Sidecar};
+pub use sidecar::{JsClient, Sidecar, YWebsocket};
 pub use storage::{Storage, StoredItem};

@@ -209,8 +209,8 @@ impl Sidecar {
         Ok(hex::decode(text)?)
     }
 
-    /// Open a y-websocket provider named `name` on `{base}/{room}`; returns once it
-    /// synced. `token` is sent as the `yauth` query parameter.
+    /// Open a y-websocket 2.1.0 provider named `name` on `{base}/{room}`; returns
+    /// once it synced. `token` is sent as the `yauth` query parameter.
     pub async fn open_client<'a>(
         &'a self,
         name: &str,
@@ -218,7 +218,25 @@ impl Sidecar {
         room: &str,
         token: Option<&str>,
     ) -> Result<JsClient<'a>> {
-        let mut args = json!({ "client": name, "url": base, "room": room });
+        self.open_provider(name, base, room, token, YWebsocket::V2)
+            .await
+    }
+
+    /// [`Sidecar::open_client`] with a provider of the given y-websocket version.
+    pub async fn open_provider<'a>(
+        &'a self,
+        name: &str,
+        base: &str,
+        room: &str,
+        token: Option<&str>,
+        version: YWebsocket,
+    ) -> Result<JsClient<'a>> {
+        let mut args = json!({
+            "client": name,
+            "url": base,
+            "room": room,
+            "ywsMajor": version.major(),
+        });
         if let Some(token) = token {
             args["token"] = json!(token);
         }
@@ -248,6 +266,25 @@ fn hex_list(value: &Value) -> Result<Vec<Vec<u8>>> {
             Ok(hex::decode(text)?)
         })
         .collect()
+}
+
+/// The y-websocket release a sidecar provider comes from: 2.1.0, the one y-redis
+/// 0.1.6 was captured with, or 3.1.0, what applications use today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum YWebsocket {
+    /// y-websocket 2.1.0.
+    V2,
+    /// y-websocket 3.1.0.
+    V3,
+}
+
+impl YWebsocket {
+    fn major(self) -> u8 {
+        match self {
+            YWebsocket::V2 => 2,
+            YWebsocket::V3 => 3,
+        }
+    }
 }
 
 /// A y-websocket provider with its own yjs doc, living in the sidecar.

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use conformance::handshake::{self, Handshake};
+use conformance::handshake::{self, Ended, Handshake};
 use conformance::redis::RedisService;
 use conformance::wire::{self, Msg};
-use conformance::{content, Access, Fleet, Lang, Member, Reply};
+use conformance::{content, Access, Fleet, Lang, Member, Reply, Sidecar};
 use testkit::client::{awareness_message, sync_message};
 use testkit::now_ms;
 use yrs::{Doc, GetString, Text, Transact};
@@ -83,14 +83,34 @@ enum Outcome {
     Refused(u16),
     /// No answer within [`ANSWER_WAIT`].
     NoAnswer,
-    /// Upgraded: the subprotocol answered, whether sync step 1 and 2 arrived, and
-    /// whether the client's update landed in the room's stream.
+    /// Upgraded: the subprotocol answered, whether sync step 1 and 2 arrived
+    /// within [`SYNC_WAIT`] (`false`: a slow server, the connection still open),
+    /// and whether the client's update landed in the room's stream.
     Accepted {
         subprotocol: Option<String>,
         synced: bool,
         writes: bool,
     },
+    /// Upgraded, then the connection ended before the probe was done: `during`
+    /// the initial sync or the write, how (`Ended::Closed` with the server's close
+    /// code, `Ended::Broken` with the client's error), and whether the server
+    /// process had exited by then (a crash, not a closed connection).
+    Closed {
+        during: Stage,
+        how: Ended,
+        server_exited: bool,
+    },
 }
+
+/// The part of a probe during which an upgraded connection ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stage {
+    InitialSync,
+    Write,
+}
+
+/// How long the initial sync may take before a probe reports it missing.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
 
 /// A read-write acceptance with this subprotocol answered.
 fn writer(subprotocol: Option<&str>) -> Outcome {
@@ -156,12 +176,20 @@ fn unique_update(text: &str) -> Vec<u8> {
     content::state_v1(&doc)
 }
 
-/// Whether frames hold sync step 1 and then a sync step 2 (the initial sync).
+/// Whether frames hold sync step 1 and, after it, a sync step 2 (the initial
+/// sync). Stream messages may come first: y-redis subscribes a connection to its
+/// room before it loads the document, so a read of the room's stream that
+/// completes meanwhile reaches the new connection ahead of its initial sync.
 fn synced(frames: &[Vec<u8>]) -> bool {
     let messages = wire::messages_of(frames);
-    let step1 = messages.iter().position(|m| matches!(m, Msg::Step1(_)));
-    let update = messages.iter().position(|m| matches!(m, Msg::Update(_)));
-    matches!((step1, update), (Some(a), Some(b)) if a < b)
+    messages
+        .iter()
+        .position(|m| matches!(m, Msg::Step1(_)))
+        .is_some_and(|step1| {
+            messages[step1 + 1..]
+                .iter()
+                .any(|m| matches!(m, Msg::Update(_)))
+        })
 }
 
 /// Send `req` to `server` for `room`, and for an accepted connection: wait for
@@ -188,9 +216,19 @@ async fn probe(
         return Ok(Outcome::Refused(answer.status()));
     }
     let subprotocol = answer.subprotocol().map(|p| redact(p, req));
-    let frames = answer.recv_until(Duration::from_secs(5), synced).await?;
+    let closed = |during, how| Outcome::Closed {
+        during,
+        how,
+        server_exited: server.exit_status().is_some(),
+    };
+    let (frames, ended) = answer.recv_until_ended(SYNC_WAIT, synced).await?;
+    if matches!(ended, Ended::Closed { .. } | Ended::Broken(_)) {
+        return Ok(closed(Stage::InitialSync, ended));
+    }
     let update = sync_message(2, &unique_update(&format!("{} {room}", server.name())));
-    answer.send(&update).await?;
+    if let Err(e) = answer.send(&update).await {
+        return Ok(closed(Stage::Write, Ended::Broken(format!("{e:#}"))));
+    }
     let wait = if expect_write { LAND_WAIT } else { DROP_WAIT };
     let writes = lands(redis, room, &update, wait).await?;
     answer.close().await;
@@ -291,7 +329,8 @@ async fn run(fleet: &Fleet, cases: &[Case]) {
 /// the token is (query, subprotocol alone or beside other protocols) and
 /// whoever signed it (the Rust library, the Rust CLI, Node's WebCrypto, the
 /// harness's own signer); a token offered as subprotocol is answered with that
-/// exact entry, and a write lands in the stream.
+/// exact entry, a query token with the first subprotocol offered (if any), and a
+/// write lands in the stream.
 #[tokio::test]
 async fn valid_tokens_are_accepted_alike() {
     let fleet = fleet().await;
@@ -312,6 +351,17 @@ async fn valid_tokens_are_accepted_alike() {
     let float_exp = auth
         .sign(HEADER, &format!(r#"{{"yuserid":"alice","exp":{exp}.5}}"#))
         .unwrap();
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    };
+    // `=` padding, as Python's urlsafe_b64encode writes it; lib0 decodes it.
+    let padded = auth
+        .sign_encoded(
+            &b64(HEADER),
+            &format!("{}==", b64(r#"{"yuserid":"alice","x":"ab"}"#)),
+        )
+        .unwrap();
     let yauth = |t: &str| format!("yauth-{t}");
     let cases = [
         Case::same("query", Req::query(&library), writer(None)),
@@ -326,22 +376,20 @@ async fn valid_tokens_are_accepted_alike() {
             writer(Some("yauth-<token>")),
         ),
         Case::same(
-            "other-then-protocol",
-            Req::protocols(&[format!("other, {}", yauth(&library))]),
-            writer(Some("yauth-<token>")),
-        ),
-        Case::same(
-            "protocol-second-header-line",
-            Req::protocols(&["other".to_string(), yauth(&library)]),
-            writer(Some("yauth-<token>")),
-        ),
-        Case::same(
             "query-beside-other-protocol",
             Req {
                 query: Some(format!("yauth={library}")),
                 protocols: vec!["other".into()],
             },
-            writer(None),
+            writer(Some("other")),
+        ),
+        Case::same(
+            "query-beside-other-protocols",
+            Req {
+                query: Some(format!("yauth={library}")),
+                protocols: vec!["first,second".into(), "third".into()],
+            },
+            writer(Some("first")),
         ),
         Case::same(
             "protocol-and-query",
@@ -372,6 +420,7 @@ async fn valid_tokens_are_accepted_alike() {
             writer(Some("yauth-<token>")),
         ),
         Case::same("harness-signed-token", Req::query(&harness), writer(None)),
+        Case::same("payload-padded", Req::query(&padded), writer(None)),
         Case::same("no-exp", Req::query(&no_exp), writer(None)),
         Case::same("exp-null", Req::query(&null_exp), writer(None)),
         Case::same("exp-float-ms", Req::query(&float_exp), writer(None)),
@@ -462,7 +511,7 @@ async fn open(server: &Member, room: &str, token: &str) -> Result<(Handshake, Ve
         .await?
         .context("no answer to the upgrade")?;
     anyhow::ensure!(answer.is_open(), "refused with {}", answer.status());
-    let frames = answer.recv_until(Duration::from_secs(5), synced).await?;
+    let frames = answer.recv_until(SYNC_WAIT, synced).await?;
     anyhow::ensure!(synced(&frames), "no initial sync: {frames:?}");
     Ok((answer, frames))
 }
@@ -509,7 +558,7 @@ async fn read_only_session(
     let second = unique_update("second ");
     writer.send(&sync_message(2, &second)).await?;
     let later = reader
-        .recv_until(Duration::from_secs(5), |f| {
+        .recv_until(SYNC_WAIT, |f| {
             text_of(&updates_of(f))
                 .unwrap_or_default()
                 .contains("second")
@@ -561,6 +610,7 @@ async fn refusals_are_401_alike() {
     let now = now_ms();
     let exp = now + 3_600_000;
     let signed = |payload: &str| auth.sign(HEADER, payload).unwrap();
+    let signed_with_header = |header: &str, payload: &str| auth.sign(header, payload).unwrap();
     let (other_private, _) = websocket::auth::generate_key_pair().unwrap();
     let other_key =
         websocket::auth::mint_token(&other_private, "alice", Some(Duration::from_secs(3600)))
@@ -571,13 +621,8 @@ async fn refusals_are_401_alike() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
     };
     for (user, status, body) in [
-        (
-            "forbidden",
-            403,
-            r#"{"yaccess":"rw","yuserid":"forbidden"}"#,
-        ),
-        ("failing", 500, r#"{"yaccess":"rw","yuserid":"failing"}"#),
         ("notjson", 200, "this is not json"),
+        ("notjson403", 403, "forbidden"),
         ("emptybody", 200, ""),
         ("jsonnull", 200, "null"),
     ] {
@@ -654,11 +699,6 @@ async fn refusals_are_401_alike() {
         Case::same("garbage", Req::query("garbage"), refused.clone()),
         Case::same("two-parts", Req::query("abc.def"), refused.clone()),
         Case::same(
-            "four-parts",
-            Req::query(&format!("{good}.x")),
-            refused.clone(),
-        ),
-        Case::same(
             "signature-truncated",
             Req::query(&format!("{}.{}.{}", parts[0], parts[1], &parts[2][..40])),
             refused.clone(),
@@ -690,15 +730,11 @@ async fn refusals_are_401_alike() {
         ),
         Case::same("payload-null", Req::query(&signed("null")), refused.clone()),
         Case::same(
-            "payload-padded",
-            Req::query(
-                &auth
-                    .sign_encoded(
-                        &b64(HEADER),
-                        &format!("{}==", b64(r#"{"yuserid":"alice","x":"ab"}"#)),
-                    )
-                    .unwrap(),
-            ),
+            "header-not-json",
+            Req::query(&signed_with_header(
+                "not json",
+                &format!(r#"{{"yuserid":"alice","exp":{exp}}}"#),
+            )),
             refused.clone(),
         ),
         Case::same(
@@ -722,13 +758,8 @@ async fn refusals_are_401_alike() {
             refused.clone(),
         ),
         Case::same(
-            "callback-403",
-            Req::query(&token_for("forbidden")),
-            refused.clone(),
-        ),
-        Case::same(
-            "callback-500",
-            Req::query(&token_for("failing")),
+            "callback-403-not-json",
+            Req::query(&token_for("notjson403")),
             refused.clone(),
         ),
         Case::same(
@@ -762,15 +793,22 @@ async fn refusals_are_401_alike() {
             },
             refused.clone(),
         ),
+        Case::same(
+            "yauth-not-first-in-entry",
+            Req::protocols(&[format!("other yauth-{good}")]),
+            refused.clone(),
+        ),
     ];
     run(&fleet, &cases).await;
 }
 
-/// Where the two servers legitimately differ, the difference itself: the Rust
-/// server refuses what the JavaScript one lets through (a `yaccess` other than
-/// `rw`/`r`, claims of the wrong type, a JOSE header that is not ES384 JSON, a
-/// token part that is not whole base64url), and it stops waiting for a callback
-/// that hangs.
+/// Where the two servers differ on purpose, the difference itself: the Rust
+/// server refuses what y-redis lets through (a token of four parts, a callback
+/// answer that is not 2xx or grants neither `rw` nor `r`, claims of the wrong
+/// type, a JOSE header that is not ES384, a token part that is not whole
+/// base64url), stops waiting for a callback that hangs, and reads
+/// `Sec-WebSocket-Protocol` as the HTTP list it is (an entry after `, `, a second
+/// header line), answering with the entry that carried the token.
 #[tokio::test]
 async fn documented_differences() {
     let fleet = fleet().await;
@@ -791,8 +829,18 @@ async fn documented_differences() {
             body: r#"{"yuserid":"noaccess"}"#.into(),
         },
     );
+    for (user, status) in [("forbidden", 403), ("failing", 500)] {
+        auth.reply_user(
+            user,
+            Reply::Raw {
+                status,
+                body: format!(r#"{{"yaccess":"rw","yuserid":"{user}"}}"#),
+            },
+        );
+    }
     auth.grant("7", Access::ReadWrite);
     auth.reply_user("hanger", Reply::Hang);
+    let good = auth.token("alice").unwrap();
     let refused = Outcome::Refused(401);
     let differ = |name, req, rust: &Outcome, js: Outcome| Case {
         name,
@@ -853,13 +901,40 @@ async fn documented_differences() {
             writer(None),
         ),
         differ(
-            "header-not-json",
-            Req::query(&signed(
-                "not json",
-                &format!(r#"{{"yuserid":"alice","exp":{exp}}}"#),
-            )),
+            "four-parts",
+            Req::query(&format!("{good}.x")),
             &refused,
             writer(None),
+        ),
+        differ(
+            "callback-403-granting",
+            Req::query(&auth.token("forbidden").unwrap()),
+            &refused,
+            writer(None),
+        ),
+        differ(
+            "callback-500-granting",
+            Req::query(&auth.token("failing").unwrap()),
+            &refused,
+            writer(None),
+        ),
+        differ(
+            "other-comma-space-protocol",
+            Req::protocols(&[format!("other, yauth-{good}")]),
+            &writer(Some("yauth-<token>")),
+            refused.clone(),
+        ),
+        differ(
+            "protocol-second-header-line",
+            Req::protocols(&["other".to_string(), format!("yauth-{good}")]),
+            &writer(Some("yauth-<token>")),
+            refused.clone(),
+        ),
+        differ(
+            "other-comma-protocol",
+            Req::protocols(&[format!("other,yauth-{good}")]),
+            &writer(Some("yauth-<token>")),
+            writer(Some("other")),
         ),
         differ(
             "signature-dangling-char",
@@ -931,10 +1006,11 @@ async fn user_ids_reach_the_callback() {
     }
 }
 
-/// A room is one raw path segment on both servers: a path of several segments is
-/// refused with 404 before any auth. With auth on, the empty room (`/`) is refused
-/// with 401 by the Rust server (an empty segment would change the callback URL),
-/// while the JavaScript server asks the callback for room `` and opens it.
+/// A room is one raw, non-empty path segment: a path of several segments is
+/// refused with 404 by both servers before any auth. The empty room (`/`) gets 404
+/// from y-redis (its `/:room` route does not match an empty segment); with auth on
+/// the Rust server refuses it with 401 (an empty segment would change the
+/// callback URL), token or not.
 #[tokio::test]
 async fn rooms_are_one_path_segment() {
     let fleet = fleet().await;
@@ -955,14 +1031,9 @@ async fn rooms_are_one_path_segment() {
             Outcome::Refused(404),
             Outcome::Refused(404),
         ),
-        ("", true, Outcome::Refused(401), writer(None)),
+        ("", false, Outcome::Refused(401), Outcome::Refused(404)),
     ] {
         for req in [Req::query(&token), Req::none()] {
-            // Without a token the JavaScript server's 401 comes first for ``.
-            let js_expected = match (&req.query, room) {
-                (None, "") => Outcome::Refused(401),
-                _ => js_expected.clone(),
-            };
             let (r, j) = tokio::join!(
                 probe(rust, redis, room, &req, expect_write),
                 probe(js, redis, room, &req, expect_write)
@@ -995,6 +1066,74 @@ async fn callback_down_is_401_alike() {
             Outcome::Refused(401),
         ),
         Case::same("down-no-token", Req::none(), Outcome::Refused(401)),
+    ];
+    run(&fleet, &cases).await;
+}
+
+/// Keys from `websocket auth keygen` work where y-redis uses them: lib0's
+/// `ecdsa.importKeyJwk` (which takes the usages from `key_ops`) imports both, as
+/// y-redis's server and token tools do, verifies a token from `websocket auth
+/// token` and signs one; a fleet whose JavaScript server imports the public key
+/// that way starts, and both servers accept the CLI's and lib0's tokens. Without
+/// `key_ops` the same public key is refused by lib0 (WebCrypto will not give a
+/// public key the `sign` usage), which is why the CLI writes it.
+#[tokio::test]
+async fn cli_keys_work_with_lib0_and_both_servers() {
+    let fleet = Fleet::builder()
+        .rust_servers(1)
+        .js_servers(1)
+        .auth_with_cli_keys()
+        .env("AUTH_PERM_TIMEOUT", RUST_CALLBACK_TIMEOUT_MS)
+        .start()
+        .await
+        .expect("a fleet with keys from websocket auth keygen starts");
+    let auth = fleet.auth().unwrap();
+    auth.grant("alice", Access::ReadWrite);
+    auth.grant("lib0-user", Access::ReadWrite);
+    let public: serde_json::Value = serde_json::from_str(auth.public_jwk()).unwrap();
+    let private: serde_json::Value = serde_json::from_str(auth.private_jwk()).unwrap();
+    assert_eq!(public["key_ops"], serde_json::json!(["verify"]));
+    assert_eq!(private["key_ops"], serde_json::json!(["sign"]));
+
+    let cli_token = auth.token_from_cli("alice", 3600).unwrap();
+    let sidecar = Sidecar::start().expect("the sidecar starts");
+    let lib0 = sidecar
+        .call(
+            "lib0Jwt",
+            serde_json::json!({
+                "publicKey": auth.public_jwk(),
+                "privateKey": auth.private_jwk(),
+                "token": cli_token,
+                "payload": { "yuserid": "lib0-user" },
+            }),
+        )
+        .await
+        .expect("lib0 imports both keys and verifies the CLI's token");
+    assert_eq!(lib0["verified"]["yuserid"], "alice");
+    let lib0_token = lib0["signed"].as_str().expect("lib0 signed a token");
+
+    let mut without_key_ops = public.clone();
+    without_key_ops.as_object_mut().unwrap().remove("key_ops");
+    let refused = sidecar
+        .call(
+            "lib0Jwt",
+            serde_json::json!({ "publicKey": without_key_ops.to_string(), "token": cli_token }),
+        )
+        .await
+        .expect_err("lib0 refuses a public key without key_ops");
+    assert!(
+        format!("{refused:#}").contains("Unsupported key usage"),
+        "{refused:#}"
+    );
+
+    let cases = [
+        Case::same("cli-keys-query", Req::query(&cli_token), writer(None)),
+        Case::same(
+            "cli-keys-protocol",
+            Req::protocols(&[format!("yauth-{cli_token}")]),
+            writer(Some("yauth-<token>")),
+        ),
+        Case::same("cli-keys-lib0-token", Req::query(lib0_token), writer(None)),
     ];
     run(&fleet, &cases).await;
 }

@@ -1,8 +1,9 @@
 //! Group c, cross-instance sync: random edit scripts (text, map and array edits,
 //! offline edits then reconnects) run by clients spread over two Rust and two
 //! JavaScript servers on one Redis, both real y-websocket providers (through the
-//! sidecar) and Rust clients (`testkit::YClient`). Every client converges to the
-//! same content, read with yrs and with yjs.
+//! sidecar; every script has a 2.1.0 and a 3.1.0 provider) and Rust clients
+//! (`testkit::YClient`). Every client converges to the same content, read with yrs
+//! and with yjs.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use common::op;
-use conformance::{content, edit, EditOp, Fleet, JsClient, Lang, Member, Sidecar};
+use conformance::{content, edit, EditOp, Fleet, JsClient, Lang, Member, Sidecar, YWebsocket};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use testkit::YClient;
@@ -25,8 +26,8 @@ const CONVERGE: Duration = Duration::from_secs(20);
 enum Kind {
     /// `testkit::YClient` (yrs).
     Rust,
-    /// A y-websocket 2.1.0 provider in the sidecar (yjs).
-    Js,
+    /// A y-websocket provider of this version in the sidecar (yjs).
+    Js(YWebsocket),
 }
 
 /// A client of the script: its library and the server it connects to
@@ -56,25 +57,32 @@ struct Script {
 }
 
 fn script() -> impl Strategy<Value = Script> {
-    // The first two clients make sure both libraries meet both server languages.
+    // The first two clients make sure both libraries meet both server languages;
+    // the third that both y-websocket majors are in every script.
     let first = (2usize..4).prop_map(|server| ClientSpec {
         kind: Kind::Rust,
         server,
     });
     let second = (0usize..2).prop_map(|server| ClientSpec {
-        kind: Kind::Js,
+        kind: Kind::Js(YWebsocket::V2),
         server,
     });
+    let third = (0usize..4).prop_map(|server| ClientSpec {
+        kind: Kind::Js(YWebsocket::V3),
+        server,
+    });
+    let kind = prop_oneof![
+        Just(Kind::Rust),
+        Just(Kind::Js(YWebsocket::V2)),
+        Just(Kind::Js(YWebsocket::V3)),
+    ];
     let more = prop::collection::vec(
-        (any::<bool>(), 0usize..4).prop_map(|(rust, server)| ClientSpec {
-            kind: if rust { Kind::Rust } else { Kind::Js },
-            server,
-        }),
+        (kind, 0usize..4).prop_map(|(kind, server)| ClientSpec { kind, server }),
         0..3,
     );
-    (first, second, more)
-        .prop_flat_map(|(a, b, more)| {
-            let mut clients = vec![a, b];
+    (first, second, third, more)
+        .prop_flat_map(|(a, b, c, more)| {
+            let mut clients = vec![a, b, c];
             clients.extend(more);
             let n = clients.len();
             let step = prop_oneof![
@@ -190,10 +198,10 @@ async fn run_script(
                     connection: Some(connection),
                 }
             }
-            Kind::Js => {
+            Kind::Js(version) => {
                 let name = format!("{room}-{i}");
                 let client = sidecar
-                    .open_client(&name, &server.ws_base(), room, None)
+                    .open_provider(&name, &server.ws_base(), room, None, version)
                     .await
                     .with_context(|| format!("client {i} on {}", server.name()))?;
                 Client::Js {

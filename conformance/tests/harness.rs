@@ -120,3 +120,105 @@ async fn s3_fleet_starts() {
     }
     assert!(fleet.s3().is_some());
 }
+
+/// A server that answers every upgrade request in one scripted way.
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    /// `401 Unauthorized`.
+    Refuse,
+    /// `101`, then a close frame with code 1001 and the end of the stream.
+    UpgradeThenClose,
+    /// `101`, then the socket is dropped without a close frame.
+    UpgradeThenDrop,
+    /// `101`, then nothing (the connection stays open).
+    UpgradeThenSilence,
+    /// No answer at all.
+    Silence,
+}
+
+async fn scripted_server(script: Script) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let upgraded = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+                match script {
+                    Script::Refuse => {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+                            .await;
+                    }
+                    Script::UpgradeThenClose => {
+                        let _ = socket.write_all(upgraded).await;
+                        let _ = socket.write_all(&[0x88, 0x02, 0x03, 0xe9]).await;
+                        let _ = socket.shutdown().await;
+                        tokio::time::sleep(SOON).await;
+                    }
+                    Script::UpgradeThenDrop => {
+                        let _ = socket.write_all(upgraded).await;
+                    }
+                    Script::UpgradeThenSilence => {
+                        let _ = socket.write_all(upgraded).await;
+                        tokio::time::sleep(SOON).await;
+                    }
+                    Script::Silence => tokio::time::sleep(SOON).await,
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The hand-written handshake tells a refusal, a server that does not answer, a
+/// connection closed (with a close frame, or dropped) after the upgrade and a slow
+/// one apart, so that a probe reports which of them it met.
+#[tokio::test]
+async fn handshake_tells_refused_closed_and_slow_apart() {
+    use conformance::handshake::{self, Ended};
+    let wait = Duration::from_millis(500);
+    let url = |addr: std::net::SocketAddr| format!("ws://{addr}/room");
+
+    let refused = handshake::upgrade(&url(scripted_server(Script::Refuse).await), &[], wait)
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert_eq!((refused.status(), refused.is_open()), (401, false));
+
+    let silent = handshake::upgrade(&url(scripted_server(Script::Silence).await), &[], wait)
+        .await
+        .unwrap();
+    assert!(silent.is_none(), "no answer is told apart: {silent:?}");
+
+    for (script, expected) in [
+        (Script::UpgradeThenClose, "closed"),
+        (Script::UpgradeThenDrop, "broken"),
+        (Script::UpgradeThenSilence, "timed out"),
+    ] {
+        let mut answer = handshake::upgrade(&url(scripted_server(script).await), &[], wait)
+            .await
+            .unwrap()
+            .expect("an answer");
+        assert!(answer.is_open(), "{script:?}");
+        let (frames, ended) = answer.recv_until_ended(wait, |_| false).await.unwrap();
+        assert!(frames.is_empty());
+        let seen = match &ended {
+            Ended::Closed { code: Some(1001) } => "closed",
+            Ended::Broken(_) => "broken",
+            Ended::TimedOut => "timed out",
+            _ => "something else",
+        };
+        assert_eq!(seen, expected, "{script:?}: {ended:?}");
+    }
+}

@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // A long-running helper for conformance tests in other languages: JSON line requests
 // on stdin, one JSON line response each on stdout. It exposes the JavaScript Yjs
-// reference (yjs 13.6.33), the y-redis 0.1.6 stream merge, and y-websocket 2.1.0
-// client providers. Binary values are lowercase hex strings.
+// reference (yjs 13.6.33), the y-redis 0.1.6 stream merge, lib0's key import and
+// JWTs, and y-websocket 2.1.0 and 3.1.0 client providers. Binary values are lowercase
+// hex strings.
 
 import * as readline from 'node:readline'
 import * as Y from 'yjs'
+import * as ecdsa from 'lib0/crypto/ecdsa'
+import * as jwt from 'lib0/crypto/jwt'
 import * as protocol from '../src/protocol.js'
 import { computeRedisRoomStreamName, isSmallerRedisId } from '../src/api.js'
 import { fromHex, fromHexList, toHex, docContent, docFromUpdates } from '../src/sidecar/docs.js'
@@ -51,6 +54,15 @@ const commands = {
   awarenessUserDisconnected: ({ clientID, clock }) => toHex(protocol.encodeAwarenessUserDisconnected(Number(clientID), Number(clock))),
   streamKey: ({ room, docid = 'index', prefix = 'y' }) => computeRedisRoomStreamName(String(room), String(docid), String(prefix)),
   isSmallerRedisId: ({ a, b }) => isSmallerRedisId(String(a), String(b)),
+  lib0Jwt: async ({ publicKey, privateKey, token, payload }) => {
+    // keys imported exactly as y-redis's server (public) and token tools (private) do
+    const verifying = await ecdsa.importKeyJwk(JSON.parse(String(publicKey)))
+    const signing = privateKey == null ? null : await ecdsa.importKeyJwk(JSON.parse(String(privateKey)))
+    return {
+      verified: token == null ? null : (await jwt.verifyJwt(verifying, String(token))).payload,
+      signed: signing == null || payload == null ? null : await jwt.encodeJwt(signing, payload)
+    }
+  },
   clientOpen: args => clients.open(args),
   clientEdit: args => clients.edit(args),
   clientAwareness: args => clients.awareness(args),

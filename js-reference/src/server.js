@@ -1,38 +1,32 @@
 // The WebSocket server: one connection's life as y-redis 0.1.6 lives it (docs/protocol.md
-// §2): auth at upgrade, subscribe + load + initial messages, client messages
-// appended to the room's stream unvalidated (defect 4), awareness null on close, and
-// every merged stream batch sent to the room's connections as one frame (defect 3).
+// §2), on uWebSockets.js with y-redis's settings: route `/:room`, auth in the
+// upgrade handler (401 on failure), subscribe + load + initial messages on open, client
+// messages appended to the room's stream unvalidated (defect 4), awareness null on
+// close, and every stream read of a room published to the room's topic as one frame
+// (defect 3).
 
-import http from 'node:http'
-import { WebSocketServer, WebSocket } from 'ws'
 import * as Y from 'yjs'
 import * as decoding from 'lib0/decoding'
-import { createApiClient, computeRedisRoomStreamName } from './api.js'
+import uws from './uws.js'
+import { createApiClient, computeRedisRoomStreamName, isSmallerRedisId } from './api.js'
 import { createSubscriber } from './subscriber.js'
-import { getAuthSubprotocol } from './auth.js'
 import * as protocol from './protocol.js'
 
 /**
- * @param {import('node:net').Socket | import('node:stream').Duplex} socket
- * @param {string} status
+ * What one accepted connection carries (uWebSockets.js user data).
+ * @typedef {object} User
+ * @property {string} room
+ * @property {boolean} hasWriteAccess
+ * @property {string} stream the room's doc stream, also the uWS topic of the room
+ * @property {number | null} awarenessId
+ * @property {number} awarenessLastClock
+ * @property {boolean} isClosed
  */
-const refuse = (socket, status) => {
-  try {
-    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(status)}\r\n\r\n${status}`)
-  } catch {}
-  socket.destroy()
-}
 
 /**
- * The room of a request: the raw (not percent-decoded) single path segment.
- * @param {string} url
- * @return {string | null}
+ * @typedef {object} Authorizer
+ * @property {(request: { room: string, protocolHeader: string, queryToken: string | undefined }) => Promise<{ userid: string, hasWriteAccess: boolean }>} authorize
  */
-export const roomFromUrl = url => {
-  const path = url.split('?')[0]
-  const match = path.match(/^\/([^/]*)$/)
-  return match == null ? null : match[1]
-}
 
 /**
  * @param {object} opts
@@ -41,135 +35,148 @@ export const roomFromUrl = url => {
  * @param {import('./api.js').Storage} opts.store
  * @param {string} opts.redisUrl
  * @param {string} opts.redisPrefix
- * @param {{ authorize: (req: import('node:http').IncomingMessage, room: string) => Promise<{ userid: string, hasWriteAccess: boolean }> } | null} opts.auth
+ * @param {Authorizer | null} opts.auth
  */
 export const createYWebsocketServer = async ({ port, host, store, redisUrl, redisPrefix, auth }) => {
   const client = await createApiClient(store, { redisUrl, prefix: redisPrefix })
   const subscriber = await createSubscriber(store, { redisUrl, prefix: redisPrefix })
-  /** @type {Set<WebSocket>} */
+  /** @type {Set<import('@trufflesuite/uws-js-unofficial').WebSocket<User>>} */
   const sockets = new Set()
+  const app = uws.App({})
 
-  const httpServer = http.createServer((_req, res) => {
-    res.writeHead(404, { 'Content-Type': 'text/plain' })
-    res.end('Not Found')
-  })
-  const wss = new WebSocketServer({
-    noServer: true,
-    perMessageDeflate: false,
-    handleProtocols: (_protocols, req) => getAuthSubprotocol(req) ?? false
-  })
-
-  httpServer.on('upgrade', async (req, socket, head) => {
-    socket.on('error', () => {})
-    const room = roomFromUrl(req.url ?? '')
-    if (room == null) return refuse(socket, '404 Not Found')
-    let hasWriteAccess = true
-    if (auth != null) {
-      try {
-        hasWriteAccess = (await auth.authorize(req, room)).hasWriteAccess
-      } catch (err) {
-        console.error(`refused a connection to room ${room}:`, /** @type {Error} */ (err).message)
-        return refuse(socket, '401 Unauthorized')
-      }
+  /** @type {import('./subscriber.js').SubHandler} */
+  const redisMessageSubscriber = (stream, messages) => {
+    if (app.numSubscribers(stream) === 0) {
+      subscriber.unsubscribe(stream, redisMessageSubscriber)
     }
-    if (socket.destroyed) return
-    wss.handleUpgrade(req, socket, head, ws => {
-      sockets.add(ws)
-      ws.once('close', () => sockets.delete(ws))
-      openConnection(ws, room, hasWriteAccess)
+    app.publish(stream, protocol.concatFrame(messages), true, false)
+  }
+
+  /** @param {User} user @param {Uint8Array} m */
+  const append = (user, m) => {
+    client.addMessage(user.room, 'index', m).catch(/** @param {Error} err */ err => {
+      console.error(`appending to ${user.stream} failed:`, err.message)
     })
-  })
+  }
 
-  /**
-   * @param {WebSocket} ws
-   * @param {string} room
-   * @param {boolean} hasWriteAccess
-   */
-  const openConnection = (ws, room, hasWriteAccess) => {
-    const stream = computeRedisRoomStreamName(room, 'index', redisPrefix)
-    const user = { awarenessId: /** @type {number | null} */ (null), awarenessLastClock: 0 }
-    /** @param {Uint8Array} frame */
-    const send = frame => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(frame, { binary: true })
-    }
-    /** @type {import('./subscriber.js').SubHandler} */
-    const handler = (_stream, messages) => send(protocol.concatFrame(messages))
-    /** @param {Uint8Array} m */
-    const append = m => {
-      client.addMessage(room, 'index', m).catch(/** @param {Error} err */ err => {
-        console.error(`appending to ${stream} failed:`, err.message)
+  app.ws('/:room', /** @type {import('@trufflesuite/uws-js-unofficial').WebSocketBehavior<User>} */ ({
+    compression: uws.SHARED_COMPRESSOR,
+    maxPayloadLength: 100 * 1024 * 1024,
+    idleTimeout: 60,
+    sendPingsAutomatically: true,
+    upgrade: async (res, req, context) => {
+      // the request is only readable before the first await
+      const room = req.getParameter(0)
+      const headerWsKey = req.getHeader('sec-websocket-key')
+      const headerWsProtocol = req.getHeader('sec-websocket-protocol')
+      const headerWsExtensions = req.getHeader('sec-websocket-extensions')
+      const queryToken = req.getQuery('yauth')
+      let aborted = false
+      res.onAborted(() => { aborted = true })
+      let hasWriteAccess = true
+      if (auth != null) {
+        try {
+          hasWriteAccess = (await auth.authorize({ room, protocolHeader: headerWsProtocol, queryToken })).hasWriteAccess
+        } catch (err) {
+          console.error(`refused a connection to room ${room}:`, /** @type {Error} */ (err).message)
+          if (aborted) return
+          res.cork(() => { res.writeStatus('401 Unauthorized').end('Unauthorized') })
+          return
+        }
+      }
+      if (aborted) return
+      /** @type {User} */
+      const user = {
+        room,
+        hasWriteAccess,
+        stream: computeRedisRoomStreamName(room, 'index', redisPrefix),
+        awarenessId: null,
+        awarenessLastClock: 0,
+        isClosed: false
+      }
+      res.cork(() => {
+        res.upgrade(user, headerWsKey, headerWsProtocol, headerWsExtensions, context)
       })
-    }
-
-    ws.on('error', err => console.error('websocket error:', err.message))
-    ws.on('message', (/** @type {Buffer} */ data) => {
-      if (!hasWriteAccess) return
-      const m = new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-      if (m.length >= 2 && m[0] === protocol.messageSync && m[1] === protocol.messageSyncUpdate) {
-        append(m)
-      } else if (m.length >= 1 && m[0] === protocol.messageAwareness) {
-        append(m)
-        rememberAwareness(user, m)
-      } else if (m.length >= 2 && m[0] === protocol.messageSync && m[1] === protocol.messageSyncStep2) {
-        if (m.length >= 4) {
-          const update = m.slice()
-          update[1] = protocol.messageSyncUpdate
-          append(update)
-        }
-      } else if (m.length >= 2 && m[0] === protocol.messageSync && m[1] === protocol.messageSyncStep1) {
-        // the server has already sent the whole doc
-      } else {
-        console.error(`dropping an unexpected message from a client of ${room}: ${Buffer.from(m.subarray(0, 8)).toString('hex')}`)
-      }
-    })
-    ws.on('close', () => {
-      if (user.awarenessId !== null) {
-        append(protocol.encodeAwarenessUserDisconnected(user.awarenessId, user.awarenessLastClock))
-      }
-      subscriber.unsubscribe(stream, handler)
-    })
-
-    subscriber.subscribe(stream, handler)
-    // Not caught on purpose: a doc that cannot be loaded takes the process down (defect 4).
-    const opened = (async () => {
-      const indexDoc = await client.getDoc(room, 'index')
+    },
+    open: async ws => {
+      sockets.add(ws)
+      const user = ws.getUserData()
+      ws.subscribe(user.stream)
+      const initialRedisSubId = subscriber.subscribe(user.stream, redisMessageSubscriber).redisId
+      // Not caught on purpose: a doc that cannot be loaded takes the process down (defect 4).
+      const indexDoc = await client.getDoc(user.room, 'index')
       try {
-        send(protocol.encodeSyncStep1(Y.encodeStateVector(indexDoc.ydoc)))
-        send(protocol.encodeSyncStep2(Y.encodeStateAsUpdate(indexDoc.ydoc)))
-        const states = indexDoc.awareness.getStates()
-        if (states.size > 0) {
-          send(protocol.encodeAwarenessMessage(indexDoc.awareness, Array.from(states.keys())))
-        }
+        if (user.isClosed) return
+        ws.cork(() => {
+          ws.send(protocol.encodeSyncStep1(Y.encodeStateVector(indexDoc.ydoc)), true, false)
+          ws.send(protocol.encodeSyncStep2(Y.encodeStateAsUpdate(indexDoc.ydoc)), true, true)
+          const states = indexDoc.awareness.getStates()
+          if (states.size > 0) {
+            ws.send(protocol.encodeAwarenessMessage(indexDoc.awareness, Array.from(states.keys())), true, true)
+          }
+        })
         // rewind the live subscription if it already stands past what was loaded
-        subscriber.ensureSubId(stream, indexDoc.redisLastId)
+        if (isSmallerRedisId(indexDoc.redisLastId, initialRedisSubId)) {
+          subscriber.ensureSubId(user.stream, indexDoc.redisLastId)
+        }
       } finally {
         indexDoc.awareness.destroy()
         indexDoc.ydoc.destroy()
       }
-    })()
-    void opened
-  }
+    },
+    message: (ws, messageBuffer) => {
+      const user = ws.getUserData()
+      if (!user.hasWriteAccess) return
+      // the buffer is only valid during this call
+      const m = new Uint8Array(messageBuffer.slice(0))
+      if (m.length >= 2 && m[0] === protocol.messageSync && m[1] === protocol.messageSyncUpdate) {
+        append(user, m)
+      } else if (m.length >= 1 && m[0] === protocol.messageAwareness) {
+        append(user, m)
+        rememberAwareness(user, m)
+      } else if (m.length >= 2 && m[0] === protocol.messageSync && m[1] === protocol.messageSyncStep2) {
+        if (m.length >= 4) {
+          m[1] = protocol.messageSyncUpdate
+          append(user, m)
+        }
+      } else if (m.length >= 2 && m[0] === protocol.messageSync && m[1] === protocol.messageSyncStep1) {
+        // the server has already sent the whole doc
+      } else {
+        console.error(`dropping an unexpected message from a client of ${user.room}: ${Buffer.from(m.subarray(0, 8)).toString('hex')}`)
+      }
+    },
+    close: ws => {
+      sockets.delete(ws)
+      const user = ws.getUserData()
+      user.isClosed = true
+      if (user.awarenessId !== null) {
+        append(user, protocol.encodeAwarenessUserDisconnected(user.awarenessId, user.awarenessLastClock))
+      }
+      if (app.numSubscribers(user.stream) === 0) {
+        subscriber.unsubscribe(user.stream, redisMessageSubscriber)
+      }
+    }
+  }))
 
-  await new Promise((resolve, reject) => {
-    httpServer.once('error', reject)
-    httpServer.listen(port, host, () => resolve(undefined))
+  // Every other request (a path that is not one non-empty segment, `/` included, or
+  // plain HTTP) is answered 404, as y-redis's uWebSockets.js v20.40 answers requests
+  // no route takes; this binary (v20.30) would close them without an answer.
+  app.any('/*', res => { res.writeStatus('404 Not Found').end('Not Found') })
+
+  /** @type {import('@trufflesuite/uws-js-unofficial').us_listen_socket} */
+  const listenSocket = await new Promise((resolve, reject) => {
+    const done = (/** @type {any} */ socket) => socket ? resolve(socket) : reject(new Error(`cannot listen on port ${port}`))
+    if (host != null) app.listen(host, port, done)
+    else app.listen(port, done)
   })
+  const boundPort = uws.us_socket_local_port(listenSocket)
 
   return {
-    httpServer,
     /** the port actually bound (useful with port 0) */
-    get port () {
-      const addr = httpServer.address()
-      return typeof addr === 'object' && addr != null ? addr.port : port
-    },
+    port: boundPort,
     async destroy () {
-      httpServer.close()
-      const closed = Array.from(sockets, ws => new Promise(resolve => {
-        ws.once('close', resolve)
-        ws.terminate()
-      }))
-      await Promise.race([Promise.all(closed), new Promise(resolve => setTimeout(resolve, 1000))])
-      wss.close()
+      uws.us_listen_socket_close(listenSocket)
+      for (const ws of Array.from(sockets)) ws.close()
       await subscriber.destroy()
       await client.destroy()
     }
@@ -179,7 +186,7 @@ export const createYWebsocketServer = async ({ port, host, store, redisUrl, redi
 /**
  * Remember the client of a single-entry awareness message: the first clientID seen
  * on the connection, and the clock of its latest entry.
- * @param {{ awarenessId: number | null, awarenessLastClock: number }} user
+ * @param {User} user
  * @param {Uint8Array} m
  */
 const rememberAwareness = (user, m) => {

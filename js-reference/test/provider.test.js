@@ -1,5 +1,6 @@
 // A y-websocket 2.1.0 client provider (through the sidecar) and a raw WebSocket
-// client on the same room converge; two providers converge, also after offline edits.
+// client on the same room converge; a 2.1.0 and a 3.1.0 provider converge, also
+// after offline edits.
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -50,8 +51,9 @@ test('y-websocket provider and raw client converge', async t => {
   assert.deepEqual(final.m, { k: 1 })
   assert.equal(final.a.length, 3)
 
-  // a second provider sees the same doc and p1's awareness
-  await sidecar.call('clientOpen', { client: 'p2', url: server.url, room: 'conv room' })
+  // a second provider, of y-websocket 3, sees the same doc and p1's awareness
+  assert.match((await sidecar.raw('clientOpen', { client: 'p9', url: server.url, room: 'conv room', ywsMajor: 1 })).error, /no y-websocket 1/)
+  await sidecar.call('clientOpen', { client: 'p2', url: server.url, room: 'conv room', ywsMajor: 3 })
   assert.deepEqual(await sidecar.call('clientContent', { client: 'p2' }), final)
   // The awareness message follows sync step 2, so it may arrive just after `synced`.
   await waitFor(async () => {

@@ -27,8 +27,7 @@ test('session.json replayed gives the same frames and Redis keys', async t => {
 
   // 2. step1 (ignored), two updates, awareness of client 10
   const s2 = step('A sent step1')
-  A.send('00000100')
-  s2.sent.forEach(m => A.send(m))
+  A.sendTogether(['00000100', ...s2.sent])
   const got2 = await A.nextHex(2)
   assert.equal(got2[0], s2.A_received[0], 'first update comes back alone')
   assert.deepEqual(normaliseFrame(got2[1]), normaliseFrame(s2.A_received[1]), 'second update + merged awareness in one frame')

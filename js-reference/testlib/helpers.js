@@ -232,6 +232,21 @@ export class RawClient {
     this.ws.send(unhex(h))
   }
 
+  /**
+   * Send several frames in one TCP write, so that the server reads them together
+   * and handles them in one turn of its event loop (its appends then reach Redis in
+   * one pipeline), as the capture's client did; sent one by one, a loaded machine may
+   * let the server read and append them apart, and the stream reads batch them
+   * differently.
+   * @param {Array<string>} hexes
+   */
+  sendTogether (hexes) {
+    const socket = /** @type {any} */ (this.ws)._socket
+    socket.cork()
+    hexes.forEach(h => this.ws.send(unhex(h)))
+    process.nextTick(() => socket.uncork())
+  }
+
   async close () {
     this.ws.close()
     await this.closed

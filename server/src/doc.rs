@@ -110,10 +110,22 @@ fn apply(doc: &Doc, bytes: &[u8], v2: bool) -> Result<(), String> {
     })
 }
 
+/// Stream entries read at once: a long stream is read and applied page by
+/// page, so loading it needs memory for the document and one page, not for
+/// the whole stream.
+pub const PAGE_SIZE: usize = 1000;
+
+/// How many times a load starts again because the stream was trimmed past the
+/// page being read (a compaction elsewhere stored and trimmed meanwhile).
+const LOAD_ATTEMPTS: usize = 5;
+
 /// Load (room, docid) from its stream and from storage.
 ///
-/// The stream is read first: whatever a worker trims after that read was stored
-/// before the trim, so the storage read that follows still has it.
+/// The stream's first page is read before storage: whatever a worker trims
+/// after that read was stored before the trim, so the storage read that
+/// follows still has it. Each later page is checked to have been read before
+/// any trim reached it (the stream's first id is still at or before the
+/// previous page's end); otherwise the load starts again.
 pub async fn load_doc(
     streams: &dyn Streams,
     storage: &dyn Storage,
@@ -121,7 +133,31 @@ pub async fn load_doc(
     room: &str,
     docid: &str,
 ) -> Result<LoadedDoc, LoadError> {
-    let entries = streams.read_all(stream_key).await?;
+    for _ in 0..LOAD_ATTEMPTS {
+        if let Some(loaded) = load_once(streams, storage, stream_key, room, docid).await? {
+            return Ok(loaded);
+        }
+        tracing::debug!(
+            stream = %crate::log_text::bounded(stream_key),
+            "stream trimmed while being read, loading again"
+        );
+    }
+    Err(LoadError::Streams(StreamError::Reply(
+        "the stream kept being trimmed while it was read".to_string(),
+    )))
+}
+
+/// One load; `None` when the stream was trimmed past what had been read.
+async fn load_once(
+    streams: &dyn Streams,
+    storage: &dyn Storage,
+    stream_key: &str,
+    room: &str,
+    docid: &str,
+) -> Result<Option<LoadedDoc>, LoadError> {
+    let mut page = streams
+        .read_page(stream_key, StreamId::ZERO, PAGE_SIZE)
+        .await?;
     let items = storage.load(room, docid).await?;
 
     let doc = Doc::new();
@@ -157,30 +193,95 @@ pub async fn load_doc(
     let references: Vec<String> = items.into_iter().map(|item| item.reference).collect();
     let mut awareness = AwarenessStates::default();
     let mut last_id = StreamId::ZERO;
-    for entry in &entries {
-        last_id = entry.id;
-        match protocol::decode_stream_entry(&entry.message) {
-            Ok(Message::Sync(SyncMessage::Update(update))) => {
-                if let Err(err) = apply(&doc, &update, false) {
-                    tracing::warn!(stream = %crate::log_text::bounded(stream_key), entry = %entry.id, %err, "stream update could not be applied, skipped");
-                }
-            }
-            Ok(Message::Awareness(update)) => awareness.apply(&update),
-            Ok(_) => {
-                tracing::debug!(stream = %crate::log_text::bounded(stream_key), entry = %entry.id, "stream entry is neither an update nor awareness, skipped");
-            }
-            Err(err) => {
-                tracing::warn!(stream = %crate::log_text::bounded(stream_key), entry = %entry.id, %err, "malformed stream entry skipped");
+    loop {
+        for entry in &page.entries {
+            last_id = entry.id;
+            apply_entry(&doc, &mut awareness, stream_key, entry);
+        }
+        let Some(end) = page.last else { break };
+        last_id = last_id.max(end);
+        page = streams.read_page(stream_key, end.next(), PAGE_SIZE).await?;
+        if page.last.is_some() {
+            match streams.first_id(stream_key).await? {
+                Some(first) if first <= end => {}
+                _ => return Ok(None),
             }
         }
     }
     let changed = doc.transact().snapshot() != before;
-    Ok(LoadedDoc {
+    Ok(Some(LoadedDoc {
         doc,
         awareness,
         last_id,
         references,
         changed,
         covering,
-    })
+    }))
+}
+
+/// Apply one stream entry: an update to the document, awareness to the
+/// states; anything else is skipped with a log line.
+fn apply_entry(
+    doc: &Doc,
+    awareness: &mut AwarenessStates,
+    stream_key: &str,
+    entry: &crate::streams::StreamEntry,
+) {
+    match protocol::decode_stream_entry(&entry.message) {
+        Ok(Message::Sync(SyncMessage::Update(update))) => {
+            if let Err(err) = apply(doc, &update, false) {
+                tracing::warn!(stream = %crate::log_text::bounded(stream_key), entry = %entry.id, %err, "stream update could not be applied, skipped");
+            }
+        }
+        Ok(Message::Awareness(update)) => awareness.apply(&update),
+        Ok(_) => {
+            tracing::debug!(stream = %crate::log_text::bounded(stream_key), entry = %entry.id, "stream entry is neither an update nor awareness, skipped");
+        }
+        Err(err) => {
+            tracing::warn!(stream = %crate::log_text::bounded(stream_key), entry = %entry.id, %err, "malformed stream entry skipped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStorage;
+    use crate::streams::MemoryStreams;
+    use yrs::{GetString, Text};
+
+    #[tokio::test]
+    async fn a_stream_longer_than_a_page_is_read_whole() {
+        let streams = MemoryStreams::new("y");
+        let storage = MemoryStorage::new();
+        let key = "y:room:paged:index";
+        let author = Doc::with_client_id(1);
+        let text = author.get_or_insert_text("t");
+        let entries = 2 * PAGE_SIZE + 7;
+        for i in 0..entries {
+            let before = author.transact().state_vector();
+            text.push(&mut author.transact_mut(), &(i % 10).to_string());
+            let update = author.transact().encode_state_as_update_v1(&before);
+            streams
+                .append(key, &protocol::encode_sync_update(&update))
+                .await
+                .unwrap();
+        }
+        let loaded = load_doc(&streams, &storage, key, "paged", "index")
+            .await
+            .unwrap();
+        let got = loaded
+            .doc
+            .get_or_insert_text("t")
+            .get_string(&loaded.doc.transact());
+        assert_eq!(got, text.get_string(&author.transact()));
+        assert_eq!(got.len(), entries);
+        let last = streams
+            .read_page(key, StreamId::ZERO, usize::MAX)
+            .await
+            .unwrap()
+            .last;
+        assert_eq!(Some(loaded.last_id), last);
+        assert!(loaded.changed);
+    }
 }

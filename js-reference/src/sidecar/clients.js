@@ -1,12 +1,18 @@
-// Named y-websocket 2.1.0 client providers held by the sidecar, each with its own doc.
+// Named y-websocket client providers held by the sidecar, each with its own doc: of
+// y-websocket 2.1.0 (the version y-redis 0.1.6 was captured with) or 3.1.0 (what
+// applications use today), chosen per client.
 
 import * as Y from 'yjs'
 import WebSocket from 'ws'
-import { WebsocketProvider } from 'y-websocket'
+import { WebsocketProvider as WebsocketProvider2 } from 'y-websocket'
+import { WebsocketProvider as WebsocketProvider3 } from 'y-websocket3'
+
+/** The provider class of each supported y-websocket major version. */
+const providers = new Map([[2, WebsocketProvider2], [3, WebsocketProvider3]])
 import { applyOps, docContent } from './docs.js'
 
 /**
- * @typedef {{ doc: Y.Doc, provider: WebsocketProvider, onClose: Set<() => void> }} Client
+ * @typedef {{ doc: Y.Doc, provider: WebsocketProvider2 | WebsocketProvider3, onClose: Set<() => void> }} Client
  */
 
 /**
@@ -52,12 +58,14 @@ export class Clients {
   }
 
   /**
-   * @param {{ client: string, url: string, room: string, token?: string, tokenVia?: 'query' | 'protocol', timeoutMs?: number }} args
+   * @param {{ client: string, url: string, room: string, token?: string, tokenVia?: 'query' | 'protocol', ywsMajor?: number, timeoutMs?: number }} args
    */
-  async open ({ client, url, room, token, tokenVia = 'query', timeoutMs = 10000 }) {
+  async open ({ client, url, room, token, tokenVia = 'query', ywsMajor = 2, timeoutMs = 10000 }) {
     if (typeof client !== 'string' || client === '') throw new Error('client name required')
     if (typeof url !== 'string' || typeof room !== 'string') throw new Error('url and room required')
     if (this.clients.has(client)) throw new Error(`client ${client} already open`)
+    const WebsocketProvider = providers.get(ywsMajor)
+    if (WebsocketProvider == null) throw new Error(`no y-websocket ${JSON.stringify(ywsMajor)}: 2 or 3`)
     const doc = new Y.Doc()
     const viaProtocol = token != null && tokenVia === 'protocol'
     const provider = new WebsocketProvider(url, room, doc, {

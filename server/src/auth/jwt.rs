@@ -31,24 +31,33 @@ const B64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 
-/// base64url for the three parts of a token, which come from clients: no padding
-/// (JOSE compact serialization never pads, and the JavaScript server refuses a `=`
-/// in a token), trailing bits tolerated as JavaScript's decoders tolerate them.
+/// base64url for the three parts of a token, which come from clients: written
+/// without padding (JOSE compact serialization); read with or without canonical `=`
+/// padding, as y-redis's lib0 reads them (some hand-made tokens pad, e.g. Python's
+/// `urlsafe_b64encode`; the signature covers the text as sent, so padding changes
+/// nothing it vouches for), trailing bits tolerated as JavaScript's decoders
+/// tolerate them.
 const B64_TOKEN: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
     GeneralPurposeConfig::new()
         .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
         .with_decode_allow_trailing_bits(true),
 );
 
 /// A verified P-384 public key.
 pub(super) struct PublicKey(VerifyingKey);
 
-/// An elliptic-curve JWK as WebCrypto exports it. Extra members (`alg`, `key_ops`,
-/// `ext`, `use`, `kid`) are ignored.
+/// An elliptic-curve JWK as WebCrypto exports it. Extra members read (`alg`,
+/// `key_ops`, `ext`, `use`, `kid`) are ignored.
 #[derive(Deserialize, Serialize)]
 struct Jwk {
+    /// Written as WebCrypto exports it (`["sign"]` private, `["verify"]` public):
+    /// y-redis imports keys with lib0's `importKeyJwk`, which takes the usages from
+    /// `key_ops` and without them asks for both, which WebCrypto refuses for a
+    /// public key (and for a private one). Never read: keys with or without it work.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    key_ops: Option<[&'static str; 1]>,
     kty: String,
     crv: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +113,7 @@ impl Jwk {
     fn from_keys(signing: Option<&SigningKey>, verifying: &VerifyingKey) -> Self {
         let point = verifying.to_encoded_point(false);
         Jwk {
+            key_ops: Some([if signing.is_some() { "sign" } else { "verify" }]),
             kty: "EC".into(),
             crv: "P-384".into(),
             x: point.x().map(|x| B64.encode(x)),

@@ -83,8 +83,10 @@ pub struct Grant {
 pub struct RequestToken {
     /// The token itself (a JWT). Secret: never log it.
     pub token: String,
-    /// The exact `Sec-WebSocket-Protocol` entry (`yauth-<token>`) to answer with, when
-    /// the token came from that header; `None` when it came from the query.
+    /// The `Sec-WebSocket-Protocol` entry to answer with: the exact `yauth-<token>`
+    /// entry when the token came from that header; when it came from the query, the
+    /// first entry the client offered, as y-redis answers (Node's `ws` client fails a
+    /// handshake that selects none of its offers); `None` when nothing was offered.
     pub subprotocol: Option<String>,
 }
 
@@ -94,7 +96,13 @@ impl fmt::Debug for RequestToken {
             .field("token", &"<redacted>")
             .field(
                 "subprotocol",
-                &self.subprotocol.as_ref().map(|_| "yauth-<redacted>"),
+                &self.subprotocol.as_deref().map(|p| {
+                    if p.starts_with("yauth-") {
+                        "yauth-<redacted>"
+                    } else {
+                        "<offered>"
+                    }
+                }),
             )
             .finish()
     }

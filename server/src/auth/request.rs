@@ -14,12 +14,19 @@ const SUBPROTOCOL_PREFIX: &str = "yauth-";
 const QUERY_PARAMETER: &str = "yauth";
 
 /// Finds the client's token, where y-redis looks for it: first a
-/// `Sec-WebSocket-Protocol` entry `yauth-<token>` (entries are comma separated and
-/// trimmed; the header may repeat), then the `yauth` query parameter (decoded as a
-/// browser's `URLSearchParams` does). Only the first `yauth-` entry counts: when it
-/// is empty (`yauth-` alone), the request has no usable token and the query is not
-/// consulted, as the JavaScript server does. An empty query token counts as absent.
-/// `None` means the request must be answered with 401.
+/// `Sec-WebSocket-Protocol` entry `yauth-<token>`, then the `yauth` query parameter
+/// (decoded as a browser's `URLSearchParams` does). Only the first `yauth-` entry
+/// counts: when it is empty (`yauth-` alone), the request has no usable token and the
+/// query is not consulted, as the JavaScript server does. An empty query token counts
+/// as absent. `None` means the request must be answered with 401.
+///
+/// The header is read as HTTP defines a list: entries separated by commas with
+/// optional spaces, over every header line. y-redis reads only the first line and
+/// only entries right after a comma, so it refuses `other, yauth-<token>` as
+/// browsers write it; this server accepts it (see docs/conformance.md).
+///
+/// A token from the query is answered with the first offered subprotocol, if any,
+/// as y-redis (uWebSockets.js) answers with the first entry of the offer.
 pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<RequestToken> {
     let entry = headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
@@ -35,6 +42,13 @@ pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<Re
             subprotocol: Some(entry.to_owned()),
         });
     }
+    let first_offered = headers
+        .get(SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned);
     let query = query?;
     let query = query.strip_prefix('?').unwrap_or(query);
     // Decoded as `URLSearchParams` does: `+` is a space, `%XX` a byte, malformed
@@ -46,7 +60,7 @@ pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<Re
         .filter(|token| !token.is_empty())
         .map(|token| RequestToken {
             token,
-            subprotocol: None,
+            subprotocol: first_offered,
         })
 }
 

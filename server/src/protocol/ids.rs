@@ -18,6 +18,18 @@ pub struct StreamId {
 impl StreamId {
     /// `0-0`, the id before every entry (`XREAD` from here returns the whole stream).
     pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
+    /// The smallest id after this one (an inclusive range start that skips
+    /// this id, also on Redis versions without exclusive ranges).
+    pub fn next(self) -> StreamId {
+        match self.seq.checked_add(1) {
+            Some(seq) => StreamId { ms: self.ms, seq },
+            None => StreamId {
+                ms: self.ms.saturating_add(1),
+                seq: 0,
+            },
+        }
+    }
 }
 
 impl FromStr for StreamId {

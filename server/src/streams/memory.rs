@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::{StreamBatch, StreamEntry, StreamError, Streams, WorkerTask, READ_COUNT};
+use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
 use crate::protocol::StreamId;
 
 /// The same streams, ids, worker queue and pending list as the Redis layout,
@@ -130,13 +130,31 @@ impl Streams for MemoryStreams {
         Ok(())
     }
 
-    async fn read_all(&self, stream: &str) -> Result<Vec<StreamEntry>, StreamError> {
+    async fn read_page(
+        &self,
+        stream: &str,
+        from: StreamId,
+        count: usize,
+    ) -> Result<StreamPage, StreamError> {
+        let state = self.state();
+        let entries: Vec<StreamEntry> = state
+            .streams
+            .get(stream)
+            .map(|doc| {
+                let start = doc.entries.partition_point(|entry| entry.id < from);
+                doc.entries.range(start..).take(count).cloned().collect()
+            })
+            .unwrap_or_default();
+        let last = entries.last().map(|entry| entry.id);
+        Ok(StreamPage { entries, last })
+    }
+
+    async fn first_id(&self, stream: &str) -> Result<Option<StreamId>, StreamError> {
         Ok(self
             .state()
             .streams
             .get(stream)
-            .map(|doc| doc.entries.iter().cloned().collect())
-            .unwrap_or_default())
+            .and_then(|doc| doc.entries.front().map(|entry| entry.id)))
     }
 
     async fn read_new(

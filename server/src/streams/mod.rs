@@ -43,6 +43,16 @@ pub enum StreamError {
     GroupRecreated,
 }
 
+/// Entries of a doc stream read by [`Streams::read_page`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamPage {
+    /// The readable entries (entries without an `m` field are skipped).
+    pub entries: Vec<StreamEntry>,
+    /// The id of the last entry read, readable or not; `None` when the page is
+    /// empty, which means the stream holds nothing from `from` on.
+    pub last: Option<StreamId>,
+}
+
 /// One entry of a doc stream: its id and its `m` field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {
@@ -83,8 +93,18 @@ pub trait Streams: Send + Sync + 'static {
     /// task, parked under the consumer `pending` (docs/protocol.md §3).
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError>;
 
-    /// Every entry of a doc stream, oldest first.
-    async fn read_all(&self, stream: &str) -> Result<Vec<StreamEntry>, StreamError>;
+    /// Up to `count` entries of a doc stream from id `from` on (inclusive),
+    /// oldest first, so that a long stream is read in bounded pages.
+    async fn read_page(
+        &self,
+        stream: &str,
+        from: StreamId,
+        count: usize,
+    ) -> Result<StreamPage, StreamError>;
+
+    /// The id of a doc stream's oldest entry (`None`: the stream is empty or
+    /// missing). Trimming only ever raises it.
+    async fn first_id(&self, stream: &str) -> Result<Option<StreamId>, StreamError>;
 
     /// Entries newer than the given positions, waiting up to `block` when there
     /// are none. At most [`READ_COUNT`] entries per stream.

@@ -8,7 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::Mutex;
 
-use super::{StreamBatch, StreamEntry, StreamError, Streams, WorkerTask, READ_COUNT};
+use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
 use crate::protocol::StreamId;
 
 /// Appends a message; a stream that does not exist yet first gets a compaction
@@ -234,18 +234,43 @@ impl Streams for RedisStreams {
         Ok(())
     }
 
-    async fn read_all(&self, stream: &str) -> Result<Vec<StreamEntry>, StreamError> {
+    async fn read_page(
+        &self,
+        stream: &str,
+        from: StreamId,
+        count: usize,
+    ) -> Result<StreamPage, StreamError> {
+        let start = from.to_string();
+        let start = start.as_str();
+        let reply: Value = self
+            .retrying(|mut connection| async move {
+                redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(parse_page(stream, reply))
+    }
+
+    async fn first_id(&self, stream: &str) -> Result<Option<StreamId>, StreamError> {
         let reply: Value = self
             .retrying(|mut connection| async move {
                 redis::cmd("XRANGE")
                     .arg(stream)
                     .arg("-")
                     .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
                     .query_async(&mut connection)
                     .await
             })
             .await?;
-        Ok(parse_entries(stream, reply))
+        Ok(parse_page(stream, reply).last)
     }
 
     async fn read_new(
@@ -413,6 +438,14 @@ fn value_bytes(value: &Value) -> Option<Vec<u8>> {
 type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// `[id, [field, value, ...]]` → id and field/value pairs.
+/// The id of an XRANGE/XREAD entry, whatever its fields.
+fn entry_id(entry: &Value) -> Option<StreamId> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    value_string(parts.first()?)?.parse().ok()
+}
+
 fn parse_entry(entry: &Value) -> Option<(StreamId, Fields)> {
     let Value::Array(parts) = entry else {
         return None;
@@ -445,13 +478,16 @@ fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Entries of one stream; entries without an `m` field are skipped with a log line.
-/// The reply is consumed, so each message's bytes are moved, never copied.
-fn parse_entries(stream: &str, reply: Value) -> Vec<StreamEntry> {
+fn parse_page(stream: &str, reply: Value) -> StreamPage {
     let Value::Array(entries) = reply else {
-        return Vec::new();
+        return StreamPage::default();
     };
     let mut out = Vec::with_capacity(entries.len());
+    let mut last = None;
     for entry in entries {
+        if let Some(id) = entry_id(&entry) {
+            last = Some(id);
+        }
         match take_message(entry) {
             Some((id, Some(message))) => out.push(StreamEntry {
                 id,
@@ -465,10 +501,11 @@ fn parse_entries(stream: &str, reply: Value) -> Vec<StreamEntry> {
             }
         }
     }
-    out
+    StreamPage { entries: out, last }
 }
 
-/// `[id, [field, value, ...]]` → the id and the value of field `m`, moved out.
+/// `[id, [field, value, ...]]` → the id and the value of field `m`, moved out
+/// of the reply: a message's bytes are never copied.
 fn take_message(entry: Value) -> Option<(StreamId, Option<Vec<u8>>)> {
     let Value::Array(parts) = entry else {
         return None;
@@ -529,7 +566,7 @@ fn parse_read_reply(reply: Value) -> Vec<StreamBatch> {
         .into_iter()
         .filter_map(|(key, entries)| {
             let stream = value_string(&key)?;
-            let entries = parse_entries(&stream, entries);
+            let entries = parse_page(&stream, entries).entries;
             Some(StreamBatch { stream, entries })
         })
         .collect()
