@@ -226,6 +226,9 @@ pub async fn serve(
     // falls between the load and the live read; room frames wait in the outbox
     // until the initial sync is out.
     let membership = state.rooms.join(&stream_key, Arc::clone(&outbox));
+    // Copied out, and let go: the bytes share hyper's whole read buffer.
+    let incoming = BytesMut::from(&read_ahead[..]);
+    drop(read_ahead);
     let mut connection = Connection {
         decoder: FrameDecoder::new(state.settings.max_message_size),
         state,
@@ -234,7 +237,7 @@ pub async fn serve(
         room,
         stream_key,
         access,
-        incoming: BytesMut::from(&read_ahead[..]),
+        incoming,
         awareness: None,
         heard: Instant::now(),
         pinged: false,
@@ -383,7 +386,13 @@ impl Connection {
     /// Read what the socket has and act on every complete frame.
     async fn read(&mut self) -> Result<(), End> {
         self.incoming.reserve(READ_CHUNK);
-        match self.socket.try_read_buf(&mut self.incoming) {
+        let read = self.socket.try_read_buf(&mut self.incoming);
+        if self.incoming.is_empty() {
+            // Nothing came (or nothing is pending): an idle connection keeps
+            // no read buffer.
+            self.incoming = BytesMut::new();
+        }
+        match read {
             Ok(0) => return Err(End::ClientGone),
             Ok(_) => {
                 self.heard = Instant::now();
