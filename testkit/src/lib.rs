@@ -16,6 +16,6 @@ pub use self::redis::{xlen, RedisServer};
 pub use client::{doc_content, Handshake, RawClient, YClient};
 pub use gcs::FakeGcsServer;
 pub use postgres::PostgresServer;
-pub use process::{free_port, python, wait_for_port, ServiceProcess};
+pub use process::{free_port, group_listens_on, python, wait_for_port, ServiceProcess};
 pub use s3::S3Server;
 pub use values::{hex, now_ms};
