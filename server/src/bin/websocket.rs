@@ -149,8 +149,9 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         _ = instance.wait() => anyhow::bail!("the instance stopped unexpectedly"),
     }
     tracing::info!("shutting down");
-    // Whatever happens, the process ends within 10 s of the signal.
-    if tokio::time::timeout(Duration::from_secs(9), instance.shutdown())
+    // Whatever happens, the process ends within 10 s of the end of the drain.
+    let limit = instance.drain() + Duration::from_secs(9);
+    if tokio::time::timeout(limit, instance.shutdown())
         .await
         .is_err()
     {

@@ -150,6 +150,13 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| parse(&mut c.websocket.threads, v),
     },
     Setting {
+        key: "[websocket] shutdown_drain",
+        env: &["SHUTDOWN_DRAIN_MS"],
+        default: "`0`",
+        meaning: "ms between a stop signal and closing connections, while `/readyz` answers 503 and clients are still served",
+        apply: |c, v| parse(&mut c.websocket.shutdown_drain, v),
+    },
+    Setting {
         key: "[storage] backend",
         env: &["STORAGE_BACKEND"],
         default: "chosen",
