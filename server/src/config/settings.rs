@@ -285,6 +285,16 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "log filter, e.g. `debug` or `websocket=debug` (read by the binary at start)",
         apply: |_, _| Ok(()),
     },
+    Setting {
+        key: "",
+        env: &["LOG_FORMAT"],
+        default: "`text`",
+        meaning: "`json`: one JSON object per log line, a connection's lines carrying its room, id, peer address and user (read by the binary at start)",
+        apply: |_, v| match v.trim() {
+            "text" | "json" => Ok(()),
+            _ => Err(format!("{v:?}: expected text or json")),
+        },
+    },
 ];
 
 /// Store a text value as it is.
