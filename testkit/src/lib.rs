@@ -4,6 +4,7 @@
 //! A missing program is an error, never a skip: tests that need a service fail
 //! loudly where it is not installed (`ci/setup.sh` installs everything).
 
+pub mod callback;
 pub mod client;
 pub mod gcs;
 pub mod postgres;
@@ -13,6 +14,7 @@ pub mod s3;
 pub mod values;
 
 pub use self::redis::{xlen, RedisServer};
+pub use callback::PermissionCallback;
 pub use client::{doc_content, Handshake, RawClient, YClient};
 pub use gcs::FakeGcsServer;
 pub use postgres::PostgresServer;
