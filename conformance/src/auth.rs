@@ -4,29 +4,21 @@
 //! served over HTTP on 127.0.0.1. Tests can also make the callback answer
 //! anything else per (room, user), hang, or go down, and sign tokens of any shape.
 
-use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use axum::http::{header, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use p384::ecdsa::signature::Signer as _;
 use p384::ecdsa::{Signature, SigningKey};
-use tokio::sync::watch;
+use testkit::callback::{self, PermissionCallback};
 pub use websocket::auth::Access;
 
 use crate::paths;
 
 /// How long minted tokens stay valid.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
-
-/// How long a [`Reply::Hang`] holds its request at most (longer than any test).
-const HANG_LIMIT: Duration = Duration::from_secs(600);
 
 /// What the permission callback answers to `GET {callback}/{room}/{user}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,16 +38,6 @@ pub enum Reply {
     Hang,
 }
 
-#[derive(Default)]
-struct Permissions {
-    /// The answer per user, for every room.
-    users: HashMap<String, Reply>,
-    /// The answer per (room, user), winning over `users`.
-    rooms: HashMap<(String, String), Reply>,
-    /// Every callback request, as (room, user) path segments.
-    requests: Vec<(String, String)>,
-}
-
 /// Where a fleet's key pair comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keys {
@@ -71,20 +53,7 @@ pub enum Keys {
 pub struct AuthService {
     private_jwk: String,
     public_jwk: String,
-    callback: String,
-    permissions: Arc<Mutex<Permissions>>,
-    /// Set to `true` to stop the callback server (and release hanging requests).
-    stop: watch::Sender<bool>,
-    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for AuthService {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
-        if let Some(server) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            server.abort();
-        }
-    }
+    callback: PermissionCallback,
 }
 
 impl AuthService {
@@ -102,34 +71,11 @@ impl AuthService {
             }
             Keys::Cli => keygen_from_cli()?,
         };
-        let permissions = Arc::new(Mutex::new(Permissions::default()));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .context("binding the permission callback")?;
-        let addr = listener.local_addr()?;
-        let table = Arc::clone(&permissions);
-        let (stop, stopped) = watch::channel(false);
-        let released = stopped.clone();
-        let app = Router::new().fallback(move |uri: Uri| {
-            let table = Arc::clone(&table);
-            let released = released.clone();
-            async move { answer(&table, &uri, released).await }
-        });
-        let server = tokio::spawn(async move {
-            let mut stopped = stopped;
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await;
-        });
+        let callback = PermissionCallback::start().await?;
         Ok(Self {
             private_jwk,
             public_jwk,
-            callback: format!("http://{addr}/auth/perm"),
-            permissions,
-            stop,
-            server: Mutex::new(Some(server)),
+            callback,
         })
     }
 
@@ -137,27 +83,7 @@ impl AuthService {
     /// answered 503, open connections are closed, and the port refuses new ones.
     /// Returns once nothing listens any more.
     pub async fn stop_callback(&self) -> Result<()> {
-        self.stop.send_replace(true);
-        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(server) = server {
-            if tokio::time::timeout(Duration::from_secs(10), server)
-                .await
-                .is_err()
-            {
-                bail!("the permission callback did not stop within 10 s");
-            }
-        }
-        let addr = self
-            .callback
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-            bail!("the permission callback at {addr} still accepts connections");
-        }
-        Ok(())
+        self.callback.stop().await
     }
 
     /// The public key as JWK JSON text (`AUTH_PUBLIC_KEY`).
@@ -172,14 +98,12 @@ impl AuthService {
 
     /// The permission callback base URL (`AUTH_PERM_CALLBACK`), no trailing `/`.
     pub fn perm_callback(&self) -> &str {
-        &self.callback
+        self.callback.url()
     }
 
     /// Give `user` this access in every room (replacing an earlier grant).
     pub fn grant(&self, user: &str, access: Access) {
-        self.lock()
-            .users
-            .insert(user.to_string(), Reply::Grant(access));
+        self.reply_user(user, Reply::Grant(access));
     }
 
     /// Give `user` this access in `room` only (the room as it appears in the URL
@@ -191,22 +115,18 @@ impl AuthService {
     /// Answer requests for (`room`, `user`) with `reply` (both as the path
     /// segments the callback receives), winning over [`AuthService::grant`].
     pub fn reply(&self, room: &str, user: &str, reply: Reply) {
-        self.lock()
-            .rooms
-            .insert((room.to_string(), user.to_string()), reply);
+        self.callback.reply(room, user, reply.into());
     }
 
     /// Answer every request for `user`, in any room, with `reply` (replacing an
     /// earlier grant or reply for every room).
     pub fn reply_user(&self, user: &str, reply: Reply) {
-        self.lock().users.insert(user.to_string(), reply);
+        self.callback.reply_user(user, reply.into());
     }
 
     /// Withdraw every grant of `user`.
     pub fn revoke(&self, user: &str) {
-        let mut permissions = self.lock();
-        permissions.users.remove(user);
-        permissions.rooms.retain(|(_, u), _| u != user);
+        self.callback.forget_user(user);
     }
 
     /// A token for `user`, valid for an hour (`exp` in milliseconds, as y-redis
@@ -305,11 +225,18 @@ const { subtle } = require('node:crypto').webcrypto;
 
     /// The (room, user) path segments of every callback request so far.
     pub fn requests(&self) -> Vec<(String, String)> {
-        self.lock().requests.clone()
+        self.callback.requests()
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Permissions> {
-        self.permissions.lock().unwrap_or_else(|p| p.into_inner())
+impl From<Reply> for callback::Reply {
+    fn from(reply: Reply) -> Self {
+        match reply {
+            Reply::Grant(Access::ReadWrite) => Self::grant("rw"),
+            Reply::Grant(Access::ReadOnly) => Self::grant("r"),
+            Reply::Raw { status, body } => Self::Raw { status, body },
+            Reply::Hang => Self::Hang,
+        }
     }
 }
 
@@ -332,48 +259,4 @@ fn keygen_from_cli() -> Result<(String, String)> {
         bail!("websocket auth keygen printed {} lines, not 2", lines.len());
     };
     Ok((private.to_string(), public.to_string()))
-}
-
-/// `GET /auth/perm/{room}/{user}`: the reply set for it, or 404.
-async fn answer(
-    table: &Mutex<Permissions>,
-    uri: &Uri,
-    mut stopped: watch::Receiver<bool>,
-) -> Response {
-    let path = uri.path();
-    let Some(rest) = path.strip_prefix("/auth/perm/") else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let Some((room, user)) = rest.rsplit_once('/') else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let reply = {
-        let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
-        table.requests.push((room.to_string(), user.to_string()));
-        table
-            .rooms
-            .get(&(room.to_string(), user.to_string()))
-            .or_else(|| table.users.get(user))
-            .cloned()
-    };
-    match reply {
-        Some(Reply::Grant(access)) => {
-            let yaccess = match access {
-                Access::ReadWrite => "rw",
-                Access::ReadOnly => "r",
-            };
-            axum::Json(serde_json::json!({ "yaccess": yaccess, "yuserid": user })).into_response()
-        }
-        Some(Reply::Raw { status, body }) => (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response(),
-        Some(Reply::Hang) => {
-            let _ = tokio::time::timeout(HANG_LIMIT, stopped.wait_for(|stop| *stop)).await;
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
-        }
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
 }

@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -83,7 +82,7 @@ pub struct Member {
 impl Member {
     /// Start the process; servers get a free port in `PORT` (retried on another
     /// port if the process exits before it listens), and the call returns once a
-    /// server accepts TCP connections, or once a worker printed `worker started`
+    /// server process listens on its port, or once a worker printed `worker started`
     /// (or ran for 2 s without exiting, for implementations that print nothing).
     pub(crate) async fn start(launch: &Launch) -> Result<Self> {
         let mut last_error = None;
@@ -153,9 +152,15 @@ impl Member {
                 );
             }
             match (self.role, self.port) {
+                // The port must be held by this process: a connection alone
+                // may reach another process that took the port first (free
+                // ports are handed to every `bind(0)` on the machine), while
+                // this one fails to bind and exits.
                 (Role::Server, Some(port)) => {
-                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                    if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    if self
+                        .pid()
+                        .is_some_and(|pid| testkit::group_listens_on(pid, port))
+                    {
                         return Ok(());
                     }
                 }

@@ -130,7 +130,7 @@ function buildUpdates (totalSenders, total) {
 function connect (url, onFrame) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, {
-      perMessageDeflate: config.deflate ? { threshold: 0 } : false
+      perMessageDeflate: config.deflate ? { threshold: 0, concurrencyLimit: 1000 } : false
     })
     let synced = false
     const timer = setTimeout(() => {

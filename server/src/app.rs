@@ -68,6 +68,10 @@ pub struct Instance {
     /// Where `/metrics`, `/healthz` and `/readyz` answer (when configured).
     pub metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
+    /// Cancelled when shutdown begins: `/readyz` answers 503 from then on.
+    draining: CancellationToken,
+    /// How long clients are still served once shutdown began.
+    drain: Duration,
     task: JoinHandle<()>,
 }
 
@@ -91,6 +95,7 @@ impl Instance {
         }
 
         let stop = CancellationToken::new();
+        let draining = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let rooms = roles.serve.then(Rooms::new);
         let connected = Arc::new(OnceLock::new());
@@ -100,6 +105,7 @@ impl Instance {
                     metrics: Arc::clone(&metrics),
                     rooms: rooms.clone(),
                     streams: Arc::clone(&connected),
+                    draining: draining.clone(),
                 };
                 serve_ops(SocketAddr::new(config.websocket.host, port), state, &stop).await?
             }
@@ -133,16 +139,32 @@ impl Instance {
             local_addr,
             metrics_addr,
             stop,
+            draining,
+            drain: config.websocket.shutdown_drain(),
             task,
         })
     }
 
-    /// Stop in the documented order and wait until everything has stopped.
+    /// Stop in the documented order and wait until everything has stopped:
+    /// `/readyz` answers 503 at once, clients are still served for the drain
+    /// time (`shutdown_drain`), then the instance stops accepting and closes
+    /// its connections.
     pub async fn shutdown(self) {
+        self.draining.cancel();
+        if !self.drain.is_zero() {
+            tracing::info!(drain = ?self.drain, "draining: /readyz answers 503");
+            tokio::time::sleep(self.drain).await;
+        }
         self.stop.cancel();
         if let Err(err) = self.task.await {
             tracing::error!(%err, "instance task failed");
         }
+    }
+
+    /// How long [`Instance::shutdown`] keeps serving before it closes
+    /// connections.
+    pub fn drain(&self) -> Duration {
+        self.drain
     }
 
     /// Wait until the instance stops by itself (it does not, unless it fails).

@@ -10,6 +10,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::streams::Streams;
@@ -22,6 +24,8 @@ pub struct OpsState {
     pub rooms: Option<Arc<Rooms>>,
     /// The stream bus, pinged for readiness; empty until Redis first answered.
     pub streams: Arc<OnceLock<Arc<dyn Streams>>>,
+    /// Cancelled when shutdown begins: the instance is no longer ready.
+    pub draining: CancellationToken,
 }
 
 /// The operations router.
@@ -42,6 +46,12 @@ async fn metrics(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    if state.draining.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        );
+    }
     let Some(streams) = state.streams.get() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,5 +1,7 @@
 //! The HTTP side: WebSocket upgrades on `/<room>`, with auth when configured.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -8,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tracing::Instrument as _;
 
 use crate::auth::{self, Access};
 use crate::connection::{self, AppState};
@@ -36,8 +39,8 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
         Ok(key) => key,
         Err(rejection) => return rejection.into_response(),
     };
-    let (access, subprotocol) = match &state.auth {
-        None => (Access::ReadWrite, None),
+    let (access, subprotocol, user) = match &state.auth {
+        None => (Access::ReadWrite, None, None),
         Some(authenticator) => {
             // Refused before anything is upgraded: a plain 401.
             // `authorize` logs the outcome; the token itself is never logged.
@@ -51,7 +54,7 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
                 return StatusCode::UNAUTHORIZED.into_response();
             };
             match authenticator.authorize(&room, &token.token).await {
-                Ok(grant) => (grant.access, token.subprotocol),
+                Ok(grant) => (grant.access, token.subprotocol, Some(grant.user_id)),
                 Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
             }
         }
@@ -75,13 +78,44 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
         // hyper, with whatever the client sent behind its request.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                connection::serve(parts.io.into_inner(), parts.read_buf, state, room, access).await
+                let socket = parts.io.into_inner();
+                let span = connection_span(&room, socket.peer_addr().ok(), user.as_deref());
+                connection::serve(socket, parts.read_buf, state, room, access)
+                    .instrument(span)
+                    .await
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP socket"),
         }
         drop(token);
     });
     handshake::switching_protocols(&key, subprotocol.as_deref())
+}
+
+/// Numbers this process's connections, for telling their log lines apart.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// The span every log line of one connection is written in: its room
+/// (bounded), a connection id unique in this process, the client's address and,
+/// with auth, the token's user id (bounded too).
+fn connection_span(room: &str, peer: Option<SocketAddr>, user: Option<&str>) -> tracing::Span {
+    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!(
+        "connection",
+        room = %crate::log_text::bounded(room),
+        id,
+        peer = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
+    if let Some(peer) = peer {
+        span.record("peer", tracing::field::display(peer));
+    }
+    if let Some(user) = user {
+        span.record(
+            "user",
+            tracing::field::display(crate::log_text::bounded(user)),
+        );
+    }
+    span
 }
 
 #[cfg(test)]

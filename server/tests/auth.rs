@@ -6,22 +6,18 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::*;
 use p384::ecdsa::signature::Signer as _;
+use testkit::callback::Reply;
 use testkit::client::{awareness_message, sync_message};
-use testkit::{free_port, wait_for_port, Handshake};
+use testkit::{free_port, wait_for_port, Handshake, PermissionCallback};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 use websocket::app::Instance;
@@ -120,82 +116,6 @@ fn payload_of(token: &str) -> serde_json::Value {
 // ---------------------------------------------------------------------------
 // The permission callback.
 
-/// How the callback answers for one (room, user).
-#[derive(Clone)]
-enum Answer {
-    /// 200 with `{"yaccess": …, "yuserid": user}`.
-    Access(&'static str),
-    /// This status with a valid-looking body.
-    Status(u16),
-    /// 200 with this body.
-    Body(&'static str),
-    /// Never answers.
-    Hang,
-}
-
-/// `GET /perm/{room}/{user}`: answers as the test set it, 404 otherwise, and records
-/// every path asked.
-#[derive(Clone, Default)]
-struct Callback {
-    answers: Arc<Mutex<HashMap<(String, String), Answer>>>,
-    asked: Arc<Mutex<Vec<String>>>,
-}
-
-impl Callback {
-    fn set(&self, room: &str, user: &str, answer: Answer) {
-        self.answers
-            .lock()
-            .unwrap()
-            .insert((room.to_string(), user.to_string()), answer);
-    }
-
-    fn asked(&self) -> Vec<String> {
-        self.asked.lock().unwrap().clone()
-    }
-
-    /// Serve on a free loopback port; returns the base URL to configure.
-    async fn serve(&self) -> String {
-        let app = Router::new().fallback(permission).with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        format!("http://{addr}/perm")
-    }
-}
-
-async fn permission(State(callback): State<Callback>, uri: Uri) -> Response {
-    let path = uri.path().to_string();
-    callback.asked.lock().unwrap().push(path.clone());
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let ["perm", room, user] = parts.as_slice() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let answer = callback
-        .answers
-        .lock()
-        .unwrap()
-        .get(&(room.to_string(), user.to_string()))
-        .cloned();
-    let json = |access: &str| {
-        (
-            [("content-type", "application/json")],
-            serde_json::json!({ "yaccess": access, "yuserid": user }).to_string(),
-        )
-            .into_response()
-    };
-    match answer {
-        None => StatusCode::NOT_FOUND.into_response(),
-        Some(Answer::Access(access)) => json(access),
-        Some(Answer::Status(status)) => {
-            let mut response = json("rw");
-            *response.status_mut() = StatusCode::from_u16(status).unwrap();
-            response
-        }
-        Some(Answer::Body(body)) => body.into_response(),
-        Some(Answer::Hang) => std::future::pending().await,
-    }
-}
-
 // ---------------------------------------------------------------------------
 // An instance with auth.
 
@@ -205,7 +125,7 @@ struct Setup {
     redis: RedisServer,
     _data: tempfile::TempDir,
     instance: Instance,
-    callback: Callback,
+    callback: PermissionCallback,
     private: String,
 }
 
@@ -213,8 +133,8 @@ async fn setup() -> Setup {
     logs();
     let redis = RedisServer::start().expect("redis-server must be installed");
     let data = tempfile::tempdir().unwrap();
-    let callback = Callback::default();
-    let base = callback.serve().await;
+    let callback = PermissionCallback::start().await.unwrap();
+    let base = callback.url().to_string();
     let (private, public) = generate_key_pair().unwrap();
     let mut cfg = config(Some(&redis), data.path());
     cfg.auth.public_key = Some(public);
@@ -279,8 +199,8 @@ async fn room_keys(redis: &RedisServer) -> Vec<String> {
 #[tokio::test]
 async fn read_write_tokens_by_query_and_by_subprotocol() {
     let s = setup().await;
-    s.callback.set("doc", "alice", Answer::Access("rw"));
-    s.callback.set("doc", "bob", Answer::Access("rw"));
+    s.callback.reply("doc", "alice", Reply::grant("rw"));
+    s.callback.reply("doc", "bob", Reply::grant("rw"));
     let alice = s.token("alice");
     let bob = s.token("bob");
     let by_query = format!("{}?yauth={alice}", s.url("doc"));
@@ -319,7 +239,7 @@ async fn read_write_tokens_by_query_and_by_subprotocol() {
 
     // The room is the path alone; the callback was asked per (room, user).
     assert_eq!(room_keys(&s.redis).await, ["y:room:doc:index"]);
-    let asked = s.callback.asked();
+    let asked = s.callback.paths();
     assert!(asked
         .iter()
         .all(|p| p == "/perm/doc/alice" || p == "/perm/doc/bob"));
@@ -333,8 +253,8 @@ async fn read_write_tokens_by_query_and_by_subprotocol() {
 #[tokio::test]
 async fn read_only_token_receives_everything_and_sends_nothing() {
     let s = setup().await;
-    s.callback.set("shared", "writer", Answer::Access("rw"));
-    s.callback.set("shared", "reader", Answer::Access("r"));
+    s.callback.reply("shared", "writer", Reply::grant("rw"));
+    s.callback.reply("shared", "reader", Reply::grant("r"));
     let writer_token = s.token("writer");
     let reader_token = s.token("reader");
     let key = "y:room:shared:index";
@@ -491,16 +411,42 @@ async fn refusals_are_401_before_the_upgrade() {
         ),
     ];
     // The token is good; the callback says no, or fails.
-    s.callback.set("ok", "alice", Answer::Access("rw"));
-    s.callback.set("forbidden", "alice", Answer::Status(403));
-    s.callback.set("error", "alice", Answer::Status(500));
-    s.callback
-        .set("badjson", "alice", Answer::Body("this is not json"));
-    s.callback
-        .set("noaccess", "alice", Answer::Body(r#"{"yuserid":"alice"}"#));
-    s.callback.set("admin", "alice", Answer::Access("admin"));
-    s.callback.set("upper", "alice", Answer::Access("RW"));
-    s.callback.set("slow", "alice", Answer::Hang);
+    s.callback.reply("ok", "alice", Reply::grant("rw"));
+    s.callback.reply(
+        "forbidden",
+        "alice",
+        Reply::Raw {
+            status: 403,
+            body: r#"{"yaccess":"rw"}"#.into(),
+        },
+    );
+    s.callback.reply(
+        "error",
+        "alice",
+        Reply::Raw {
+            status: 500,
+            body: r#"{"yaccess":"rw"}"#.into(),
+        },
+    );
+    s.callback.reply(
+        "badjson",
+        "alice",
+        Reply::Raw {
+            status: 200,
+            body: "this is not json".into(),
+        },
+    );
+    s.callback.reply(
+        "noaccess",
+        "alice",
+        Reply::Raw {
+            status: 200,
+            body: r#"{"yuserid":"alice"}"#.into(),
+        },
+    );
+    s.callback.reply("admin", "alice", Reply::grant("admin"));
+    s.callback.reply("upper", "alice", Reply::grant("RW"));
+    s.callback.reply("slow", "alice", Reply::Hang);
     let room_cases = [
         ("callback answers 403", "forbidden"),
         ("callback answers 500", "error"),
@@ -526,9 +472,9 @@ async fn refusals_are_401_before_the_upgrade() {
         expect_401(case, &s.url("ok"), Some(&entry)).await;
     }
     assert!(
-        s.callback.asked().is_empty(),
+        s.callback.paths().is_empty(),
         "a bad token never reaches the callback: {:?}",
-        s.callback.asked()
+        s.callback.paths()
     );
     for (case, room) in room_cases {
         expect_401(case, &format!("{}?yauth={valid}", s.url(room)), None).await;
@@ -591,8 +537,8 @@ async fn refusals_are_401_before_the_upgrade() {
 #[tokio::test]
 async fn node_ws_client_offering_two_protocols_syncs() {
     let s = setup().await;
-    s.callback.set("node", "node-user", Answer::Access("rw"));
-    s.callback.set("node", "rust-user", Answer::Access("rw"));
+    s.callback.reply("node", "node-user", Reply::grant("rw"));
+    s.callback.reply("node", "rust-user", Reply::grant("rw"));
     let node_token = s.token("node-user");
     let rust_token = s.token("rust-user");
     let rust = YClient::connect(&format!("{}?yauth={rust_token}", s.url("node")))
@@ -629,7 +575,7 @@ async fn node_ws_client_offering_two_protocols_syncs() {
     assert_eq!(rust.text("t"), seen);
     assert_eq!(
         s.callback
-            .asked()
+            .paths()
             .iter()
             .filter(|p| *p == "/perm/node/node-user")
             .count(),
@@ -832,9 +778,9 @@ async fn cli_tokens_open_the_rust_and_the_javascript_server() {
     let forged = auth_tool(&["token", "--private-key", &key_arg, "--user", "alice"]).remove(0);
 
     let redis = RedisServer::start().expect("redis-server must be installed");
-    let callback = Callback::default();
-    callback.set("cli", "alice", Answer::Access("rw"));
-    let base = callback.serve().await;
+    let callback = PermissionCallback::start().await.unwrap();
+    callback.reply("cli", "alice", Reply::grant("rw"));
+    let base = callback.url().to_string();
 
     let (rust_server, rust_port) = spawn_server(
         dir.path(),

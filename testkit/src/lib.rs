@@ -4,6 +4,7 @@
 //! A missing program is an error, never a skip: tests that need a service fail
 //! loudly where it is not installed (`ci/setup.sh` installs everything).
 
+pub mod callback;
 pub mod client;
 pub mod gcs;
 pub mod postgres;
@@ -13,9 +14,10 @@ pub mod s3;
 pub mod values;
 
 pub use self::redis::{xlen, RedisServer};
+pub use callback::PermissionCallback;
 pub use client::{doc_content, Handshake, RawClient, YClient};
 pub use gcs::FakeGcsServer;
 pub use postgres::PostgresServer;
-pub use process::{free_port, python, wait_for_port, ServiceProcess};
+pub use process::{free_port, group_listens_on, python, wait_for_port, ServiceProcess};
 pub use s3::S3Server;
 pub use values::{hex, now_ms};

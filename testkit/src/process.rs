@@ -7,10 +7,78 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 /// A free TCP port on 127.0.0.1, as told by the kernel. Another process may take
-/// it before it is used; services retry on a new port when that happens.
+/// it before it is used (the kernel hands the same free ports to every
+/// `bind(0)` on the machine); services retry on a new port when that happens,
+/// and readiness is checked with [`group_listens_on`], never by connecting,
+/// which would take the other process's listener for the service's.
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// Whether a process of the process group `group` (every [`ServiceProcess`]
+/// leads its own group, so pass its pid) holds a listening TCP socket on
+/// `port`. Linux only: read from `/proc/net/tcp{,6}` and the group's file
+/// descriptors.
+pub fn group_listens_on(group: u32, port: u16) -> bool {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    processes.flatten().any(|process| {
+        let dir = process.path();
+        let in_group = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // `pid (comm) state ppid pgrp ...`; comm may hold spaces.
+                let rest = stat.rsplit_once(')')?.1;
+                rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+            })
+            == Some(group);
+        in_group
+            && std::fs::read_dir(dir.join("fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|target| {
+                        let target = target.to_string_lossy();
+                        target
+                            .strip_prefix("socket:[")
+                            .and_then(|rest| rest.strip_suffix(']'))
+                            .and_then(|inode| inode.parse::<u64>().ok())
+                            .is_some_and(|inode| inodes.contains(&inode))
+                    })
+                })
+            })
+    })
+}
+
+/// Inodes of the sockets listening on TCP `port` (any address).
+fn listening_inodes(port: u16) -> std::collections::HashSet<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+            if local_port == Some(port) && *state == "0A" {
+                if let Ok(inode) = inode.parse() {
+                    inodes.insert(inode);
+                }
+            }
+        }
+    }
+    inodes
 }
 
 /// Wait until something accepts TCP connections on `127.0.0.1:port`.
@@ -87,6 +155,26 @@ impl ServiceProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Wait until this process (or one of its group) listens on `port`; fail
+    /// if it exits first (another process took the port, say) or `timeout`
+    /// passes.
+    pub fn wait_listening(&mut self, port: u16, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_running()?;
+            if self.pid().is_some_and(|pid| group_listens_on(pid, port)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} does not listen on port {port} after {timeout:?}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Fail if the process has already exited.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(child) = self.child.as_mut() {
@@ -148,4 +236,21 @@ impl Drop for ServiceProcess {
 /// `python3`.
 pub fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    #[test]
+    fn a_port_counts_only_for_the_group_that_listens_on_it() {
+        let redis = crate::RedisServer::start().unwrap();
+        let pid = redis.pid().expect("running");
+        assert!(group_listens_on(pid, redis.port()));
+        // A port this test process holds is not the redis-server's.
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = other.local_addr().unwrap().port();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(!group_listens_on(pid, port));
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::process::{free_port, wait_for_port, ServiceProcess};
+use crate::process::{free_port, ServiceProcess};
 
 /// A `redis-server` without persistence on a free port; stopped on drop.
 pub struct RedisServer {
@@ -14,11 +14,18 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Start a new server and wait until it accepts connections.
+    /// Start a new server and wait until it listens; on another port when
+    /// another process took the first one.
     pub fn start() -> Result<Self> {
-        let port = free_port()?;
-        let process = Self::spawn(port)?;
-        Ok(Self { port, process })
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            match Self::spawn(port) {
+                Ok(process) => return Ok(Self { port, process }),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
     }
 
     fn spawn(port: u16) -> Result<ServiceProcess> {
@@ -33,8 +40,8 @@ impl RedisServer {
             "--appendonly",
             "no",
         ]);
-        let process = ServiceProcess::spawn("redis-server", command)?;
-        wait_for_port(port, Duration::from_secs(10))?;
+        let mut process = ServiceProcess::spawn("redis-server", command)?;
+        process.wait_listening(port, Duration::from_secs(10))?;
         Ok(process)
     }
 

@@ -1,13 +1,12 @@
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::http::{HeaderMap, HeaderValue};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use testkit::callback::Reply;
+use testkit::PermissionCallback;
 
 use super::jwt::{self, now_millis, sign_compact, signing_key_from_jwk};
 use super::request::{encode_path_segment, room_segment};
@@ -666,69 +665,35 @@ fn user_ids_stay_one_path_segment() {
     assert_eq!(encode_path_segment("é"), "%C3%A9");
 }
 
-/// A permission callback: answers by room, records every request path.
-#[derive(Clone, Default)]
-struct Callback {
-    paths: Arc<Mutex<Vec<String>>>,
-}
-
-async fn callback_handler(State(state): State<Callback>, uri: Uri) -> Response {
-    let path = uri.path().to_owned();
-    state.paths.lock().unwrap().push(path.clone());
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let [_, room, user] = segments.as_slice() else {
-        return StatusCode::NOT_FOUND.into_response();
+/// A permission callback that answers by room, whoever asks.
+async fn start_callback() -> PermissionCallback {
+    let callback = PermissionCallback::start().await.unwrap();
+    let raw = |status: u16, body: &str| Reply::Raw {
+        status,
+        body: body.to_string(),
     };
-    let json = |access: &str| {
-        (
-            [("content-type", "application/json")],
-            serde_json::json!({ "yaccess": access, "yuserid": user }).to_string(),
-        )
-            .into_response()
-    };
-    match *room {
-        "rw-room" | "my%20room" => json("rw"),
-        "r-room" => json("r"),
-        "x-room" => json("x"),
-        "forbidden" => (StatusCode::FORBIDDEN, "{\"yaccess\":\"rw\"}").into_response(),
-        "badjson" => "this is not json".into_response(),
-        "noaccess" => serde_json::json!({ "yuserid": user })
-            .to_string()
-            .into_response(),
-        "slow" => {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            json("rw")
-        }
-        _ => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-async fn start_callback() -> (std::net::SocketAddr, Callback) {
-    let state = Callback::default();
-    let app = Router::new()
-        .fallback(callback_handler)
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (addr, state)
+    callback.reply_room("rw-room", Reply::grant("rw"));
+    callback.reply_room("my%20room", Reply::grant("rw"));
+    callback.reply_room("r-room", Reply::grant("r"));
+    callback.reply_room("x-room", Reply::grant("x"));
+    callback.reply_room("forbidden", raw(403, r#"{"yaccess":"rw"}"#));
+    callback.reply_room("badjson", raw(200, "this is not json"));
+    callback.reply_room("noaccess", raw(200, r#"{"yuserid":"alice"}"#));
+    callback.reply_room("slow", Reply::Hang);
+    callback
 }
 
 #[tokio::test]
 async fn authorize_against_a_permission_callback() {
-    let (addr, callback) = start_callback().await;
+    let callback = start_callback().await;
+    let base = callback.url().to_string();
     let (private, public) = keys();
     let timeout = Duration::from_millis(300);
     let token = mint_token(&private, "alice", Some(Duration::from_secs(60))).unwrap();
 
-    for base in [
-        format!("http://{addr}/perm"),
-        format!("http://{addr}/perm/"),
-    ] {
+    for base in [base.clone(), format!("{base}/")] {
         let auth = Authenticator::new(&public, &base, timeout).unwrap();
-        callback.paths.lock().unwrap().clear();
+        callback.clear_requests();
 
         let grant = auth.authorize("rw-room", &token).await.unwrap();
         assert_eq!(grant.user_id, "alice");
@@ -742,7 +707,7 @@ async fn authorize_against_a_permission_callback() {
         assert_eq!(grant.access, Access::ReadWrite);
 
         assert_eq!(
-            *callback.paths.lock().unwrap(),
+            callback.paths(),
             [
                 "/perm/rw-room/alice",
                 "/perm/r-room/alice",
@@ -752,7 +717,7 @@ async fn authorize_against_a_permission_callback() {
         );
     }
 
-    let auth = Authenticator::new(&public, &format!("http://{addr}/perm"), timeout).unwrap();
+    let auth = Authenticator::new(&public, &base, timeout).unwrap();
     let result = auth.authorize("forbidden", &token).await;
     assert!(
         matches!(&result, Err(AuthError::CallbackRefused(m)) if m.contains("403")),
@@ -787,7 +752,7 @@ async fn authorize_against_a_permission_callback() {
     );
 
     // A bad or expired token never reaches the callback.
-    callback.paths.lock().unwrap().clear();
+    callback.clear_requests();
     let (other_private, _) = keys();
     let forged = mint_token(&other_private, "alice", None).unwrap();
     assert!(matches!(
@@ -811,7 +776,7 @@ async fn authorize_against_a_permission_callback() {
         auth.authorize("..", &token).await,
         Err(AuthError::CallbackRefused(_))
     ));
-    assert!(callback.paths.lock().unwrap().is_empty());
+    assert!(callback.paths().is_empty());
 }
 
 #[tokio::test]

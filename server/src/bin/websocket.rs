@@ -62,14 +62,25 @@ enum AuthCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: piped logs (files, journald) stay plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("LOG_FORMAT").ok().as_deref().map(str::trim) {
+        None | Some("") | Some("text") => logs
+            // Colours only on a terminal: piped logs (files, journald) stay plain text.
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        Some("json") => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        Some(other) => {
+            eprintln!("error: LOG_FORMAT {other:?}: expected text or json");
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
         Some(Command::Auth(command)) => match auth(command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -149,8 +160,9 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         _ = instance.wait() => anyhow::bail!("the instance stopped unexpectedly"),
     }
     tracing::info!("shutting down");
-    // Whatever happens, the process ends within 10 s of the signal.
-    if tokio::time::timeout(Duration::from_secs(9), instance.shutdown())
+    // Whatever happens, the process ends within 10 s of the end of the drain.
+    let limit = instance.drain() + Duration::from_secs(9);
+    if tokio::time::timeout(limit, instance.shutdown())
         .await
         .is_err()
     {

@@ -182,12 +182,21 @@ pub struct WebsocketConfig {
     /// thread (a current-thread runtime).
     #[serde(deserialize_with = "number_or_string")]
     pub threads: usize,
+    /// Milliseconds between a stop signal and closing connections, during which
+    /// `/readyz` answers 503 so that a load balancer stops sending new clients.
+    #[serde(deserialize_with = "number_or_string")]
+    pub shutdown_drain: u64,
 }
 
 impl WebsocketConfig {
     /// The header read timeout as a duration.
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout)
+    }
+
+    /// The shutdown drain as a duration.
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_millis(self.shutdown_drain)
     }
 
     /// What each connection may do, and when a quiet one is closed.
@@ -222,6 +231,7 @@ impl Default for WebsocketConfig {
             max_awareness_state: limits.awareness_state,
             max_awareness_clients: limits.awareness_clients,
             threads: 0,
+            shutdown_drain: 0,
         }
     }
 }

@@ -150,6 +150,13 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| parse(&mut c.websocket.threads, v),
     },
     Setting {
+        key: "[websocket] shutdown_drain",
+        env: &["SHUTDOWN_DRAIN_MS"],
+        default: "`0`",
+        meaning: "ms between a stop signal and closing connections, while `/readyz` answers 503 and clients are still served",
+        apply: |c, v| parse(&mut c.websocket.shutdown_drain, v),
+    },
+    Setting {
         key: "[storage] backend",
         env: &["STORAGE_BACKEND"],
         default: "chosen",
@@ -277,6 +284,16 @@ pub const SETTINGS: &[Setting] = &[
         default: "`info`",
         meaning: "log filter, e.g. `debug` or `websocket=debug` (read by the binary at start)",
         apply: |_, _| Ok(()),
+    },
+    Setting {
+        key: "",
+        env: &["LOG_FORMAT"],
+        default: "`text`",
+        meaning: "`json`: one JSON object per log line, a connection's lines carrying its room, id, peer address and user (read by the binary at start)",
+        apply: |_, v| match v.trim() {
+            "text" | "json" => Ok(()),
+            _ => Err(format!("{v:?}: expected text or json")),
+        },
     },
 ];
 

@@ -1,0 +1,125 @@
+//! `LOG_FORMAT=json`: one JSON object per line, a connection's lines carrying
+//! the connection's fields.
+
+mod common;
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use testkit::{free_port, wait_for_port, ServiceProcess};
+
+#[tokio::test]
+async fn json_logs_carry_the_connection_fields() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_websocket"));
+    command
+        .current_dir(data.path())
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS")
+        .env("WS_PORT", port.to_string())
+        .env("WS_HOST", "127.0.0.1")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "websocket=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut process = ServiceProcess::spawn_with_stdio("websocket", command).unwrap();
+    let stderr = process
+        .child_mut()
+        .and_then(|child| child.stderr.take())
+        .expect("stderr piped");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = std::thread::spawn({
+        let lines = Arc::clone(&lines);
+        move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                lines.lock().unwrap().push(line.unwrap());
+            }
+        }
+    });
+    let count = |message: &str| {
+        let needle = format!("\"message\":\"{message}\"");
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(&needle))
+            .count()
+    };
+    wait_for_port(port, Duration::from_secs(20)).unwrap();
+
+    // A scripted session: two editors, one leaves by closing, one by dropping
+    // its socket.
+    let room = format!("ws://127.0.0.1:{port}/logged");
+    let a = YClient::connect(&room).await.unwrap();
+    let b = YClient::connect(&room).await.unwrap();
+    a.wait_synced(SOON).await.unwrap();
+    b.wait_synced(SOON).await.unwrap();
+    a.text_insert("t", 0, "hello");
+    b.wait_until("edit", SOON, |c| c.text("t") == "hello")
+        .await
+        .unwrap();
+    drop(a);
+    drop(b);
+    let raw = RawClient::connect(&room).await.unwrap();
+    raw.close().await;
+    eventually("every connection's end logged", SOON, || async {
+        count("client went away") == 2 && count("client disconnected") == 1
+    })
+    .await;
+
+    let status = tokio::task::spawn_blocking(move || process.terminate(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("stops");
+    assert!(status.success(), "exit status {status}");
+    reader.join().unwrap();
+    let text = lines.lock().unwrap().join("\n");
+
+    let mut connection_lines = 0;
+    let mut ids = std::collections::HashSet::new();
+    let mut messages = Vec::new();
+    for line in text.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|err| panic!("not one JSON object ({err}): {line}"));
+        assert!(value.is_object(), "{line}");
+        assert!(value["level"].is_string(), "{line}");
+        if value["target"] != "websocket::connection" {
+            continue;
+        }
+        connection_lines += 1;
+        let span = &value["span"];
+        assert_eq!(span["name"], "connection", "{line}");
+        assert_eq!(span["room"], "logged", "{line}");
+        assert!(
+            span["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{line}"
+        );
+        let id = span["id"].as_u64().unwrap_or_else(|| panic!("{line}"));
+        ids.insert(id);
+        assert_eq!(
+            value["level"], "DEBUG",
+            "clients leaving normally are debug: {line}"
+        );
+        messages.push(
+            value["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    assert_eq!(ids.len(), 3, "three connections logged apart:\n{text}");
+    assert!(connection_lines >= 6, "{text}");
+    for expected in ["document loaded", "client disconnected", "client went away"] {
+        assert!(
+            messages.iter().any(|m| m == expected),
+            "no {expected:?} line:\n{text}"
+        );
+    }
+}
