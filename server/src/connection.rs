@@ -243,11 +243,14 @@ pub async fn serve(
         pinged: false,
         meter: Meter::new(),
     };
-    let end = match connection.initial_sync().await {
+    // The opening and the closing are boxed: they run once, and inline they
+    // would make every connection's task as large as the largest of them for
+    // its whole life.
+    let end = match Box::pin(connection.initial_sync()).await {
         Ok(()) => connection.run().await,
         Err(end) => end,
     };
-    connection.close(end, membership).await;
+    Box::pin(connection.close(end, membership)).await;
 }
 
 impl Connection {

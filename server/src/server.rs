@@ -40,7 +40,13 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
         Err(rejection) => return rejection.into_response(),
     };
     let (access, subprotocol, user) = match &state.auth {
-        None => (Access::ReadWrite, None, None),
+        // Without auth an offered subprotocol is answered with its first
+        // entry, as y-redis answers.
+        None => (
+            Access::ReadWrite,
+            auth::first_offered_subprotocol(request.headers()),
+            None,
+        ),
         Some(authenticator) => {
             // Refused before anything is upgraded: a plain 401.
             // `authorize` logs the outcome; the token itself is never logged.

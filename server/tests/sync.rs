@@ -326,3 +326,25 @@ async fn opening_a_room_does_not_replay_its_backlog() {
     writer_instance.shutdown().await;
     fresh.shutdown().await;
 }
+
+#[tokio::test]
+async fn without_auth_an_offered_subprotocol_is_answered_with_its_first_entry() {
+    let data = tempfile::tempdir().unwrap();
+    let instance = start(&config(None, data.path())).await;
+    let mut client = RawClient::connect_with_protocols(&url(&instance, "p"), "first, second")
+        .await
+        .unwrap();
+    assert_eq!(client.recv(SOON).await.unwrap(), hex("00000100"));
+    match RawClient::try_connect(&url(&instance, "p"), Some("only"))
+        .await
+        .unwrap()
+    {
+        testkit::Handshake::Accepted { protocol, client } => {
+            assert_eq!(protocol.as_deref(), Some("only"));
+            client.close().await;
+        }
+        testkit::Handshake::Refused { status, .. } => panic!("refused with {status}"),
+    }
+    client.close().await;
+    instance.shutdown().await;
+}

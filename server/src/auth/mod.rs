@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use jwt::{generate_key_pair, mint_token};
-pub use request::token_from_request;
+pub use request::{first_offered_subprotocol, token_from_request};
 
 /// Why a connection was refused, or why the authentication setup is unusable.
 ///

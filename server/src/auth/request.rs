@@ -42,13 +42,7 @@ pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<Re
             subprotocol: Some(entry.to_owned()),
         });
     }
-    let first_offered = headers
-        .get(SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(',').next())
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .map(str::to_owned);
+    let first_offered = first_offered_subprotocol(headers);
     let query = query?;
     let query = query.strip_prefix('?').unwrap_or(query);
     // Decoded as `URLSearchParams` does: `+` is a space, `%XX` a byte, malformed
@@ -62,6 +56,19 @@ pub fn token_from_request(headers: &HeaderMap, query: Option<&str>) -> Option<Re
             token,
             subprotocol: first_offered,
         })
+}
+
+/// The first entry of the first `Sec-WebSocket-Protocol` line, which is what
+/// y-redis (uWebSockets.js) answers with when the offer carries no token: a
+/// client that offers subprotocols fails its handshake if none is answered.
+pub fn first_offered_subprotocol(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
 }
 
 /// Percent-encodes `s` for use as one URL path segment, so that a user id cannot add
