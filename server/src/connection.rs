@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Access, Authenticator};
 use crate::doc::load_doc;
 use crate::log_text::bounded;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, CloseReason, Metrics};
 use crate::protocol::{self, ClientAction, DOC_ID};
 use crate::rooms::{Membership, Rooms};
 use crate::socket::{close, frame, Flushed, FrameDecoder, Incoming, Outbox, Stopped};
@@ -179,6 +179,19 @@ enum End {
     FellBehind,
     /// The client or the bus failed it: close with this code and reason.
     Refused(u16, String),
+}
+
+/// The metrics label of an end.
+fn close_reason(end: &End) -> CloseReason {
+    match end {
+        End::ClientClosed(_) | End::ClientGone => CloseReason::Client,
+        End::Silent => CloseReason::Silent,
+        End::Shutdown => CloseReason::Shutdown,
+        End::FellBehind => CloseReason::SlowConsumer,
+        End::Refused(close::INTERNAL, _) => CloseReason::Error,
+        End::Refused(close::TOO_BIG | close::POLICY, _) => CloseReason::TooLarge,
+        End::Refused(..) => CloseReason::InvalidFrame,
+    }
 }
 
 /// One client's connection while it lives.
@@ -481,11 +494,15 @@ impl Connection {
             }
         }
         let state = &self.state;
+        let started = Instant::now();
         state
             .streams
             .append(&self.stream_key, &message)
             .await
-            .map(|()| metrics::inc(&state.metrics.messages_appended))
+            .map(|()| {
+                metrics::inc(&state.metrics.messages_appended);
+                metrics::observe(&state.metrics.append_seconds, started.elapsed());
+            })
             .map_err(|err| {
                 metrics::inc(&state.metrics.append_errors);
                 tracing::error!(room = %bounded(&self.room), %err, "could not append a message");
@@ -499,6 +516,7 @@ impl Connection {
         self.outbox.close();
         drop(membership);
         let room = bounded(&self.room);
+        self.state.metrics.closed(close_reason(&end));
         let frame = match &end {
             End::ClientClosed(code) => {
                 tracing::debug!(%room, "client disconnected");

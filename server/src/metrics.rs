@@ -1,160 +1,314 @@
-//! Counters and gauges of one instance, rendered in Prometheus's text format.
+//! One instance's metrics, kept in a `prometheus-client` registry and rendered
+//! in the OpenMetrics text format that Prometheus scrapes.
 //!
-//! Plain atomics, shared explicitly (an `Arc<Metrics>` handed to the parts that
-//! count), so counting costs next to nothing on the hot paths.
+//! Counters, gauges and histograms are atomics shared explicitly (an
+//! `Arc<Metrics>` handed to the parts that count); a labelled series is looked
+//! up once, when the metrics are built, so counting on the hot paths is one
+//! atomic operation (a few for a histogram observation) and no lookup.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A counter of whole events.
+pub type Count = Counter<u64, AtomicU64>;
+
+/// Why a WebSocket connection was closed, the label of
+/// `yws_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it or went away.
+    Client,
+    /// The client sent a frame or message that is not valid.
+    InvalidFrame,
+    /// The client sent a message over the size limit or over a rate limit.
+    TooLarge,
+    /// The client fell too far behind its room.
+    SlowConsumer,
+    /// The instance shut down.
+    Shutdown,
+    /// Nothing was heard from the client within the idle timeout.
+    Silent,
+    /// The server failed it (document not loaded, append failed).
+    Error,
+}
+
+impl CloseReason {
+    /// Every reason, in label order.
+    const ALL: [CloseReason; 7] = [
+        CloseReason::Client,
+        CloseReason::InvalidFrame,
+        CloseReason::TooLarge,
+        CloseReason::SlowConsumer,
+        CloseReason::Shutdown,
+        CloseReason::Silent,
+        CloseReason::Error,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::InvalidFrame => "invalid_frame",
+            CloseReason::TooLarge => "too_large",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Silent => "silent",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+/// The `reason` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
 
 /// One instance's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// WebSocket connections open now.
-    pub connections_open: AtomicU64,
+    pub connections_open: Gauge,
     /// WebSocket connections accepted since start.
-    pub connections_total: AtomicU64,
+    pub connections_total: Count,
     /// Connections closed because they fell too far behind their room.
-    pub connections_dropped_slow: AtomicU64,
+    pub connections_dropped_slow: Count,
     /// Client messages appended to a stream.
-    pub messages_appended: AtomicU64,
+    pub messages_appended: Count,
     /// Client frames refused as invalid (the connection was closed).
-    pub messages_refused: AtomicU64,
-    /// Messages handed to connections' queues by the subscriber.
-    pub messages_delivered: AtomicU64,
+    pub messages_refused: Count,
+    /// Messages handed to connections by the subscriber.
+    pub messages_delivered: Count,
     /// Stream entries the subscriber read.
-    pub stream_entries_read: AtomicU64,
+    pub stream_entries_read: Count,
     /// Failed stream reads (Redis unreachable, say).
-    pub stream_read_errors: AtomicU64,
+    pub stream_read_errors: Count,
     /// Failed appends (the client was asked to reconnect).
-    pub append_errors: AtomicU64,
+    pub append_errors: Count,
     /// Compaction passes that succeeded.
-    pub compactions: AtomicU64,
+    pub compactions: Count,
     /// Compaction passes that failed (the task is retried).
-    pub compaction_errors: AtomicU64,
+    pub compaction_errors: Count,
     /// Documents stored by compaction.
-    pub documents_stored: AtomicU64,
+    pub documents_stored: Count,
+    /// Seconds from a client message decoded to Redis acknowledging its append.
+    pub append_seconds: Histogram,
+    /// Seconds from a stream entry's id time to its frames written to the
+    /// room's sockets (once per stream and read, for its oldest entry).
+    pub delivery_lag_seconds: Histogram,
+    /// Stream entries returned by one subscriber read.
+    pub read_batch_entries: Histogram,
+    /// Seconds one compaction pass took (successful or not).
+    pub compaction_seconds: Histogram,
+    /// Connections closed, by [`CloseReason`] (indexed as `CloseReason::ALL`).
+    closed: [Count; 7],
+    /// Rooms open here, set when `/metrics` is rendered.
+    rooms_open: Gauge,
+    registry: Registry,
 }
 
-/// Add one to a counter.
-pub fn inc(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+impl Default for Metrics {
+    fn default() -> Self {
+        let seconds = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let closed_family = Family::<ReasonLabel, Count>::default();
+        let closed = CloseReason::ALL.map(|reason| {
+            closed_family
+                .get_or_create(&ReasonLabel {
+                    reason: reason.label(),
+                })
+                .clone()
+        });
+        let metrics = Self {
+            connections_open: Gauge::default(),
+            connections_total: Count::default(),
+            connections_dropped_slow: Count::default(),
+            messages_appended: Count::default(),
+            messages_refused: Count::default(),
+            messages_delivered: Count::default(),
+            stream_entries_read: Count::default(),
+            stream_read_errors: Count::default(),
+            append_errors: Count::default(),
+            compactions: Count::default(),
+            compaction_errors: Count::default(),
+            documents_stored: Count::default(),
+            append_seconds: seconds(),
+            delivery_lag_seconds: seconds(),
+            read_batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            compaction_seconds: seconds(),
+            closed,
+            rooms_open: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let mut registry = Registry::default();
+        let m = &metrics;
+        // Counter names lose their `_total` here: the encoder adds it back.
+        registry.register(
+            "yws_connections_open",
+            "WebSocket connections open now",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "yws_connections",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "yws_connections_dropped_slow",
+            "connections closed for falling behind their room",
+            m.connections_dropped_slow.clone(),
+        );
+        registry.register(
+            "yws_connections_closed",
+            "connections closed, by reason",
+            closed_family,
+        );
+        registry.register(
+            "yws_rooms_open",
+            "rooms with at least one connection on this instance",
+            m.rooms_open.clone(),
+        );
+        let counters: [(&str, &str, &Count); 9] = [
+            (
+                "yws_messages_appended",
+                "client messages appended to a stream",
+                &m.messages_appended,
+            ),
+            (
+                "yws_messages_refused",
+                "client frames refused as invalid",
+                &m.messages_refused,
+            ),
+            ("yws_append_errors", "appends that failed", &m.append_errors),
+            (
+                "yws_messages_delivered",
+                "messages queued to connections",
+                &m.messages_delivered,
+            ),
+            (
+                "yws_stream_entries_read",
+                "stream entries read by the subscriber",
+                &m.stream_entries_read,
+            ),
+            (
+                "yws_stream_read_errors",
+                "stream reads that failed",
+                &m.stream_read_errors,
+            ),
+            (
+                "yws_compactions",
+                "compaction passes that succeeded",
+                &m.compactions,
+            ),
+            (
+                "yws_compaction_errors",
+                "compaction passes that failed",
+                &m.compaction_errors,
+            ),
+            (
+                "yws_documents_stored",
+                "documents stored by compaction",
+                &m.documents_stored,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        let histograms: [(&str, &str, &Histogram); 4] = [
+            (
+                "yws_append_seconds",
+                "client message decoded to its append acknowledged by Redis",
+                &m.append_seconds,
+            ),
+            (
+                "yws_delivery_lag_seconds",
+                "stream entry id time to its frames written to the room's sockets",
+                &m.delivery_lag_seconds,
+            ),
+            (
+                "yws_read_batch_entries",
+                "stream entries returned by one subscriber read",
+                &m.read_batch_entries,
+            ),
+            (
+                "yws_compaction_seconds",
+                "duration of one compaction pass",
+                &m.compaction_seconds,
+            ),
+        ];
+        for (name, help, histogram) in histograms {
+            registry.register(name, help, histogram.clone());
+        }
+        Self {
+            registry,
+            ..metrics
+        }
+    }
 }
 
-/// Add `n` to a counter.
-pub fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+/// Something that counts up: a counter or a gauge.
+pub trait Up {
+    /// Add `n`.
+    fn up(&self, n: u64);
+}
+
+impl Up for Count {
+    fn up(&self, n: u64) {
+        self.inc_by(n);
+    }
+}
+
+impl Up for Gauge {
+    fn up(&self, n: u64) {
+        self.inc_by(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+/// Add one to a counter or gauge.
+pub fn inc(metric: &impl Up) {
+    metric.up(1);
+}
+
+/// Add `n` to a counter or gauge.
+pub fn add(metric: &impl Up, n: u64) {
+    metric.up(n);
 }
 
 /// Subtract one from a gauge.
-pub fn dec(gauge: &AtomicU64) {
-    gauge.fetch_sub(1, Ordering::Relaxed);
+pub fn dec(gauge: &Gauge) {
+    gauge.dec();
 }
 
-/// One exported metric: its name, type and help text, and how its value is read
-/// (from the counters, or the number of open rooms).
-struct Row {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    value: fn(&Metrics, usize) -> u64,
+/// Record a duration in a histogram of seconds.
+pub fn observe(histogram: &Histogram, elapsed: Duration) {
+    histogram.observe(elapsed.as_secs_f64());
 }
-
-fn load(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
-}
-
-/// Every exported metric, in the order `/metrics` lists them.
-const ROWS: &[Row] = &[
-    Row {
-        name: "yws_connections_open",
-        kind: "gauge",
-        help: "WebSocket connections open now",
-        value: |m, _| load(&m.connections_open),
-    },
-    Row {
-        name: "yws_connections_total",
-        kind: "counter",
-        help: "WebSocket connections accepted",
-        value: |m, _| load(&m.connections_total),
-    },
-    Row {
-        name: "yws_connections_dropped_slow_total",
-        kind: "counter",
-        help: "connections closed for falling behind their room",
-        value: |m, _| load(&m.connections_dropped_slow),
-    },
-    Row {
-        name: "yws_rooms_open",
-        kind: "gauge",
-        help: "rooms with at least one connection on this instance",
-        value: |_, rooms| rooms as u64,
-    },
-    Row {
-        name: "yws_messages_appended_total",
-        kind: "counter",
-        help: "client messages appended to a stream",
-        value: |m, _| load(&m.messages_appended),
-    },
-    Row {
-        name: "yws_messages_refused_total",
-        kind: "counter",
-        help: "client frames refused as invalid",
-        value: |m, _| load(&m.messages_refused),
-    },
-    Row {
-        name: "yws_append_errors_total",
-        kind: "counter",
-        help: "appends that failed",
-        value: |m, _| load(&m.append_errors),
-    },
-    Row {
-        name: "yws_messages_delivered_total",
-        kind: "counter",
-        help: "messages queued to connections",
-        value: |m, _| load(&m.messages_delivered),
-    },
-    Row {
-        name: "yws_stream_entries_read_total",
-        kind: "counter",
-        help: "stream entries read by the subscriber",
-        value: |m, _| load(&m.stream_entries_read),
-    },
-    Row {
-        name: "yws_stream_read_errors_total",
-        kind: "counter",
-        help: "stream reads that failed",
-        value: |m, _| load(&m.stream_read_errors),
-    },
-    Row {
-        name: "yws_compactions_total",
-        kind: "counter",
-        help: "compaction passes that succeeded",
-        value: |m, _| load(&m.compactions),
-    },
-    Row {
-        name: "yws_compaction_errors_total",
-        kind: "counter",
-        help: "compaction passes that failed",
-        value: |m, _| load(&m.compaction_errors),
-    },
-    Row {
-        name: "yws_documents_stored_total",
-        kind: "counter",
-        help: "documents stored by compaction",
-        value: |m, _| load(&m.documents_stored),
-    },
-];
 
 impl Metrics {
-    /// The Prometheus text exposition of every metric; `rooms` is the number of
-    /// rooms open on this instance.
+    /// Count a closed connection.
+    pub fn closed(&self, reason: CloseReason) {
+        let index = CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.closed[index].inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric; `rooms` is the number
+    /// of rooms open on this instance.
     pub fn render(&self, rooms: usize) -> String {
+        self.rooms_open
+            .set(i64::try_from(rooms).unwrap_or(i64::MAX));
         let mut out = String::new();
-        for row in ROWS {
-            let name = row.name;
-            let _ = writeln!(out, "# HELP {name} {}", row.help);
-            let _ = writeln!(out, "# TYPE {name} {}", row.kind);
-            let _ = writeln!(out, "{name} {}", (row.value)(self, rooms));
+        if let Err(err) = encode(&mut out, &self.registry) {
+            tracing::error!(%err, "could not render the metrics");
         }
         out
     }
@@ -165,19 +319,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prometheus_text() {
+    fn renders_every_series_with_its_name() {
         let metrics = Metrics::default();
         inc(&metrics.connections_total);
         inc(&metrics.connections_open);
         add(&metrics.messages_appended, 3);
+        observe(&metrics.append_seconds, Duration::from_millis(2));
+        metrics.closed(CloseReason::Shutdown);
         let text = metrics.render(2);
-        assert!(text.contains("# TYPE yws_connections_total counter\nyws_connections_total 1\n"));
-        assert!(text.contains("yws_messages_appended_total 3\n"));
-        assert!(text.contains("yws_rooms_open 2\n"));
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (name, value) = line.split_once(' ').unwrap();
-            assert!(name.starts_with("yws_"), "{line}");
-            value.parse::<u64>().unwrap();
-        }
+        assert!(
+            text.contains("# TYPE yws_connections counter\nyws_connections_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("yws_connections_open 1\n"), "{text}");
+        assert!(text.contains("yws_messages_appended_total 3\n"), "{text}");
+        assert!(text.contains("yws_rooms_open 2\n"), "{text}");
+        assert!(text.contains("yws_append_seconds_count 1\n"), "{text}");
+        assert!(
+            text.contains("yws_connections_closed_total{reason=\"shutdown\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("yws_connections_closed_total{reason=\"client\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

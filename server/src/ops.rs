@@ -40,7 +40,10 @@ pub fn router(state: Arc<OpsState>) -> Router {
 async fn metrics(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
     let rooms = state.rooms.as_ref().map_or(0, |rooms| rooms.len());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(rooms),
     )
 }

@@ -34,9 +34,12 @@ pub async fn run(
         match read {
             Ok(batches) => {
                 backoff = Duration::from_millis(100);
+                let entries: usize = batches.iter().map(|b| b.entries.len()).sum();
+                metrics.read_batch_entries.observe(entries as f64);
                 for batch in batches {
-                    let (Some(follow), Some(last)) = (
+                    let (Some(follow), Some(first), Some(last)) = (
                         follows.iter().find(|f| f.stream == batch.stream),
+                        batch.entries.first(),
                         batch.entries.last(),
                     ) else {
                         continue;
@@ -49,6 +52,9 @@ pub async fn run(
                     let frames: Vec<_> = messages.iter().map(|m| frame::binary(m)).collect();
                     let queued = rooms.deliver(follow, last.id, &frames);
                     metrics::add(&metrics.messages_delivered, queued as u64);
+                    // Once per stream and read, for its oldest entry.
+                    let lag_ms = now_ms().saturating_sub(first.id.ms);
+                    metrics::observe(&metrics.delivery_lag_seconds, Duration::from_millis(lag_ms));
                 }
             }
             Err(err) => {
@@ -63,4 +69,11 @@ pub async fn run(
         }
     }
     tracing::debug!("subscriber stopped");
+}
+
+/// Milliseconds since the Unix epoch, the clock of stream entry ids.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

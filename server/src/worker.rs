@@ -221,7 +221,10 @@ impl Worker {
     /// like an error, so one document can never stop the worker. Returns
     /// whether the pass succeeded.
     async fn compact_logged(&self, task: &WorkerTask) -> bool {
-        match AssertUnwindSafe(self.compact(task)).catch_unwind().await {
+        let started = std::time::Instant::now();
+        let compacted = AssertUnwindSafe(self.compact(task)).catch_unwind().await;
+        metrics::observe(&self.metrics.compaction_seconds, started.elapsed());
+        match compacted {
             Ok(Ok(outcome)) => {
                 metrics::inc(&self.metrics.compactions);
                 if matches!(outcome, Outcome::Compacted { stored: true, .. }) {

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 fn value(metrics: &str, name: &str) -> u64 {
@@ -68,5 +70,112 @@ async fn metrics_health_and_readiness() {
         get("/readyz").await.0 == 200
     })
     .await;
+    instance.shutdown().await;
+}
+
+/// A value that may be a float (histogram sums), as a float.
+fn float(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn scripted_traffic_moves_counters_and_histograms_by_its_amounts() {
+    const EDITS: u64 = 12;
+    let data = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().unwrap();
+    let mut cfg = config(Some(&redis), data.path());
+    cfg.metrics.port = Some(0);
+    let instance = start(&cfg).await;
+    let ops = format!(
+        "http://{}/metrics",
+        instance.metrics_addr.expect("metrics served")
+    );
+    let http = reqwest::Client::new();
+    let scrape = || {
+        let request = http.get(&ops);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            response.text().await.unwrap()
+        }
+    };
+
+    let a = YClient::connect(&url(&instance, "measured")).await.unwrap();
+    let b = YClient::connect(&url(&instance, "measured")).await.unwrap();
+    a.wait_synced(SOON).await.unwrap();
+    b.wait_synced(SOON).await.unwrap();
+    // The sync answers settle before the edits are counted.
+    let settled = |now: &str| {
+        value(now, "yws_stream_entries_read_total") == value(now, "yws_messages_appended_total")
+            && value(now, "yws_append_seconds_count") == value(now, "yws_messages_appended_total")
+    };
+    let deadline = tokio::time::Instant::now() + SOON;
+    let mut before = scrape().await;
+    while !settled(&before) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sync appends never settled:\n{before}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        before = scrape().await;
+    }
+
+    for n in 0..EDITS {
+        a.text_insert("t", 0, &format!("{n};"));
+    }
+    b.wait_until("every edit", SOON, |c| {
+        c.text("t").matches(';').count() == EDITS as usize
+    })
+    .await
+    .unwrap();
+    let read_before = value(&before, "yws_stream_entries_read_total");
+    let deadline = tokio::time::Instant::now() + SOON;
+    let mut after = scrape().await;
+    while value(&after, "yws_stream_entries_read_total") < read_before + EDITS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "entries never read:\n{after}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = scrape().await;
+    }
+    let delta = |name: &str| value(&after, name) - value(&before, name);
+    assert_eq!(delta("yws_messages_appended_total"), EDITS);
+    assert_eq!(
+        delta("yws_append_seconds_count"),
+        EDITS,
+        "one observation per append"
+    );
+    assert_eq!(
+        float(&after, "yws_read_batch_entries_sum") - float(&before, "yws_read_batch_entries_sum"),
+        EDITS as f64,
+        "read batch sizes add up to the entries read"
+    );
+    assert!(delta("yws_read_batch_entries_count") >= 1);
+    assert!(delta("yws_delivery_lag_seconds_count") >= 1);
+    assert!(delta("yws_delivery_lag_seconds_count") <= EDITS);
+    assert_eq!(delta("yws_append_errors_total"), 0);
+
+    let client_closed = "yws_connections_closed_total{reason=\"client\"}";
+    let closed_before = value(&after, client_closed);
+    drop(b);
+    eventually("the departure counted", SOON, || async {
+        value(&scrape().await, client_closed) == closed_before + 1
+    })
+    .await;
+    let last = scrape().await;
+    assert_eq!(value(&last, "yws_connections_open"), 1);
+    assert_eq!(value(&last, "yws_connections_total"), 2);
+    assert_eq!(value(&last, "yws_rooms_open"), 1);
+    assert_eq!(
+        value(&last, "yws_connections_closed_total{reason=\"shutdown\"}"),
+        0
+    );
+    drop(a);
     instance.shutdown().await;
 }
