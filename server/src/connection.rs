@@ -512,10 +512,15 @@ impl Connection {
 
     /// Leave the room, say goodbye as the end requires, and announce the
     /// client's awareness departure.
-    async fn close(self, end: End, membership: Membership) {
+    async fn close(mut self, end: End, membership: Membership) {
         self.outbox.close();
         drop(membership);
-        let room = bounded(&self.room);
+        if matches!(end, End::ClientGone) {
+            // A write failed or the socket ended: what the client sent before
+            // may still wait in the kernel; it is appended all the same.
+            self.read_rest(true, Duration::from_millis(100)).await;
+        }
+        let room = bounded(&self.room).to_string();
         self.state.metrics.closed(close_reason(&end));
         let frame = match &end {
             End::ClientClosed(code) => {
@@ -551,7 +556,10 @@ impl Connection {
         if let Some(frame) = frame {
             self.outbox.push(frame);
             if self.flush_within(SEND_TIMEOUT).await.is_ok() {
-                self.linger().await;
+                // A refused client's further messages are dropped; anyone
+                // else's, sent before it saw the close, are appended.
+                let keep = !matches!(end, End::Refused(..));
+                self.read_rest(keep, CLOSE_LINGER).await;
             }
         }
         if let Some((client_id, clock)) = self.awareness {
@@ -562,22 +570,37 @@ impl Connection {
         }
     }
 
-    /// After the close frame: read and drop what the client still sends until
-    /// it closes its side (or a short while passed), so that closing the
-    /// socket with unread bytes does not reset the connection before the
-    /// client has read the close frame.
-    async fn linger(&self) {
+    /// Read what the client still sends until it closes its side, sends its
+    /// close frame, or goes quiet for `quiet`; with `keep`, every complete
+    /// message from a writer is appended on the way (what a client sent before
+    /// it saw the close, or before its reset, is not lost: a reset does not
+    /// take back what this kernel received). Without it the bytes are dropped.
+    /// Either way the close frame is read before the socket goes, so closing
+    /// with unread bytes does not reset the connection under it.
+    async fn read_rest(&mut self, keep: bool, quiet: Duration) {
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
             loop {
-                if self.socket.readable().await.is_err() {
-                    return;
+                match tokio::time::timeout(quiet, self.socket.readable()).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
                 }
-                let mut scratch = [0u8; 1024];
-                match self.socket.try_read(&mut scratch) {
+                self.incoming.reserve(READ_CHUNK);
+                match self.socket.try_read_buf(&mut self.incoming) {
                     Ok(0) => return,
                     Ok(_) => {}
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(_) => return,
+                }
+                while let Ok(Some(incoming)) = self.decoder.decode(&mut self.incoming) {
+                    match incoming {
+                        Incoming::Binary(message) if keep && self.access == Access::ReadWrite => {
+                            if self.append(message).await.is_err() {
+                                return;
+                            }
+                        }
+                        Incoming::Close(_) => return,
+                        _ => {}
+                    }
                 }
             }
         })
