@@ -592,14 +592,15 @@ impl Connection {
                     Err(_) => return,
                 }
                 while let Ok(Some(incoming)) = self.decoder.decode(&mut self.incoming) {
-                    match incoming {
+                    let message = match incoming {
                         Incoming::Binary(message) if keep && self.access == Access::ReadWrite => {
-                            if self.append(message).await.is_err() {
-                                return;
-                            }
+                            message
                         }
                         Incoming::Close(_) => return,
-                        _ => {}
+                        _ => continue,
+                    };
+                    if self.append(message).await.is_err() {
+                        return;
                     }
                 }
             }
