@@ -147,8 +147,19 @@ impl Default for Metrics {
             rooms_open: Gauge::default(),
             registry: Registry::default(),
         };
+        let registry = metrics.registry(closed_family);
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// The registry every series is exported from.
+    fn registry(&self, closed_family: Family<ReasonLabel, Count>) -> Registry {
         let mut registry = Registry::default();
-        let m = &metrics;
+        let m = self;
         // Counter names lose their `_total` here: the encoder adds it back.
         registry.register(
             "yws_connections_open",
@@ -175,6 +186,14 @@ impl Default for Metrics {
             "rooms with at least one connection on this instance",
             m.rooms_open.clone(),
         );
+        self.register_counters(&mut registry);
+        self.register_histograms(&mut registry);
+        registry
+    }
+
+    /// The plain counters.
+    fn register_counters(&self, registry: &mut Registry) {
+        let m = self;
         let counters: [(&str, &str, &Count); 9] = [
             (
                 "yws_messages_appended",
@@ -221,6 +240,11 @@ impl Default for Metrics {
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
+    }
+
+    /// The histograms.
+    fn register_histograms(&self, registry: &mut Registry) {
+        let m = self;
         let histograms: [(&str, &str, &Histogram); 4] = [
             (
                 "yws_append_seconds",
@@ -245,10 +269,6 @@ impl Default for Metrics {
         ];
         for (name, help, histogram) in histograms {
             registry.register(name, help, histogram.clone());
-        }
-        Self {
-            registry,
-            ..metrics
         }
     }
 }

@@ -109,9 +109,12 @@ async fn scripted_traffic_moves_counters_and_histograms_by_its_amounts() {
     let b = YClient::connect(&url(&instance, "measured")).await.unwrap();
     a.wait_synced(SOON).await.unwrap();
     b.wait_synced(SOON).await.unwrap();
-    // The sync answers settle before the edits are counted.
+    // The sync answers settle before the edits are counted: each client answers
+    // the server's step 1 with a step 2, appended as an update.
     let settled = |now: &str| {
-        value(now, "yws_stream_entries_read_total") == value(now, "yws_messages_appended_total")
+        value(now, "yws_messages_appended_total") >= 2
+            && value(now, "yws_stream_entries_read_total")
+                == value(now, "yws_messages_appended_total")
             && value(now, "yws_append_seconds_count") == value(now, "yws_messages_appended_total")
     };
     let deadline = tokio::time::Instant::now() + SOON;
