@@ -746,8 +746,10 @@ async fn authorize_against_a_permission_callback() {
         matches!(result, Err(AuthError::CallbackFailed(_))),
         "{result:?}"
     );
+    // The callback never answers: the refusal is the timeout's, and a timeout
+    // never fires early.
     assert!(
-        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
+        elapsed >= Duration::from_millis(250),
         "timed out after {elapsed:?}"
     );
 

@@ -19,6 +19,28 @@ mod opcode {
     pub const PONG: u8 = 0xA;
 }
 
+/// WebSocket close codes this server sends.
+pub mod close {
+    /// The client closed normally (echoed back when it gave no code).
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket framing rules.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame: the protocol is binary.
+    pub const UNSUPPORTED: u16 = 1003;
+    /// A frame that does not decode as a y-websocket message.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The client went over a per-connection limit.
+    pub const POLICY: u16 = 1008;
+    /// A message over the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The document could not be loaded or the bus refused a message.
+    pub const INTERNAL: u16 = 1011;
+    /// The connection fell behind its room; reconnecting resyncs it.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
 /// What a client sent, one complete message or control frame at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
@@ -57,8 +79,8 @@ impl FrameError {
     /// The close code this error closes the connection with.
     pub fn close_code(&self) -> u16 {
         match self {
-            FrameError::Protocol(_) => super::close::PROTOCOL_ERROR,
-            FrameError::TooBig { .. } => super::close::TOO_BIG,
+            FrameError::Protocol(_) => close::PROTOCOL_ERROR,
+            FrameError::TooBig { .. } => close::TOO_BIG,
         }
     }
 }
