@@ -338,7 +338,7 @@ impl Connection {
                     Ok(()) => self.read().await,
                     Err(_) => Err(End::ClientGone),
                 },
-                _ = tick.tick() => self.check_idle(idle, &mut write_blocked),
+                _ = tick.tick() => self.check_idle(idle),
             };
             if let Err(end) = step {
                 return end;
@@ -381,7 +381,7 @@ impl Connection {
     /// Ping a client quiet for half the idle timeout; close one quiet for all
     /// of it that left the ping unanswered (a peer that vanished without
     /// closing its socket).
-    fn check_idle(&mut self, idle: Duration, blocked: &mut bool) -> Result<(), End> {
+    fn check_idle(&mut self, idle: Duration) -> Result<(), End> {
         if idle.is_zero() {
             return Ok(());
         }
@@ -394,21 +394,13 @@ impl Connection {
         if quiet >= idle / 2 && !self.pinged {
             self.pinged = true;
             self.outbox.push(frame::ping(b""));
-            self.write_out(blocked)?;
         }
         Ok(())
     }
 
     /// Read what the socket has and act on every complete frame.
     async fn read(&mut self) -> Result<(), End> {
-        self.incoming.reserve(READ_CHUNK);
-        let read = self.socket.try_read_buf(&mut self.incoming);
-        if self.incoming.is_empty() {
-            // Nothing came (or nothing is pending): an idle connection keeps
-            // no read buffer.
-            self.incoming = BytesMut::new();
-        }
-        match read {
+        match self.fill() {
             Ok(0) => return Err(End::ClientGone),
             Ok(_) => {
                 self.heard = Instant::now();
@@ -426,11 +418,7 @@ impl Connection {
             };
             match incoming {
                 Incoming::Close(code) => return Err(End::ClientClosed(code)),
-                Incoming::Ping(payload) => {
-                    self.outbox.push(frame::pong(&payload));
-                    let mut blocked = false;
-                    self.write_out(&mut blocked)?;
-                }
+                Incoming::Ping(payload) => self.outbox.push(frame::pong(&payload)),
                 Incoming::Pong => {}
                 // Everything a reader sends is dropped unread, awareness
                 // included (docs/protocol.md section 2.5), so it never
@@ -445,11 +433,24 @@ impl Connection {
                 Incoming::Binary(message) => self.append(message).await?,
             }
         }
+        self.release_idle_buffer();
+        Ok(())
+    }
+
+    /// Read what the socket has into `incoming`, without waiting; `Ok(0)` at
+    /// the end of the client's stream.
+    fn fill(&mut self) -> io::Result<usize> {
+        self.incoming.reserve(READ_CHUNK);
+        let read = self.socket.try_read_buf(&mut self.incoming);
+        self.release_idle_buffer();
+        read
+    }
+
+    /// An idle connection keeps no read buffer.
+    fn release_idle_buffer(&mut self) {
         if self.incoming.is_empty() {
-            // Idle connections keep no read buffer.
             self.incoming = BytesMut::new();
         }
-        Ok(())
     }
 
     /// Validate one message from a writer and append what must be appended.
@@ -584,8 +585,7 @@ impl Connection {
                     Ok(Ok(())) => {}
                     _ => return,
                 }
-                self.incoming.reserve(READ_CHUNK);
-                match self.socket.try_read_buf(&mut self.incoming) {
+                match self.fill() {
                     Ok(0) => return,
                     Ok(_) => {}
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,

@@ -127,10 +127,11 @@ impl Outbox {
         true
     }
 
-    /// Queue a frame of the connection's own (initial sync, pong, ping, close)
-    /// after what waits, whatever the capacity; [`Outbox::flush`] sends it.
+    /// Queue a frame of the connection's own (pong, ping, close) after what
+    /// waits, whatever the capacity, and wake the connection to write it.
     pub fn push(&self, frame: Bytes) {
         self.lock().queue.push_back(frame);
+        self.wake.notify_one();
     }
 
     /// Put the initial sync in front of the room frames that queued while it
