@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use conformance::dump::{self, Dump};
-use conformance::{paths, Fleet, Lang};
+use conformance::{paths, Fleet, Lang, Role};
 use redis::aio::MultiplexedConnection;
 use testkit::{hex, xlen, RawClient};
 use yrs::updates::encoder::Encode;
@@ -55,18 +55,16 @@ type SessionFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 /// One scripted session: what the clients do, given the fleet to do it on.
 struct Session {
     name: &'static str,
-    /// Whether the fleet runs a worker (task debounce 3 s).
-    worker: bool,
     script: for<'a> fn(&'a mut Fleet, Lang) -> SessionFuture<'a>,
 }
 
 /// Run `session` on a fresh fleet of `lang` and dump what it left in Redis.
 async fn run(session: &Session, lang: Lang) -> Result<Dump> {
-    let workers = usize::from(session.worker);
+    // A worker a session starts has a task debounce of 3 s.
     let builder = Fleet::builder().env("REDIS_TASK_DEBOUNCE", "3000");
     let builder = match lang {
-        Lang::Rust => builder.rust_servers(1).rust_workers(workers),
-        Lang::Js => builder.js_servers(1).js_workers(workers),
+        Lang::Rust => builder.rust_servers(1),
+        Lang::Js => builder.js_servers(1),
     };
     let mut fleet = builder.start().await?;
     (session.script)(&mut fleet, lang)
@@ -125,8 +123,11 @@ fn fixture_session<'a>(fleet: &'a mut Fleet, lang: Lang) -> SessionFuture<'a> {
             .await?;
         wait_len(&mut conn, FIXTURE_KEY, 4).await?;
 
-        // One compaction pass replaces the task; then the worker goes away, so
-        // that no second pass races with the dump.
+        // The worker starts only now, so that its first pass sees all four
+        // entries however long the steps above took; one compaction pass
+        // replaces the task; then the worker goes away, so that no second pass
+        // races with the dump.
+        fleet.add(lang, Role::Worker).await?;
         let deadline = tokio::time::Instant::now() + SOON;
         loop {
             let now = task_ids(&mut conn).await?;
@@ -281,7 +282,6 @@ fn updates_session<'a>(fleet: &'a mut Fleet, lang: Lang) -> SessionFuture<'a> {
 async fn fixture_session_leaves_the_same_redis_as_the_capture() {
     let session = Session {
         name: "fixture",
-        worker: true,
         script: fixture_session,
     };
     let dump = compare(&session).await;
@@ -301,7 +301,6 @@ async fn fixture_session_leaves_the_same_redis_as_the_capture() {
 async fn awareness_session_leaves_the_same_redis() {
     let session = Session {
         name: "awareness",
-        worker: false,
         script: awareness_session,
     };
     let dump = compare(&session).await;
@@ -312,7 +311,6 @@ async fn awareness_session_leaves_the_same_redis() {
 async fn updates_session_leaves_the_same_redis() {
     let session = Session {
         name: "updates",
-        worker: false,
         script: updates_session,
     };
     let dump = compare(&session).await;
