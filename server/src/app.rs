@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::ops::{self, OpsState};
 use crate::rooms::Rooms;
 use crate::server;
-use crate::storage::{open_storage, Storage, StorageError};
+use crate::storage::{open_metered, Storage, StorageError};
 use crate::streams::{MemoryStreams, RedisStreams, StreamError, Streams};
 use crate::subscriber;
 use crate::worker::{UpdateCallback, Worker, WorkerError, WorkerSettings};
@@ -87,8 +87,9 @@ impl Instance {
     /// `redis.fail_fast` asks for an error instead.
     pub async fn start(config: &Config, roles: Roles) -> Result<Self, StartError> {
         let embedded = config.redis.url.is_none();
+        let metrics = Arc::new(Metrics::default());
         let bus = open_bus(config, roles).await?;
-        let storage = open_storage(&config.storage).await?;
+        let storage = open_metered(&config.storage, &metrics).await?;
         let auth = open_auth(config, roles)?;
         if embedded && !roles.worker {
             tracing::warn!("embedded bus without a worker: documents are not stored");
@@ -96,7 +97,6 @@ impl Instance {
 
         let stop = CancellationToken::new();
         let draining = CancellationToken::new();
-        let metrics = Arc::new(Metrics::default());
         let rooms = roles.serve.then(Rooms::new);
         let connected = Arc::new(OnceLock::new());
         let metrics_addr = match config.metrics.port {

@@ -72,6 +72,79 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// One of the [`crate::storage::Storage`] trait's operations, the `operation`
+/// label of the storage series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageOperation {
+    /// Every stored item of a document.
+    Load,
+    /// Store a new item.
+    Put,
+    /// Delete replaced items.
+    Delete,
+    /// The stored document's state vector.
+    StateVector,
+}
+
+impl StorageOperation {
+    /// Every operation, in label order.
+    const ALL: [StorageOperation; 4] = [
+        StorageOperation::Load,
+        StorageOperation::Put,
+        StorageOperation::Delete,
+        StorageOperation::StateVector,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            StorageOperation::Load => "load",
+            StorageOperation::Put => "put",
+            StorageOperation::Delete => "delete",
+            StorageOperation::StateVector => "state_vector",
+        }
+    }
+}
+
+/// The `backend` and `operation` labels of the storage series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StorageLabels {
+    backend: &'static str,
+    operation: &'static str,
+}
+
+/// The latency histogram and error counter of one storage operation on one
+/// backend, looked up once so that a call only touches atomics.
+#[derive(Debug, Clone)]
+pub struct StorageSeries {
+    /// Seconds each call took, successful or not.
+    pub seconds: Histogram,
+    /// Calls that failed.
+    pub errors: Count,
+}
+
+/// The storage series of one backend, one per [`StorageOperation`].
+#[derive(Debug, Clone)]
+pub struct StorageMetrics {
+    series: [StorageSeries; 4],
+}
+
+impl StorageMetrics {
+    /// The series of `operation`.
+    pub fn of(&self, operation: StorageOperation) -> &StorageSeries {
+        let index = StorageOperation::ALL
+            .iter()
+            .position(|o| *o == operation)
+            .unwrap_or(0);
+        &self.series[index]
+    }
+}
+
+/// Buckets of every histogram of seconds: 0.5 ms to about 16 s.
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
 /// One instance's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -112,12 +185,16 @@ pub struct Metrics {
     closed: [Count; 7],
     /// Rooms open here, set when `/metrics` is rendered.
     rooms_open: Gauge,
+    /// Storage call latency by backend and operation.
+    storage_seconds: Family<StorageLabels, Histogram, fn() -> Histogram>,
+    /// Failed storage calls by backend and operation.
+    storage_errors: Family<StorageLabels, Count>,
     registry: Registry,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let seconds = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let seconds = seconds_histogram;
         let closed_family = Family::<ReasonLabel, Count>::default();
         let closed = CloseReason::ALL.map(|reason| {
             closed_family
@@ -145,6 +222,8 @@ impl Default for Metrics {
             compaction_seconds: seconds(),
             closed,
             rooms_open: Gauge::default(),
+            storage_seconds: Family::new_with_constructor(seconds_histogram),
+            storage_errors: Family::default(),
             registry: Registry::default(),
         };
         let registry = metrics.registry(closed_family);
@@ -185,6 +264,16 @@ impl Metrics {
             "yws_rooms_open",
             "rooms with at least one connection on this instance",
             m.rooms_open.clone(),
+        );
+        registry.register(
+            "yws_storage_operation_seconds",
+            "duration of one storage call, by backend and operation",
+            m.storage_seconds.clone(),
+        );
+        registry.register(
+            "yws_storage_errors",
+            "storage calls that failed, by backend and operation",
+            m.storage_errors.clone(),
         );
         self.register_counters(&mut registry);
         self.register_histograms(&mut registry);
@@ -312,6 +401,22 @@ pub fn observe(histogram: &Histogram, elapsed: Duration) {
 }
 
 impl Metrics {
+    /// The storage series of `backend` (`fs`, `s3`, ...), created now so that
+    /// they are exported before the first call.
+    pub fn storage(&self, backend: &'static str) -> StorageMetrics {
+        let series = StorageOperation::ALL.map(|operation| {
+            let labels = StorageLabels {
+                backend,
+                operation: operation.label(),
+            };
+            StorageSeries {
+                seconds: self.storage_seconds.get_or_create(&labels).clone(),
+                errors: self.storage_errors.get_or_create(&labels).clone(),
+            }
+        });
+        StorageMetrics { series }
+    }
+
     /// Count a closed connection.
     pub fn closed(&self, reason: CloseReason) {
         let index = CloseReason::ALL

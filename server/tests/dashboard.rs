@@ -3,9 +3,11 @@
 use std::collections::BTreeSet;
 
 /// Every series name `/metrics` renders (histograms with their `_bucket`,
-/// `_sum` and `_count` series).
+/// `_sum` and `_count` series), once storage is opened.
 fn exported() -> BTreeSet<String> {
-    websocket::metrics::Metrics::default()
+    let metrics = websocket::metrics::Metrics::default();
+    let _storage = metrics.storage("fs");
+    metrics
         .render(0)
         .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())

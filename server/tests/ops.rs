@@ -182,3 +182,75 @@ async fn scripted_traffic_moves_counters_and_histograms_by_its_amounts() {
     drop(a);
     instance.shutdown().await;
 }
+
+/// The storage series of the fs backend for `operation`.
+fn storage_series(name: &str, operation: &str) -> String {
+    format!("{name}{{backend=\"fs\",operation=\"{operation}\"}}")
+}
+
+#[tokio::test]
+async fn storage_calls_are_timed_and_their_failures_counted() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("documents");
+    let redis = RedisServer::start().unwrap();
+    let mut cfg = config(Some(&redis), &dir);
+    cfg.metrics.port = Some(0);
+    cfg.redis.task_debounce = 100;
+    let instance = start(&cfg).await;
+    let ops = format!(
+        "http://{}/metrics",
+        instance.metrics_addr.expect("metrics served")
+    );
+    let scrape = || async { reqwest::get(&ops).await.unwrap().text().await.unwrap() };
+    let calls = |text: &str, operation: &str| {
+        value(
+            text,
+            &storage_series("yws_storage_operation_seconds_count", operation),
+        )
+    };
+    let errors = |text: &str, operation: &str| {
+        value(text, &storage_series("yws_storage_errors_total", operation))
+    };
+
+    // Exported before the first call.
+    let first = scrape().await;
+    for operation in ["load", "put", "delete", "state_vector"] {
+        assert_eq!(errors(&first, operation), 0, "{first}");
+    }
+    assert_eq!(calls(&first, "put"), 0, "{first}");
+
+    // A worker pass: the client's initial sync and the worker load, the
+    // worker puts.
+    let a = YClient::connect(&url(&instance, "kept")).await.unwrap();
+    a.wait_synced(SOON).await.unwrap();
+    a.text_insert("t", 0, "x");
+    eventually("compacted", SOON, || async {
+        value(&scrape().await, "yws_documents_stored_total") >= 1
+    })
+    .await;
+    let stored = scrape().await;
+    assert!(calls(&stored, "put") >= 1, "{stored}");
+    assert!(calls(&stored, "load") >= 2, "{stored}");
+    for operation in ["load", "put", "delete", "state_vector"] {
+        assert_eq!(errors(&stored, operation), 0, "{stored}");
+    }
+    drop(a);
+
+    // The storage directory becomes unusable: a file stands where it was, so
+    // loading a document fails and the client is refused.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let before = scrape().await;
+    let b = YClient::connect(&url(&instance, "unusable")).await.unwrap();
+    b.wait_until("refused", SOON, |c| c.closed().is_some())
+        .await
+        .unwrap();
+    assert_eq!(b.closed(), Some(1011));
+    let after = scrape().await;
+    assert!(
+        errors(&after, "load") > errors(&before, "load"),
+        "{before}\n{after}"
+    );
+    assert!(calls(&after, "load") >= errors(&after, "load"), "{after}");
+    instance.shutdown().await;
+}

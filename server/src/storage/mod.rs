@@ -17,6 +17,7 @@ pub mod fs;
 pub mod gcs;
 mod http;
 pub mod memory;
+mod metered;
 mod names;
 mod objects;
 mod open;
@@ -24,7 +25,8 @@ pub mod postgres;
 pub mod s3;
 
 pub use config::{StorageBackend, StorageConfig};
-pub use open::{open_storage, OPEN_TIMEOUT};
+pub use metered::Metered;
+pub use open::{open_metered, open_storage, OPEN_TIMEOUT};
 
 /// Why a storage operation failed. Callers treat every variant as retryable except
 /// [`StorageError::Config`], which is reported at start.

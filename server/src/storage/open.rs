@@ -8,9 +8,11 @@ use super::config::{StorageBackend, StorageConfig, DEFAULT_DIR};
 use super::fs::FsStorage;
 use super::gcs::{GcsOptions, GcsStorage};
 use super::memory::MemoryStorage;
+use super::metered::Metered;
 use super::postgres::PostgresStorage;
 use super::s3::S3Storage;
 use super::{Storage, StorageError};
+use crate::metrics::Metrics;
 
 /// How long opening a backend (connecting, the start-up check) may take in all,
 /// so a server that accepts connections but never answers stops the start too.
@@ -30,6 +32,15 @@ pub async fn open_storage(cfg: &StorageConfig) -> Result<Arc<dyn Storage>, Stora
             OPEN_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// [`open_storage`], every call of the opened storage timed and its failures
+/// counted into `metrics` (the instance's storage series).
+pub async fn open_metered(
+    cfg: &StorageConfig,
+    metrics: &Metrics,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    Ok(Metered::wrap(open_storage(cfg).await?, metrics))
 }
 
 async fn open_backend(
