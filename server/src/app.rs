@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::connection::{AppState, ConnectionSettings};
 use crate::gate::Gate;
 use crate::listener::{self, ListenerSettings};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refusal};
 use crate::ops::{self, OpsState};
 use crate::rooms::Rooms;
 use crate::server;
@@ -111,7 +111,7 @@ impl Instance {
             }
             None => None,
         };
-        let gate = Arc::new(Gate::default());
+        let gate = Arc::new(Gate::new(metrics.refusals(Refusal::Unavailable).clone()));
         let (local_addr, serving) = if roles.serve {
             let (addr, serving) = serve_websocket(config, &gate, &stop).await?;
             (addr, Some(serving))

@@ -11,16 +11,28 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceExt as _;
 
+use crate::metrics::Count;
+
 /// Holds the real router once there is one.
 #[derive(Default)]
 pub struct Gate {
     inner: OnceLock<Router>,
+    /// Requests refused while there is none.
+    refused: Count,
 }
 
 /// Seconds a refused client is told to wait before trying again.
 const RETRY_AFTER: &str = "2";
 
 impl Gate {
+    /// A closed gate counting the requests it refuses into `refused`.
+    pub fn new(refused: Count) -> Self {
+        Self {
+            inner: OnceLock::new(),
+            refused,
+        }
+    }
+
     /// Serve `router` from now on (the first call wins).
     pub fn open(&self, router: Router) {
         let _ = self.inner.set(router);
@@ -38,7 +50,10 @@ impl Gate {
                         Ok(response) => response,
                         Err(never) => match never {},
                     },
-                    None => not_ready(),
+                    None => {
+                        gate.refused.inc();
+                        not_ready()
+                    }
                 }
             }
         })
@@ -66,8 +81,10 @@ mod tests {
         let request = || Request::builder().uri("/x").body(Body::empty()).unwrap();
         let refused = router.clone().oneshot(request()).await.unwrap();
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(gate.refused.get(), 1);
         gate.open(Router::new().route("/x", get(|| async { "served" })));
         let served = router.oneshot(request()).await.unwrap();
         assert_eq!(served.status(), StatusCode::OK);
+        assert_eq!(gate.refused.get(), 1, "served requests are not refusals");
     }
 }

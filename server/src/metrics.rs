@@ -66,6 +66,59 @@ impl CloseReason {
     }
 }
 
+/// Why a WebSocket upgrade was refused, the label of
+/// `yws_upgrades_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Auth is on and the request carried no token (401).
+    NoToken,
+    /// The token is malformed, its signature does not verify, or it names no
+    /// user (401).
+    BadToken,
+    /// The token's `exp` is past (401).
+    Expired,
+    /// The permission callback could not be asked or answered unreadably:
+    /// unreachable, timed out, not JSON (401).
+    CallbackError,
+    /// The permission callback answered and granted nothing: a non-2xx
+    /// status (404, 403, ...) or no usable `yaccess` (401).
+    Forbidden,
+    /// The path is no room (404).
+    NotFound,
+    /// The request is no WebSocket upgrade (400, 405, 426).
+    BadRequest,
+    /// Redis has not answered yet since the instance started (503).
+    Unavailable,
+}
+
+impl Refusal {
+    /// Every reason, in label order.
+    const ALL: [Refusal; 8] = [
+        Refusal::NoToken,
+        Refusal::BadToken,
+        Refusal::Expired,
+        Refusal::CallbackError,
+        Refusal::Forbidden,
+        Refusal::NotFound,
+        Refusal::BadRequest,
+        Refusal::Unavailable,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::NoToken => "no_token",
+            Refusal::BadToken => "bad_token",
+            Refusal::Expired => "expired",
+            Refusal::CallbackError => "callback_error",
+            Refusal::Forbidden => "forbidden",
+            Refusal::NotFound => "not_found",
+            Refusal::BadRequest => "bad_request",
+            Refusal::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// The `reason` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -183,6 +236,8 @@ pub struct Metrics {
     pub compaction_seconds: Histogram,
     /// Connections closed, by [`CloseReason`] (indexed as `CloseReason::ALL`).
     closed: [Count; 7],
+    /// Upgrades refused, by [`Refusal`] (indexed as `Refusal::ALL`).
+    refused: [Count; 8],
     /// Rooms open here, set when `/metrics` is rendered.
     rooms_open: Gauge,
     /// Storage call latency by backend and operation.
@@ -198,6 +253,14 @@ impl Default for Metrics {
         let closed_family = Family::<ReasonLabel, Count>::default();
         let closed = CloseReason::ALL.map(|reason| {
             closed_family
+                .get_or_create(&ReasonLabel {
+                    reason: reason.label(),
+                })
+                .clone()
+        });
+        let refused_family = Family::<ReasonLabel, Count>::default();
+        let refused = Refusal::ALL.map(|reason| {
+            refused_family
                 .get_or_create(&ReasonLabel {
                     reason: reason.label(),
                 })
@@ -221,12 +284,13 @@ impl Default for Metrics {
             read_batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             compaction_seconds: seconds(),
             closed,
+            refused,
             rooms_open: Gauge::default(),
             storage_seconds: Family::new_with_constructor(seconds_histogram),
             storage_errors: Family::default(),
             registry: Registry::default(),
         };
-        let registry = metrics.registry(closed_family);
+        let registry = metrics.registry(closed_family, refused_family);
         Self {
             registry,
             ..metrics
@@ -236,7 +300,11 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The registry every series is exported from.
-    fn registry(&self, closed_family: Family<ReasonLabel, Count>) -> Registry {
+    fn registry(
+        &self,
+        closed_family: Family<ReasonLabel, Count>,
+        refused_family: Family<ReasonLabel, Count>,
+    ) -> Registry {
         let mut registry = Registry::default();
         let m = self;
         // Counter names lose their `_total` here: the encoder adds it back.
@@ -259,6 +327,11 @@ impl Metrics {
             "yws_connections_closed",
             "connections closed, by reason",
             closed_family,
+        );
+        registry.register(
+            "yws_upgrades_refused",
+            "WebSocket upgrade requests refused, by reason",
+            refused_family,
         );
         registry.register(
             "yws_rooms_open",
@@ -415,6 +488,17 @@ impl Metrics {
             }
         });
         StorageMetrics { series }
+    }
+
+    /// The counter of upgrades refused for `reason`.
+    pub fn refusals(&self, reason: Refusal) -> &Count {
+        let index = Refusal::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        &self.refused[index]
+    }
+
+    /// Count a refused upgrade.
+    pub fn refused(&self, reason: Refusal) {
+        self.refusals(reason).inc();
     }
 
     /// Count a closed connection.

@@ -12,8 +12,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
-use crate::auth::{self, Access};
+use crate::auth::{self, Access, AuthError};
 use crate::connection::{self, AppState};
+use crate::metrics::Refusal;
 use crate::socket::handshake::{self, Rejection};
 
 /// The router: every path is a room.
@@ -32,12 +33,17 @@ pub fn room_of(uri: &Uri) -> Option<String> {
 }
 
 async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
+    let refused = |reason| state.metrics.refused(reason);
     let Some(room) = room_of(request.uri()) else {
+        refused(Refusal::NotFound);
         return (StatusCode::NOT_FOUND, "connect to /<room>\n").into_response();
     };
     let key = match handshake::check(request.method(), request.headers()) {
         Ok(key) => key,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            refused(Refusal::BadRequest);
+            return rejection.into_response();
+        }
     };
     let (access, subprotocol, user) = match &state.auth {
         // Without auth an offered subprotocol is answered with its first
@@ -54,14 +60,18 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
             else {
                 tracing::info!(
                     room = %crate::log_text::bounded(&room),
-                    reason = %auth::AuthError::MissingToken,
+                    reason = %AuthError::MissingToken,
                     "connection refused"
                 );
+                refused(Refusal::NoToken);
                 return StatusCode::UNAUTHORIZED.into_response();
             };
             match authenticator.authorize(&room, &token.token).await {
                 Ok(grant) => (grant.access, token.subprotocol, Some(grant.user_id)),
-                Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
+                Err(err) => {
+                    refused(refusal_of(&err));
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
             }
         }
     };
@@ -69,6 +79,7 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
     else {
+        refused(Refusal::BadRequest);
         return Rejection::NotUpgradable.into_response();
     };
     let token = state.connections.token();
@@ -95,6 +106,19 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
         drop(token);
     });
     handshake::switching_protocols(&key, subprotocol.as_deref())
+}
+
+/// The metrics label of an auth failure.
+fn refusal_of(err: &AuthError) -> Refusal {
+    match err {
+        AuthError::MissingToken => Refusal::NoToken,
+        AuthError::Malformed(_) | AuthError::BadSignature | AuthError::MissingUserId => {
+            Refusal::BadToken
+        }
+        AuthError::Expired => Refusal::Expired,
+        AuthError::CallbackRefused(_) => Refusal::Forbidden,
+        AuthError::CallbackFailed(_) | AuthError::Config(_) => Refusal::CallbackError,
+    }
 }
 
 /// Numbers this process's connections, for telling their log lines apart.
