@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::connection::{AppState, ConnectionSettings};
 use crate::gate::Gate;
 use crate::listener::{self, ListenerSettings};
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::{Count, Metrics, Refusal};
 use crate::ops::{self, OpsState};
 use crate::rooms::Rooms;
 use crate::server;
@@ -88,7 +88,7 @@ impl Instance {
     pub async fn start(config: &Config, roles: Roles) -> Result<Self, StartError> {
         let embedded = config.redis.url.is_none();
         let metrics = Arc::new(Metrics::default());
-        let bus = open_bus(config, roles).await?;
+        let bus = open_bus(config, roles, &metrics.redis_reconnects).await?;
         let storage = open_metered(&config.storage, &metrics).await?;
         let auth = open_auth(config, roles)?;
         if embedded && !roles.worker {
@@ -175,7 +175,8 @@ impl Instance {
 
 /// Connect to Redis, or the embedded bus without a Redis URL. Redis not
 /// answering is an error with `redis.fail_fast`, else it is waited for.
-async fn open_bus(config: &Config, roles: Roles) -> Result<Bus, StartError> {
+/// Redis connections count their reconnects into `reconnects`.
+async fn open_bus(config: &Config, roles: Roles, reconnects: &Count) -> Result<Bus, StartError> {
     let prefix = &config.redis.prefix;
     let Some(url) = &config.redis.url else {
         if !roles.serve {
@@ -185,7 +186,9 @@ async fn open_bus(config: &Config, roles: Roles) -> Result<Bus, StartError> {
         return Ok(Bus::Ready(Arc::new(MemoryStreams::new(prefix))));
     };
     match RedisStreams::connect(url, prefix).await {
-        Ok(streams) => Ok(Bus::Ready(Arc::new(streams))),
+        Ok(streams) => Ok(Bus::Ready(Arc::new(
+            streams.with_reconnects(reconnects.clone()),
+        ))),
         Err(err) if config.redis.fail_fast => Err(err.into()),
         Err(err) => {
             tracing::warn!(
@@ -195,6 +198,7 @@ async fn open_bus(config: &Config, roles: Roles) -> Result<Bus, StartError> {
             Ok(Bus::Pending {
                 url: url.clone(),
                 prefix: prefix.clone(),
+                reconnects: reconnects.clone(),
             })
         }
     }
@@ -280,7 +284,11 @@ fn worker_settings(config: &Config) -> Result<WorkerSettings, StartError> {
 /// The stream bus at start: connected, or Redis still to be waited for.
 enum Bus {
     Ready(Arc<dyn Streams>),
-    Pending { url: String, prefix: String },
+    Pending {
+        url: String,
+        prefix: String,
+        reconnects: Count,
+    },
 }
 
 /// How often a Redis that did not answer at start is tried again.
@@ -289,9 +297,13 @@ const REDIS_RETRY: Duration = Duration::from_secs(2);
 impl Bus {
     /// The connected bus; `None` when `stop` fired first.
     async fn connected(self, stop: &CancellationToken) -> Option<Arc<dyn Streams>> {
-        let (url, prefix) = match self {
+        let (url, prefix, reconnects) = match self {
             Bus::Ready(streams) => return Some(streams),
-            Bus::Pending { url, prefix } => (url, prefix),
+            Bus::Pending {
+                url,
+                prefix,
+                reconnects,
+            } => (url, prefix, reconnects),
         };
         loop {
             tokio::select! {
@@ -305,7 +317,7 @@ impl Bus {
             match attempt {
                 Ok(streams) => {
                     tracing::info!("redis answers; serving");
-                    return Some(Arc::new(streams));
+                    return Some(Arc::new(streams.with_reconnects(reconnects)));
                 }
                 Err(err) => tracing::warn!(
                     %err,

@@ -225,6 +225,8 @@ pub struct Metrics {
     pub compaction_errors: Count,
     /// Documents stored by compaction.
     pub documents_stored: Count,
+    /// Connections to Redis re-established after they broke.
+    pub redis_reconnects: Count,
     /// Seconds from a client message decoded to Redis acknowledging its append.
     pub append_seconds: Histogram,
     /// Seconds from a stream entry's id time to its frames written to the
@@ -279,6 +281,7 @@ impl Default for Metrics {
             compactions: Count::default(),
             compaction_errors: Count::default(),
             documents_stored: Count::default(),
+            redis_reconnects: Count::default(),
             append_seconds: seconds(),
             delivery_lag_seconds: seconds(),
             read_batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -356,7 +359,7 @@ impl Metrics {
     /// The plain counters.
     fn register_counters(&self, registry: &mut Registry) {
         let m = self;
-        let counters: [(&str, &str, &Count); 9] = [
+        let counters: [(&str, &str, &Count); 10] = [
             (
                 "yws_messages_appended",
                 "client messages appended to a stream",
@@ -397,6 +400,11 @@ impl Metrics {
                 "yws_documents_stored",
                 "documents stored by compaction",
                 &m.documents_stored,
+            ),
+            (
+                "yws_redis_reconnects",
+                "connections to Redis re-established after they broke",
+                &m.redis_reconnects,
             ),
         ];
         for (name, help, counter) in counters {

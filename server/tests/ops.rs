@@ -62,12 +62,22 @@ async fn metrics_health_and_readiness() {
     })
     .await;
 
+    assert_eq!(
+        value(&get("/metrics").await.1, "yws_redis_reconnects_total"),
+        0
+    );
     redis.stop();
     assert_eq!(get("/readyz").await.0, 503, "not ready without Redis");
     assert_eq!(get("/healthz").await.0, 200, "still alive");
     redis.restart().unwrap();
     eventually("ready again", SOON, || async {
         get("/readyz").await.0 == 200
+    })
+    .await;
+    // The commands connection answered the readiness ping again; the
+    // subscriber's reader, following the open room, reads again.
+    eventually("the reconnects counted", SOON, || async {
+        value(&get("/metrics").await.1, "yws_redis_reconnects_total") >= 2
     })
     .await;
     instance.shutdown().await;

@@ -1,5 +1,7 @@
 //! [`Streams`] on a real Redis, byte-compatible with y-redis 0.1.6.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,6 +11,7 @@ use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::Mutex;
 
 use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
+use crate::metrics::Count;
 use crate::protocol::StreamId;
 
 /// Appends a message; a stream that does not exist yet first gets a compaction
@@ -48,6 +51,53 @@ pub struct RedisStreams {
     reader: Mutex<Option<Reader>>,
     reader_id: std::sync::Mutex<Option<i64>>,
     append: Script,
+    reconnects: Reconnects,
+}
+
+/// Counts the connections to Redis coming back after they broke. The
+/// commands connection is re-established by its manager behind the first
+/// command that finds it lost, so the first command that succeeds after such a
+/// failure marks one reconnect; the reader's connection is made anew after a
+/// failed read, which marks one too.
+#[derive(Default)]
+struct Reconnects {
+    counter: Count,
+    commands_lost: AtomicBool,
+    reader_lost: AtomicBool,
+}
+
+impl Reconnects {
+    /// Note what a command on the commands connection answered.
+    fn commands<T>(&self, result: &Result<T, redis::RedisError>) {
+        match result {
+            Ok(_) => {
+                if self.commands_lost.swap(false, Ordering::Relaxed) {
+                    self.counter.inc();
+                    tracing::info!("redis connection re-established");
+                }
+            }
+            Err(err) if lost(err) => self.commands_lost.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
+    }
+
+    /// The reader's connection failed and is dropped.
+    fn reader_lost(&self) {
+        self.reader_lost.store(true, Ordering::Relaxed);
+    }
+
+    /// A reader's connection was made.
+    fn reader_connected(&self) {
+        if self.reader_lost.swap(false, Ordering::Relaxed) {
+            self.counter.inc();
+            tracing::info!("redis reader connection re-established");
+        }
+    }
+}
+
+/// Whether an error means the connection is gone (and is to be made again).
+fn lost(err: &redis::RedisError) -> bool {
+    err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal()
 }
 
 /// The dedicated connection of the blocking read, with its Redis client id so
@@ -78,9 +128,29 @@ impl RedisStreams {
             reader: Mutex::new(None),
             reader_id: std::sync::Mutex::new(None),
             append: Script::new(APPEND_SCRIPT),
+            reconnects: Reconnects::default(),
         };
         streams.ensure_worker_group().await?;
         Ok(streams)
+    }
+
+    /// Count re-established connections into `counter` (the instance's
+    /// `yws_redis_reconnects_total`).
+    pub fn with_reconnects(mut self, counter: Count) -> Self {
+        self.reconnects.counter = counter;
+        self
+    }
+
+    /// Run one command on the commands connection, noting whether the
+    /// connection was lost or is back.
+    async fn command<T, F, Fut>(&self, command: F) -> Result<T, redis::RedisError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, redis::RedisError>>,
+    {
+        let result = command(self.commands.clone()).await;
+        self.reconnects.commands(&result);
+        result
     }
 
     /// Run a command, and run it once more when the connection turned out to be
@@ -89,13 +159,13 @@ impl RedisStreams {
     async fn retrying<T, F, Fut>(&self, command: F) -> Result<T, redis::RedisError>
     where
         F: Fn(ConnectionManager) -> Fut,
-        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+        Fut: Future<Output = Result<T, redis::RedisError>>,
     {
-        match command(self.commands.clone()).await {
+        match self.command(&command).await {
             Err(err) if err.is_io_error() || err.is_connection_dropped() => {
                 tracing::debug!(%err, "redis connection lost, retrying once");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                command(self.commands.clone()).await
+                self.command(&command).await
             }
             result => result,
         }
@@ -125,6 +195,7 @@ impl RedisStreams {
         if let Ok(mut slot) = self.reader_id.lock() {
             *slot = Some(id);
         }
+        self.reconnects.reader_connected();
         *reader = Some(Reader {
             connection: connection.clone(),
         });
@@ -132,6 +203,7 @@ impl RedisStreams {
     }
 
     async fn forget_reader(&self) {
+        self.reconnects.reader_lost();
         *self.reader.lock().await = None;
         if let Ok(mut slot) = self.reader_id.lock() {
             *slot = None;
@@ -145,16 +217,19 @@ impl RedisStreams {
         start: &str,
         count: usize,
     ) -> Result<(String, Vec<WorkerTask>), StreamError> {
-        let mut connection = self.commands.clone();
-        let reply: Result<Value, _> = redis::cmd("XAUTOCLAIM")
-            .arg(&self.worker_key)
-            .arg(&self.worker_key)
-            .arg(consumer)
-            .arg(min_idle.as_millis() as u64)
-            .arg(start)
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut connection)
+        let reply: Result<Value, _> = self
+            .command(|mut connection| async move {
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&self.worker_key)
+                    .arg(&self.worker_key)
+                    .arg(consumer)
+                    .arg(min_idle.as_millis() as u64)
+                    .arg(start)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut connection)
+                    .await
+            })
             .await;
         let reply = match reply {
             Ok(reply) => reply,
@@ -182,10 +257,14 @@ impl RedisStreams {
                     Some(stream) => tasks.push(WorkerTask { id, stream }),
                     None => {
                         tracing::warn!(task = %id, "worker task without a `compact` field, dropping it");
-                        let _: Result<Value, _> = redis::cmd("XDEL")
-                            .arg(&self.worker_key)
-                            .arg(id.to_string())
-                            .query_async(&mut connection)
+                        let _: Result<Value, _> = self
+                            .command(|mut connection| async move {
+                                redis::cmd("XDEL")
+                                    .arg(&self.worker_key)
+                                    .arg(id.to_string())
+                                    .query_async(&mut connection)
+                                    .await
+                            })
                             .await;
                     }
                 }
@@ -202,14 +281,17 @@ impl Streams for RedisStreams {
     }
 
     async fn ensure_worker_group(&self) -> Result<(), StreamError> {
-        let mut connection = self.commands.clone();
-        let created: Result<Value, _> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.worker_key)
-            .arg(&self.worker_key)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut connection)
+        let created: Result<Value, _> = self
+            .command(|mut connection| async move {
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&self.worker_key)
+                    .arg(&self.worker_key)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async(&mut connection)
+                    .await
+            })
             .await;
         match created {
             Ok(_) => Ok(()),
@@ -307,19 +389,25 @@ impl Streams for RedisStreams {
     }
 
     async fn ping(&self) -> Result<(), StreamError> {
-        let mut connection = self.commands.clone();
-        let _: Value = redis::cmd("PING").query_async(&mut connection).await?;
+        let _: Value = self
+            .command(|mut connection| async move {
+                redis::cmd("PING").query_async(&mut connection).await
+            })
+            .await?;
         Ok(())
     }
 
     async fn wake_reader(&self) -> Result<(), StreamError> {
         let id = self.reader_id.lock().ok().and_then(|slot| *slot);
         if let Some(id) = id {
-            let mut connection = self.commands.clone();
-            let _: Value = redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(id)
-                .query_async(&mut connection)
+            let _: Value = self
+                .command(|mut connection| async move {
+                    redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(id)
+                        .query_async(&mut connection)
+                        .await
+                })
                 .await?;
         }
         Ok(())
@@ -354,16 +442,18 @@ impl Streams for RedisStreams {
     }
 
     async fn stream_len(&self, stream: &str) -> Result<u64, StreamError> {
-        let mut connection = self.commands.clone();
-        let len: u64 = redis::cmd("XLEN")
-            .arg(stream)
-            .query_async(&mut connection)
+        let len: u64 = self
+            .command(|mut connection| async move {
+                redis::cmd("XLEN")
+                    .arg(stream)
+                    .query_async(&mut connection)
+                    .await
+            })
             .await?;
         Ok(len)
     }
 
     async fn drop_empty_stream(&self, task: &WorkerTask) -> Result<(), StreamError> {
-        let mut connection = self.commands.clone();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("EVAL")
@@ -375,7 +465,10 @@ impl Streams for RedisStreams {
             .arg(&self.worker_key)
             .arg(task.id.to_string())
             .ignore();
-        let _: Value = pipe.query_async(&mut connection).await?;
+        let pipe = &pipe;
+        let _: Value = self
+            .command(|mut connection| async move { pipe.query_async(&mut connection).await })
+            .await?;
         Ok(())
     }
 
@@ -384,7 +477,6 @@ impl Streams for RedisStreams {
         task: &WorkerTask,
         trim_before: StreamId,
     ) -> Result<(), StreamError> {
-        let mut connection = self.commands.clone();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XTRIM")
@@ -412,7 +504,10 @@ impl Streams for RedisStreams {
             .arg(&self.worker_key)
             .arg(task.id.to_string())
             .ignore();
-        let _: Value = pipe.query_async(&mut connection).await?;
+        let pipe = &pipe;
+        let _: Value = self
+            .command(|mut connection| async move { pipe.query_async(&mut connection).await })
+            .await?;
         Ok(())
     }
 }
