@@ -234,12 +234,14 @@ pub async fn serve(
     let outbox = Arc::new(Outbox::new(
         Arc::clone(&socket),
         state.settings.buffer_capacity,
+        Arc::clone(&state.metrics),
     ));
     // Join before loading (docs/protocol.md section 2.3), so that nothing
     // falls between the load and the live read; room frames wait in the outbox
     // until the initial sync is out.
     let membership = state.rooms.join(&stream_key, Arc::clone(&outbox));
     // Copied out, and let go: the bytes share hyper's whole read buffer.
+    metrics::add(&state.metrics.received_bytes, read_ahead.len() as u64);
     let incoming = BytesMut::from(&read_ahead[..]);
     drop(read_ahead);
     let mut connection = Connection {
@@ -442,6 +444,9 @@ impl Connection {
     fn fill(&mut self) -> io::Result<usize> {
         self.incoming.reserve(READ_CHUNK);
         let read = self.socket.try_read_buf(&mut self.incoming);
+        if let Ok(n) = read {
+            metrics::add(&self.state.metrics.received_bytes, n as u64);
+        }
         self.release_idle_buffer();
         read
     }

@@ -6,7 +6,7 @@
 //! up once, when the metrics are built, so counting on the hot paths is one
 //! atomic operation (a few for a histogram observation) and no lookup.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -227,6 +227,15 @@ pub struct Metrics {
     pub documents_stored: Count,
     /// Connections to Redis re-established after they broke.
     pub redis_reconnects: Count,
+    /// Bytes read from clients' sockets after their upgrade.
+    pub received_bytes: Count,
+    /// Bytes written to clients' sockets after their upgrade.
+    pub sent_bytes: Count,
+    /// The deepest outbound queue of a connection since the last scrape, in
+    /// frames; exported as `connection_queue_deepest` at each scrape.
+    queue_deepest_since_scrape: AtomicU64,
+    /// What `queue_deepest_since_scrape` held at the last scrape.
+    connection_queue_deepest: Gauge,
     /// Seconds from a client message decoded to Redis acknowledging its append.
     pub append_seconds: Histogram,
     /// Seconds from a stream entry's id time to its frames written to the
@@ -282,6 +291,10 @@ impl Default for Metrics {
             compaction_errors: Count::default(),
             documents_stored: Count::default(),
             redis_reconnects: Count::default(),
+            received_bytes: Count::default(),
+            sent_bytes: Count::default(),
+            queue_deepest_since_scrape: AtomicU64::new(0),
+            connection_queue_deepest: Gauge::default(),
             append_seconds: seconds(),
             delivery_lag_seconds: seconds(),
             read_batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -337,6 +350,11 @@ impl Metrics {
             refused_family,
         );
         registry.register(
+            "yws_connection_queue_deepest",
+            "most frames queued for one connection since the previous scrape",
+            m.connection_queue_deepest.clone(),
+        );
+        registry.register(
             "yws_rooms_open",
             "rooms with at least one connection on this instance",
             m.rooms_open.clone(),
@@ -359,7 +377,7 @@ impl Metrics {
     /// The plain counters.
     fn register_counters(&self, registry: &mut Registry) {
         let m = self;
-        let counters: [(&str, &str, &Count); 10] = [
+        let counters: [(&str, &str, &Count); 12] = [
             (
                 "yws_messages_appended",
                 "client messages appended to a stream",
@@ -405,6 +423,16 @@ impl Metrics {
                 "yws_redis_reconnects",
                 "connections to Redis re-established after they broke",
                 &m.redis_reconnects,
+            ),
+            (
+                "yws_received_bytes",
+                "bytes read from clients' sockets after the upgrade, frame headers included",
+                &m.received_bytes,
+            ),
+            (
+                "yws_sent_bytes",
+                "bytes written to clients' sockets after the upgrade, frame headers included",
+                &m.sent_bytes,
             ),
         ];
         for (name, help, counter) in counters {
@@ -504,6 +532,14 @@ impl Metrics {
         &self.refused[index]
     }
 
+    /// A connection's outbound queue holds `frames` frames (its socket would
+    /// block): the deepest since the last scrape is exported.
+    pub fn queue_depth(&self, frames: usize) {
+        let frames = u64::try_from(frames).unwrap_or(u64::MAX);
+        self.queue_deepest_since_scrape
+            .fetch_max(frames, Ordering::Relaxed);
+    }
+
     /// Count a refused upgrade.
     pub fn refused(&self, reason: Refusal) {
         self.refusals(reason).inc();
@@ -523,6 +559,9 @@ impl Metrics {
     pub fn render(&self, rooms: usize) -> String {
         self.rooms_open
             .set(i64::try_from(rooms).unwrap_or(i64::MAX));
+        let deepest = self.queue_deepest_since_scrape.swap(0, Ordering::Relaxed);
+        self.connection_queue_deepest
+            .set(i64::try_from(deepest).unwrap_or(i64::MAX));
         let mut out = String::new();
         if let Err(err) = encode(&mut out, &self.registry) {
             tracing::error!(%err, "could not render the metrics");
@@ -561,5 +600,23 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_deepest_queue_is_the_deepest_since_the_previous_scrape() {
+        let metrics = Metrics::default();
+        metrics.queue_depth(3);
+        metrics.queue_depth(7);
+        metrics.queue_depth(5);
+        assert!(metrics
+            .render(0)
+            .contains("yws_connection_queue_deepest 7\n"));
+        assert!(metrics
+            .render(0)
+            .contains("yws_connection_queue_deepest 0\n"));
+        metrics.queue_depth(2);
+        assert!(metrics
+            .render(0)
+            .contains("yws_connection_queue_deepest 2\n"));
     }
 }

@@ -235,7 +235,7 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         server.writable().await.unwrap();
-        let outbox = Arc::new(Outbox::new(Arc::new(server), capacity));
+        let outbox = Arc::new(Outbox::new(Arc::new(server), capacity, Arc::default()));
         (rooms.join(stream, Arc::clone(&outbox)), outbox, client)
     }
 

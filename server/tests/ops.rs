@@ -264,3 +264,137 @@ async fn storage_calls_are_timed_and_their_failures_counted() {
     assert!(calls(&after, "load") >= errors(&after, "load"), "{after}");
     instance.shutdown().await;
 }
+
+/// Bytes of a WebSocket frame carrying `payload` bytes (client frames are
+/// masked).
+fn frame_len(payload: usize, masked: bool) -> u64 {
+    let header = match payload {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    };
+    (header + if masked { 4 } else { 0 } + payload) as u64
+}
+
+#[tokio::test]
+async fn bytes_in_and_out_are_counted_to_the_byte() {
+    use testkit::client::sync_message;
+    use yrs::{ReadTxn, StateVector, Text, Transact};
+
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(None, data.path());
+    cfg.metrics.port = Some(0);
+    let instance = start(&cfg).await;
+    let ops = format!(
+        "http://{}/metrics",
+        instance.metrics_addr.expect("metrics served")
+    );
+    let scrape = || async { reqwest::get(&ops).await.unwrap().text().await.unwrap() };
+    // The counters move right after the bytes went: wait for them to reach
+    // what the clients saw, then check they did not pass it.
+    let settled = |name: &'static str, expected: u64| {
+        let scrape = &scrape;
+        async move {
+            let deadline = tokio::time::Instant::now() + SOON;
+            loop {
+                let now = value(&scrape().await, name);
+                if now >= expected || tokio::time::Instant::now() > deadline {
+                    assert_eq!(now, expected, "{name}");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let first = scrape().await;
+    assert_eq!(value(&first, "yws_received_bytes_total"), 0);
+    assert_eq!(value(&first, "yws_sent_bytes_total"), 0);
+
+    // Each client gets the initial sync, step 1 and step 2; it sends nothing.
+    let room = url(&instance, "bytes");
+    let mut a = RawClient::connect(&room).await.unwrap();
+    let mut b = RawClient::connect(&room).await.unwrap();
+    let mut sent = 0;
+    for client in [&mut a, &mut b] {
+        for _ in 0..2 {
+            let frame = client.recv(SOON).await.expect("initial sync");
+            sent += frame_len(frame.len(), false);
+        }
+    }
+    settled("yws_sent_bytes_total", sent).await;
+    settled("yws_received_bytes_total", 0).await;
+
+    // One update from `a`, a large one from `b`: appended and delivered to
+    // both.
+    let mut received = 0;
+    for (text, from_a) in [("hello".to_string(), true), ("y".repeat(300), false)] {
+        let doc = yrs::Doc::new();
+        let t = doc.get_or_insert_text("t");
+        t.insert(&mut doc.transact_mut(), 0, &text);
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let message = sync_message(2, &update);
+        let sender = if from_a { &mut a } else { &mut b };
+        sender.send(&message).await.unwrap();
+        received += frame_len(message.len(), true);
+        let to_a = a.recv(SOON).await.expect("delivered to a");
+        let to_b = b.recv(SOON).await.expect("delivered to b");
+        assert_eq!(to_a, to_b);
+        sent += 2 * frame_len(to_a.len(), false);
+    }
+    settled("yws_received_bytes_total", received).await;
+    settled("yws_sent_bytes_total", sent).await;
+    a.close().await;
+    b.close().await;
+    instance.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_deepens_the_queue_gauge() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = config(None, data.path());
+    cfg.metrics.port = Some(0);
+    let instance = start(&cfg).await;
+    let ops = format!(
+        "http://{}/metrics",
+        instance.metrics_addr.expect("metrics served")
+    );
+    let scrape = || async { reqwest::get(&ops).await.unwrap().text().await.unwrap() };
+    let room = url(&instance, "deep");
+
+    let mut slow = RawClient::connect_slow(&room).await.unwrap();
+    slow.recv_all(Duration::from_millis(200)).await;
+    // From now on `slow` reads nothing.
+    let writer = YClient::connect(&room).await.unwrap();
+    let watcher = YClient::connect(&room).await.unwrap();
+    writer.wait_synced(SOON).await.unwrap();
+    watcher.wait_synced(SOON).await.unwrap();
+    // The gauge is the deepest since the previous scrape.
+    scrape().await;
+    assert_eq!(
+        value(&scrape().await, "yws_connection_queue_deepest"),
+        0,
+        "nothing queued between two scrapes"
+    );
+    // More than the kernel buffers between the server and `slow` hold.
+    let chunk = "x".repeat(32 * 1024);
+    let count = 300u32;
+    for i in 0..count {
+        writer.text_insert("t", i * chunk.len() as u32, &chunk);
+        if i % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let total = count * chunk.len() as u32;
+    watcher
+        .wait_until("every edit", Duration::from_secs(30), |c| {
+            c.text_len("t") == total
+        })
+        .await
+        .unwrap();
+    let deepest = value(&scrape().await, "yws_connection_queue_deepest");
+    assert!(deepest > 0, "{deepest}");
+    drop((slow, writer, watcher));
+    instance.shutdown().await;
+}

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::metrics::{self, Metrics};
+
 /// Most frames handed to one `writev`.
 const MAX_SLICES: usize = 64;
 
@@ -47,6 +49,8 @@ pub struct Outbox {
     /// Wakes the connection's task when frames wait or the outbox stopped.
     wake: Notify,
     capacity: usize,
+    /// Bytes written and queue depths are counted here.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -61,8 +65,9 @@ struct State {
 }
 
 impl Outbox {
-    /// An outbox for `socket`, holding room frames until [`Outbox::release`].
-    pub fn new(socket: Arc<TcpStream>, capacity: usize) -> Self {
+    /// An outbox for `socket`, holding room frames until [`Outbox::release`],
+    /// counting into `metrics`.
+    pub fn new(socket: Arc<TcpStream>, capacity: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             socket,
             state: Mutex::new(State {
@@ -71,6 +76,7 @@ impl Outbox {
             }),
             wake: Notify::new(),
             capacity: capacity.max(1),
+            metrics,
         }
     }
 
@@ -94,9 +100,10 @@ impl Outbox {
         }
         if state.held || !state.queue.is_empty() {
             state.queue.extend(frames.iter().cloned());
+            self.metrics.queue_depth(state.queue.len());
             return true;
         }
-        match write_frames(&self.socket, frames.iter(), 0) {
+        match self.write_frames(frames.iter(), 0) {
             Ok(written) => {
                 // Frames written whole are done; the first one that is not
                 // (partly written, `offset` bytes out) and all after it wait.
@@ -114,6 +121,7 @@ impl Outbox {
                     return true;
                 };
                 state.written = offset;
+                self.metrics.queue_depth(state.queue.len());
             }
             Err(_) => {
                 state.stopped = Some(Stopped::Broken);
@@ -130,7 +138,13 @@ impl Outbox {
     /// Queue a frame of the connection's own (pong, ping, close) after what
     /// waits, whatever the capacity, and wake the connection to write it.
     pub fn push(&self, frame: Bytes) {
-        self.lock().queue.push_back(frame);
+        let mut state = self.lock();
+        state.queue.push_back(frame);
+        // Counted only when frames wait before it: behind a blocked socket.
+        if state.queue.len() > 1 {
+            self.metrics.queue_depth(state.queue.len());
+        }
+        drop(state);
         self.wake.notify_one();
     }
 
@@ -179,7 +193,7 @@ impl Outbox {
         let mut state = self.lock();
         while !state.queue.is_empty() {
             let offset = state.written;
-            match write_frames(&self.socket, state.queue.iter(), offset) {
+            match self.write_frames(state.queue.iter(), offset) {
                 Ok(0) => return Ok(Flushed::Pending),
                 Ok(n) => {
                     let mut n = n + offset;
@@ -205,6 +219,17 @@ impl Outbox {
     /// Frames waiting in the queue.
     pub fn queued(&self) -> usize {
         self.lock().queue.len()
+    }
+
+    /// [`write_frames`] to this client's socket, counting the bytes written.
+    fn write_frames<'a>(
+        &self,
+        frames: impl Iterator<Item = &'a Bytes>,
+        offset: usize,
+    ) -> io::Result<usize> {
+        let written = write_frames(&self.socket, frames, offset)?;
+        metrics::add(&self.metrics.sent_bytes, written as u64);
+        Ok(written)
     }
 }
 
@@ -260,7 +285,7 @@ mod tests {
     #[tokio::test]
     async fn held_frames_follow_the_initial_sync() {
         let (server, mut client) = pair().await;
-        let outbox = Outbox::new(server, 8);
+        let outbox = Outbox::new(server, 8, Arc::default());
         assert!(outbox.deliver(&[Bytes::from_static(b"room")]));
         outbox.release([Bytes::from_static(b"sync1"), Bytes::from_static(b"sync2")]);
         assert_eq!(outbox.flush().unwrap(), Flushed::Empty);
@@ -271,7 +296,7 @@ mod tests {
     #[tokio::test]
     async fn a_member_that_does_not_read_falls_behind_without_blocking() {
         let (server, _client) = pair().await;
-        let outbox = Outbox::new(server, 4);
+        let outbox = Outbox::new(server, 4, Arc::default());
         outbox.release([]);
         let frame = Bytes::from(vec![7u8; 1 << 20]);
         let mut delivered = 0;
@@ -288,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn queued_frames_are_written_whole_and_in_order_once_writable() {
         let (server, mut client) = pair().await;
-        let outbox = Arc::new(Outbox::new(server, 10_000));
+        let outbox = Arc::new(Outbox::new(server, 10_000, Arc::default()));
         outbox.release([]);
         let frames: Vec<Bytes> = (0..200u8).map(|i| Bytes::from(vec![i; 100_000])).collect();
         let reader = tokio::spawn(async move {
