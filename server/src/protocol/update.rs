@@ -48,10 +48,10 @@ pub(crate) fn check_update_v1(payload: &[u8]) -> Result<(), Reason> {
 /// Check that `payload` is a v1 encoded state vector.
 pub(crate) fn check_state_vector_v1(payload: &[u8]) -> Result<(), Reason> {
     let mut r = Reader::new(payload);
-    let clients = r.read_var_u64().map_err(read_err)?;
+    let clients = read_u32(&mut r)?;
     for _ in 0..clients {
-        r.read_var_u64().map_err(read_err)?;
-        r.read_var_u64().map_err(read_err)?;
+        r.read_var_u64().map_err(read_err)?; // client
+        read_u32(&mut r)?; // clock
     }
     if !r.is_empty() {
         return Err("trailing bytes".into());
@@ -65,15 +65,27 @@ pub(crate) fn merge_updates_v1(updates: &[&[u8]]) -> Result<Vec<u8>, Reason> {
     guard_yrs("merge", || yrs::merge_updates_v1(updates.iter().copied()))
 }
 
+/// Read a varuint that yrs reads as 32 bits (every count, clock and length; only
+/// client ids are 64-bit). yrs wraps larger values silently, so a value it would
+/// read differently from this walk is refused: the walk and yrs must agree on
+/// every count, else yrs may reserve memory for a count the walk never saw.
+fn read_u32(r: &mut Reader<'_>) -> Result<u64, Reason> {
+    let value = r.read_var_u64().map_err(read_err)?;
+    if value > u64::from(u32::MAX) {
+        return Err(format!("{value} does not fit in 32 bits"));
+    }
+    Ok(value)
+}
+
 /// Walk a whole v1 update (structs, then delete set) the way Yjs's `UpdateDecoderV1`
 /// reads it. Every loop iteration consumes at least one byte, so counts are bounded by
 /// the input length.
 fn walk_update(r: &mut Reader<'_>) -> Result<(), Reason> {
-    let clients = r.read_var_u64().map_err(read_err)?;
+    let clients = read_u32(r)?;
     for _ in 0..clients {
-        let structs = r.read_var_u64().map_err(read_err)?;
+        let structs = read_u32(r)?;
         let client = r.read_var_u64().map_err(read_err)?;
-        let mut clock = r.read_var_u64().map_err(read_err)?;
+        let mut clock = read_u32(r)?;
         for _ in 0..structs {
             let len = walk_struct(r, client, clock)?;
             if len == 0 {
@@ -81,18 +93,20 @@ fn walk_update(r: &mut Reader<'_>) -> Result<(), Reason> {
             }
             clock = clock
                 .checked_add(len)
+                .filter(|c| *c <= u64::from(u32::MAX))
                 .ok_or_else(|| Reason::from("clock out of range"))?;
         }
     }
     // Delete set.
-    let clients = r.read_var_u64().map_err(read_err)?;
+    let clients = read_u32(r)?;
     for _ in 0..clients {
         r.read_var_u64().map_err(read_err)?; // client
-        let ranges = r.read_var_u64().map_err(read_err)?;
+        let ranges = read_u32(r)?;
         for _ in 0..ranges {
-            r.read_var_u64().map_err(read_err)?; // clock
-                                                 // Yjs never writes an empty range and throws when it re-encodes one.
-            if r.read_var_u64().map_err(read_err)? == 0 {
+            // A clock, then a length: Yjs never writes an empty range and throws
+            // when it re-encodes one.
+            read_u32(r)?;
+            if read_u32(r)? == 0 {
                 return Err("empty delete range".into());
             }
         }
@@ -109,7 +123,7 @@ fn walk_struct(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<u64, Reaso
     let info = r.read_u8().map_err(read_err)?;
     match info & 0x1f {
         // GC and Skip: a length only.
-        0 | 10 => r.read_var_u64().map_err(read_err),
+        0 | 10 => read_u32(r),
         content => {
             if info & HAS_ORIGIN != 0 {
                 walk_id(r, client, clock)?;
@@ -118,7 +132,7 @@ fn walk_struct(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<u64, Reaso
                 walk_id(r, client, clock)?;
             }
             if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
-                if r.read_var_u64().map_err(read_err)? == 1 {
+                if read_u32(r)? == 1 {
                     r.read_var_str().map_err(read_err)?; // root type name
                 } else {
                     walk_id(r, client, clock)?; // parent item
@@ -138,7 +152,7 @@ fn walk_struct(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<u64, Reaso
 /// point strictly before the referencing item.
 fn walk_id(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<(), Reason> {
     let ref_client = r.read_var_u64().map_err(read_err)?;
-    let ref_clock = r.read_var_u64().map_err(read_err)?;
+    let ref_clock = read_u32(r)?;
     if ref_client == client && ref_clock >= clock {
         return Err(format!(
             "item {client}:{clock} references {ref_client}:{ref_clock}, not before it"
@@ -151,10 +165,10 @@ fn walk_id(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<(), Reason> {
 fn walk_content(r: &mut Reader<'_>, content: u8) -> Result<u64, Reason> {
     Ok(match content {
         // Deleted: length.
-        1 => r.read_var_u64().map_err(read_err)?,
+        1 => read_u32(r)?,
         // JSON: count, then one JSON text each.
         2 => {
-            let len = r.read_var_u64().map_err(read_err)?;
+            let len = read_u32(r)?;
             for _ in 0..len {
                 r.read_var_str().map_err(read_err)?;
             }
@@ -180,7 +194,7 @@ fn walk_content(r: &mut Reader<'_>, content: u8) -> Result<u64, Reason> {
         }
         // Type: the type references Yjs knows; XmlElement and XmlHook carry a name.
         7 => {
-            match r.read_var_u64().map_err(read_err)? {
+            match read_u32(r)? {
                 0 | 1 | 2 | 4 | 6 => {}
                 3 | 5 => {
                     r.read_var_str().map_err(read_err)?;
@@ -191,7 +205,7 @@ fn walk_content(r: &mut Reader<'_>, content: u8) -> Result<u64, Reason> {
         }
         // Any: count, then values.
         8 => {
-            let len = r.read_var_u64().map_err(read_err)?;
+            let len = read_u32(r)?;
             for _ in 0..len {
                 walk_any(r, 0)?;
             }
@@ -230,7 +244,7 @@ fn walk_any(r: &mut Reader<'_>, depth: usize) -> Result<(), Reason> {
         }
         // object
         118 => {
-            let len = r.read_var_u64().map_err(read_err)?;
+            let len = read_u32(r)?;
             for _ in 0..len {
                 r.read_var_str().map_err(read_err)?;
                 walk_any(r, depth + 1)?;
@@ -238,7 +252,7 @@ fn walk_any(r: &mut Reader<'_>, depth: usize) -> Result<(), Reason> {
         }
         // array
         117 => {
-            let len = r.read_var_u64().map_err(read_err)?;
+            let len = read_u32(r)?;
             for _ in 0..len {
                 walk_any(r, depth + 1)?;
             }
@@ -385,6 +399,31 @@ mod tests {
         assert!(check_update_v1(&[1, 1, 1, 0, 4, 1, 1, b't', 0, 0]).is_err());
         assert_eq!(check_update_v1(&[0, 1, 1, 1, 0, 1]), Ok(()));
         assert!(check_update_v1(&[0, 1, 1, 1, 0, 0]).is_err());
+    }
+
+    /// Found by fuzzing: values over 32 bits, which yrs wraps where this walk did
+    /// not, so the walk passed them and yrs then reserved room for billions of
+    /// structs (a 6 GB allocation from a 37-byte frame).
+    #[test]
+    fn values_over_32_bits_are_refused_before_yrs_reads_them() {
+        let wrapping_clock = [
+            0x02, 0x01, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x62, 0x63, 0x01,
+            0x01, 0x00, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x2f, 0x00,
+        ];
+        let wrapping_length = [
+            0x02, 0x01, 0x02, 0x00, 0xc2, 0x04, 0x01, 0x20, 0x74, 0x03, 0x01, 0x00, 0x00, 0x00,
+            0x00, 0xff, 0xff, 0xff, 0x32, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00,
+        ];
+        for payload in [&wrapping_clock[..], &wrapping_length[..]] {
+            let refused = check_update_v1(payload).expect_err("refused");
+            assert!(refused.contains("32 bits"), "{refused}");
+        }
+        // The largest 32-bit clock is still read.
+        assert_eq!(
+            check_state_vector_v1(&[1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Ok(())
+        );
+        assert!(check_state_vector_v1(&[1, 1, 0x80, 0x80, 0x80, 0x80, 0x10]).is_err());
     }
 
     #[test]
