@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod s3;
+pub mod storm;
 pub mod values;
 
 pub use self::redis::{xlen, RedisServer};
@@ -20,4 +21,5 @@ pub use gcs::FakeGcsServer;
 pub use postgres::PostgresServer;
 pub use process::{free_port, group_listens_on, python, wait_for_port, ServiceProcess};
 pub use s3::S3Server;
+pub use storm::{open_at_once, Storm};
 pub use values::{hex, now_ms};
