@@ -373,6 +373,7 @@ impl Parts {
                 settings,
                 connections: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                bus_restarts: tokio::sync::watch::Sender::new(0),
                 metrics,
             })
         });
@@ -444,6 +445,13 @@ async fn run(
             subscriber_stop.clone(),
         ))
     });
+    let restarts = state.as_ref().map(|state| {
+        tokio::spawn(watch_bus_restarts(
+            Arc::clone(&streams),
+            Arc::clone(state),
+            subscriber_stop.clone(),
+        ))
+    });
     let worker_stop = CancellationToken::new();
     let worker_task = worker.clone().map(|worker| {
         let token = worker_stop.clone();
@@ -468,10 +476,49 @@ async fn run(
         embedded,
     };
     running.stop().await;
+    if let Some(task) = restarts {
+        let _ = task.await;
+    }
     // 5. Connections to Redis and storage are released when dropped here.
     drop(streams);
     drop(storage);
     tracing::info!("stopped");
+}
+
+/// How often the bus is asked whether it restarted.
+const RESTART_CHECK: Duration = Duration::from_secs(1);
+
+/// Close every connection when Redis restarted (its run id changed). A Redis
+/// without persistence comes back empty, and one with it may have lost its last
+/// writes; a client whose connection stayed open would never send again what
+/// was lost, and its later updates would wait in every loaded document for
+/// updates that never come. Closed, y-websocket clients reconnect and send
+/// their documents, which restores everything Redis lost.
+async fn watch_bus_restarts(
+    streams: Arc<dyn Streams>,
+    state: Arc<AppState>,
+    stop: CancellationToken,
+) {
+    let mut known: Option<String> = None;
+    loop {
+        let id = tokio::select! {
+            _ = stop.cancelled() => return,
+            id = streams.run_id() => id,
+        };
+        if let Ok(Some(id)) = id {
+            if known.as_ref().is_some_and(|known| *known != id) {
+                tracing::warn!(
+                    "redis restarted; closing connections so that clients send their documents again"
+                );
+                state.bus_restarts.send_modify(|restarts| *restarts += 1);
+            }
+            known = Some(id);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RESTART_CHECK) => {}
+        }
+    }
 }
 
 /// What runs once the instance is serving, to be stopped in order.

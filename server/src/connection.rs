@@ -42,6 +42,9 @@ pub struct AppState {
     pub connections: TaskTracker,
     /// Cancelled when connections must close (shutdown).
     pub shutdown: CancellationToken,
+    /// Bumped when Redis restarted: connections close so that their clients
+    /// send their documents again, restoring what Redis may have lost.
+    pub bus_restarts: tokio::sync::watch::Sender<u64>,
     /// This instance's counters.
     pub metrics: Arc<Metrics>,
 }
@@ -327,10 +330,12 @@ impl Connection {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut write_blocked = false;
+        let mut bus_restarts = self.state.bus_restarts.subscribe();
         loop {
             let step = tokio::select! {
                 biased;
                 _ = self.state.shutdown.cancelled() => return End::Shutdown,
+                _ = bus_restarts.changed() => return End::Refused(close::INTERNAL, "redis restarted, reconnect".into()),
                 _ = self.outbox.woken() => self.write_out(&mut write_blocked),
                 ready = self.outbox.writable(), if write_blocked => match ready {
                     Ok(()) => self.write_out(&mut write_blocked),

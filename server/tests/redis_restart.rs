@@ -90,3 +90,48 @@ async fn servers_and_workers_recover_after_a_redis_restart() {
     two.shutdown().await;
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn clients_are_closed_after_a_redis_restart_and_restore_what_it_lost() {
+    let data = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start().unwrap();
+    let mut cfg = config(Some(&redis), data.path());
+    // Nothing is compacted during the test: only Redis holds the edits.
+    cfg.redis.task_debounce = 60_000;
+    let instance = start_roles(&cfg, true, false).await;
+
+    let a = YClient::connect(&url(&instance, "amnesia")).await.unwrap();
+    a.wait_synced(SOON).await.unwrap();
+    a.map_set("m", "before", true);
+    let conn = redis_conn(&redis).await;
+    eventually("the edit appended", SOON, || {
+        let mut conn = conn.clone();
+        async move { xlen(&mut conn, "y:room:amnesia:index").await > 0 }
+    })
+    .await;
+
+    // Redis comes back empty while the client sends nothing: its connection
+    // never fails, yet what it sent is gone.
+    redis.restart().unwrap();
+    a.wait_until("closed after the restart", SOON, |c| c.closed().is_some())
+        .await
+        .unwrap();
+    assert_eq!(a.closed(), Some(1011));
+
+    // Reconnecting with its document, as y-websocket does, restores the edit
+    // for everyone; an edit made after the restart integrates too.
+    let doc = a.doc.clone();
+    drop(a);
+    let a = YClient::connect_with(&url(&instance, "amnesia"), doc, None)
+        .await
+        .unwrap();
+    a.wait_synced(SOON).await.unwrap();
+    a.map_set("m", "after", true);
+    let b = YClient::connect(&url(&instance, "amnesia")).await.unwrap();
+    b.wait_until("both edits", SOON, |c| {
+        c.content()["m"] == serde_json::json!({"before": true, "after": true})
+    })
+    .await
+    .unwrap();
+    instance.shutdown().await;
+}

@@ -119,6 +119,12 @@ pub trait Streams: Send + Sync + 'static {
         Ok(())
     }
 
+    /// An id of the bus's server process that changes when it restarts
+    /// (Redis's `run_id`); `None` for a bus that cannot restart under us.
+    async fn run_id(&self) -> Result<Option<String>, StreamError> {
+        Ok(None)
+    }
+
     /// Interrupt a [`Streams::read_new`] in progress, because the set of streams
     /// to follow changed.
     async fn wake_reader(&self) -> Result<(), StreamError>;

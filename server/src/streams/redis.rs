@@ -397,6 +397,18 @@ impl Streams for RedisStreams {
         Ok(())
     }
 
+    async fn run_id(&self) -> Result<Option<String>, StreamError> {
+        let mut connection = self.commands.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_string()))
+    }
+
     async fn wake_reader(&self) -> Result<(), StreamError> {
         let id = self.reader_id.lock().ok().and_then(|slot| *slot);
         if let Some(id) = id {
