@@ -74,12 +74,25 @@ async fn metrics_health_and_readiness() {
         get("/readyz").await.0 == 200
     })
     .await;
-    // The commands connection answered the readiness ping again; the
-    // subscriber's reader, following the open room, reads again.
-    eventually("the reconnects counted", SOON, || async {
+    // The commands connection answered the readiness ping again.
+    eventually(
+        "the commands connection's reconnect counted",
+        SOON,
+        || async { value(&get("/metrics").await.1, "yws_redis_reconnects_total") >= 1 },
+    )
+    .await;
+    // Connections are closed when Redis restarted; a client opening the room
+    // again has the subscriber's reader connect anew.
+    b.wait_until("closed for the restart", SOON, |c| c.closed().is_some())
+        .await
+        .unwrap();
+    let c = YClient::connect(&url(&instance, "counted")).await.unwrap();
+    c.wait_synced(SOON).await.unwrap();
+    eventually("the reader's reconnect counted", SOON, || async {
         value(&get("/metrics").await.1, "yws_redis_reconnects_total") >= 2
     })
     .await;
+    drop(c);
     instance.shutdown().await;
 }
 

@@ -398,10 +398,13 @@ impl Streams for RedisStreams {
     }
 
     async fn run_id(&self) -> Result<Option<String>, StreamError> {
-        let mut connection = self.commands.clone();
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut connection)
+        let info: String = self
+            .command(|mut connection| async move {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut connection)
+                    .await
+            })
             .await?;
         Ok(info
             .lines()
