@@ -70,8 +70,12 @@ impl Reconnects {
     /// Note what a command on the commands connection answered.
     fn commands<T>(&self, result: &Result<T, redis::RedisError>) {
         match result {
+            // A plain load first: every append passes here, and the flag is
+            // almost always clear.
             Ok(_) => {
-                if self.commands_lost.swap(false, Ordering::Relaxed) {
+                if self.commands_lost.load(Ordering::Relaxed)
+                    && self.commands_lost.swap(false, Ordering::Relaxed)
+                {
                     self.counter.inc();
                     tracing::info!("redis connection re-established");
                 }
