@@ -17,6 +17,9 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, Map, ReadTxn, StateVector, Text, Transact};
 
 const SOON: Duration = Duration::from_secs(10);
+/// The workers' default task debounce: a task is claimed once it has waited
+/// this long, so a second pass comes no sooner than this after the first.
+const TASK_DEBOUNCE: Duration = Duration::from_secs(10);
 
 /// The room of the captured session: path `/fixture%20room`.
 const FIXTURE_ROOM: &str = "fixture%20room";
@@ -60,8 +63,8 @@ struct Session {
 
 /// Run `session` on a fresh fleet of `lang` and dump what it left in Redis.
 async fn run(session: &Session, lang: Lang) -> Result<Dump> {
-    // A worker a session starts has a task debounce of 3 s.
-    let builder = Fleet::builder().env("REDIS_TASK_DEBOUNCE", "3000");
+    // A worker a session starts has the default task debounce (10 s).
+    let builder = Fleet::builder();
     let builder = match lang {
         Lang::Rust => builder.rust_servers(1),
         Lang::Js => builder.js_servers(1),
@@ -125,10 +128,10 @@ fn fixture_session<'a>(fleet: &'a mut Fleet, lang: Lang) -> SessionFuture<'a> {
 
         // The worker starts only now, so that its first pass sees all four
         // entries however long the steps above took; one compaction pass
-        // replaces the task; then the worker goes away, so that no second pass
-        // races with the dump.
+        // replaces the task; then the worker goes away, long before a second
+        // pass (a task debounce later) could race with the dump.
         fleet.add(lang, Role::Worker).await?;
-        let deadline = tokio::time::Instant::now() + SOON;
+        let deadline = tokio::time::Instant::now() + 2 * TASK_DEBOUNCE;
         loop {
             let now = task_ids(&mut conn).await?;
             if now.len() == 1 && now != before {

@@ -156,6 +156,11 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// that the close frame is read before the socket goes.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
+/// Bytes a closing connection reads at most: more than a kernel's receive
+/// buffer holds, so all a reset client had sent fits, while a client that keeps
+/// sending after the close cannot hold its connection open.
+const READ_REST_BUDGET: usize = 16 * 1024 * 1024;
+
 /// Bytes a read takes from the socket at most.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -589,32 +594,38 @@ impl Connection {
     /// Either way the close frame is read before the socket goes, so closing
     /// with unread bytes does not reset the connection under it.
     async fn read_rest(&mut self, keep: bool, quiet: Duration) {
-        let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            loop {
-                match tokio::time::timeout(quiet, self.socket.readable()).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
-                }
-                match self.fill() {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => return,
-                }
-                while let Ok(Some(incoming)) = self.decoder.decode(&mut self.incoming) {
-                    let message = match incoming {
-                        Incoming::Binary(message) if keep && self.access == Access::ReadWrite => {
-                            message
-                        }
-                        Incoming::Close(_) => return,
-                        _ => continue,
-                    };
-                    if self.append(message).await.is_err() {
-                        return;
+        // Only the time spent waiting for bytes is bounded (by `CLOSE_LINGER`),
+        // not the time spent appending what arrived: after a reset everything
+        // this kernel holds is appended, however slowly Redis answers. A client
+        // that keeps sending after the close is bounded by bytes instead.
+        let mut waited = Duration::ZERO;
+        let mut read = 0;
+        while read <= READ_REST_BUDGET {
+            let left = CLOSE_LINGER.saturating_sub(waited);
+            let started = tokio::time::Instant::now();
+            let ready = tokio::time::timeout(quiet.min(left), self.socket.readable()).await;
+            waited += started.elapsed();
+            if !matches!(ready, Ok(Ok(()))) {
+                return;
+            }
+            match self.fill() {
+                Ok(0) => return,
+                Ok(n) => read += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
+            }
+            while let Ok(Some(incoming)) = self.decoder.decode(&mut self.incoming) {
+                let message = match incoming {
+                    Incoming::Binary(message) if keep && self.access == Access::ReadWrite => {
+                        message
                     }
+                    Incoming::Close(_) => return,
+                    _ => continue,
+                };
+                if self.append(message).await.is_err() {
+                    return;
                 }
             }
-        })
-        .await;
+        }
     }
 }
