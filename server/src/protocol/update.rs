@@ -50,7 +50,7 @@ pub(crate) fn check_state_vector_v1(payload: &[u8]) -> Result<(), Reason> {
     let mut r = Reader::new(payload);
     let clients = read_u32(&mut r)?;
     for _ in 0..clients {
-        r.read_var_u64().map_err(read_err)?; // client
+        read_client(&mut r)?;
         read_u32(&mut r)?; // clock
     }
     if !r.is_empty() {
@@ -77,6 +77,16 @@ fn read_u32(r: &mut Reader<'_>) -> Result<u64, Reason> {
     Ok(value)
 }
 
+/// Read a client id: at most 53 bits, as Yjs reads it (a JavaScript number)
+/// and as yrs keeps it.
+fn read_client(r: &mut Reader<'_>) -> Result<u64, Reason> {
+    let value = r.read_var_u64().map_err(read_err)?;
+    if value >= 1 << 53 {
+        return Err(format!("client id {value} over 53 bits"));
+    }
+    Ok(value)
+}
+
 /// Walk a whole v1 update (structs, then delete set) the way Yjs's `UpdateDecoderV1`
 /// reads it. Every loop iteration consumes at least one byte, so counts are bounded by
 /// the input length.
@@ -84,7 +94,7 @@ fn walk_update(r: &mut Reader<'_>) -> Result<(), Reason> {
     let clients = read_u32(r)?;
     for _ in 0..clients {
         let structs = read_u32(r)?;
-        let client = r.read_var_u64().map_err(read_err)?;
+        let client = read_client(r)?;
         let mut clock = read_u32(r)?;
         for _ in 0..structs {
             let len = walk_struct(r, client, clock)?;
@@ -100,7 +110,7 @@ fn walk_update(r: &mut Reader<'_>) -> Result<(), Reason> {
     // Delete set.
     let clients = read_u32(r)?;
     for _ in 0..clients {
-        r.read_var_u64().map_err(read_err)?; // client
+        read_client(r)?;
         let ranges = read_u32(r)?;
         for _ in 0..ranges {
             // A clock, then a length: Yjs never writes an empty range and throws
@@ -122,7 +132,9 @@ const HAS_PARENT_SUB: u8 = 0x20;
 fn walk_struct(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<u64, Reason> {
     let info = r.read_u8().map_err(read_err)?;
     match info & 0x1f {
-        // GC and Skip: a length only.
+        // GC and Skip: a length only. Yjs tells them by the low five bits and
+        // yrs by the whole byte, so flags beside them would be read two ways.
+        0 | 10 if info & 0xe0 != 0 => Err(format!("GC or skip struct with flags {info:#x}")),
         0 | 10 => read_u32(r),
         content => {
             if info & HAS_ORIGIN != 0 {
@@ -151,7 +163,7 @@ fn walk_struct(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<u64, Reaso
 /// without checking they exist (it throws when they do not), so such a reference must
 /// point strictly before the referencing item.
 fn walk_id(r: &mut Reader<'_>, client: u64, clock: u64) -> Result<(), Reason> {
-    let ref_client = r.read_var_u64().map_err(read_err)?;
+    let ref_client = read_client(r)?;
     let ref_clock = read_u32(r)?;
     if ref_client == client && ref_clock >= clock {
         return Err(format!(
@@ -166,14 +178,10 @@ fn walk_content(r: &mut Reader<'_>, content: u8) -> Result<u64, Reason> {
     Ok(match content {
         // Deleted: length.
         1 => read_u32(r)?,
-        // JSON: count, then one JSON text each.
-        2 => {
-            let len = read_u32(r)?;
-            for _ in 0..len {
-                r.read_var_str().map_err(read_err)?;
-            }
-            len
-        }
+        // JSON (a legacy content no current Yjs writes): yrs 0.28 reads one
+        // text more than the count says, so it would read another update than
+        // Yjs does.
+        2 => return Err("JSON content, which yrs misreads".into()),
         // Binary.
         3 => {
             r.read_var_bytes().map_err(read_err)?;
@@ -401,24 +409,68 @@ mod tests {
         assert!(check_update_v1(&[0, 1, 1, 1, 0, 0]).is_err());
     }
 
-    /// Found by fuzzing: values over 32 bits, which yrs wraps where this walk did
-    /// not, so the walk passed them and yrs then reserved room for billions of
-    /// structs (a 6 GB allocation from a 37-byte frame).
+    /// Found by fuzzing: updates that yrs reads otherwise than Yjs and this
+    /// walk, so the walk passed them and yrs then reserved room for billions
+    /// of structs (a 6 to 100 GB allocation from a frame of 37 bytes). Each
+    /// kind is refused by the walk, before yrs reads it.
     #[test]
-    fn values_over_32_bits_are_refused_before_yrs_reads_them() {
-        let wrapping_clock = [
-            0x02, 0x01, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x62, 0x63, 0x01,
-            0x01, 0x00, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x2f, 0x00,
+    fn updates_yrs_reads_otherwise_than_yjs_are_refused() {
+        // From the fuzzer: JSON content, which yrs reads one text too far, in
+        // three of them with values over 32 bits as well.
+        let fuzzed: [&[u8]; 4] = [
+            &[
+                0x02, 0x01, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x62, 0x63, 0x01,
+                0x01, 0x00, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x2f, 0x00,
+            ],
+            &[
+                0x02, 0x01, 0x02, 0x00, 0xc2, 0x04, 0x01, 0x20, 0x74, 0x03, 0x01, 0x00, 0x00, 0x00,
+                0x00, 0xff, 0xff, 0xff, 0x32, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00,
+            ],
+            &[
+                0x02, 0x01, 0x02, 0x69, 0x02, 0x2a, 0x02, 0x00, 0x03, 0x00, 0x00, 0x02, 0x1a, 0x02,
+                0x00, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x26,
+            ],
+            &[
+                0x02, 0x01, 0x02, 0x00, 0xc2, 0x04, 0x3a, 0x20, 0x5b, 0x03, 0x01, 0x00, 0x00, 0x00,
+                0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00,
+            ],
         ];
-        let wrapping_length = [
-            0x02, 0x01, 0x02, 0x00, 0xc2, 0x04, 0x01, 0x20, 0x74, 0x03, 0x01, 0x00, 0x00, 0x00,
-            0x00, 0xff, 0xff, 0xff, 0x32, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00,
-        ];
-        for payload in [&wrapping_clock[..], &wrapping_length[..]] {
+        for payload in fuzzed {
             let refused = check_update_v1(payload).expect_err("refused");
-            assert!(refused.contains("32 bits"), "{refused}");
+            assert!(
+                refused.contains("JSON") || refused.contains("32 bits"),
+                "refused by the walk, not by yrs: {refused}"
+            );
         }
-        // The largest 32-bit clock is still read.
+        // One client (2) with one struct at clock 0, then an empty delete set:
+        let cases: [(&[u8], &str); 4] = [
+            // a skip of 2^32, which yrs reads as 0;
+            (
+                &[1, 1, 2, 0, 10, 0x80, 0x80, 0x80, 0x80, 0x10, 0],
+                "32 bits",
+            ),
+            // a skip byte with flags: a skip for Yjs, an item for yrs;
+            (&[1, 1, 2, 0, 0x2a, 1, 0], "flags"),
+            // a GC byte with flags;
+            (&[1, 1, 2, 0, 0x80, 1, 0], "flags"),
+            // client 2^53, which yrs cannot hold.
+            (
+                &[
+                    1, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 10, 1, 0,
+                ],
+                "53 bits",
+            ),
+        ];
+        for (payload, reason) in cases {
+            let refused = check_update_v1(payload).expect_err("refused");
+            assert!(refused.contains(reason), "{refused}");
+        }
+        // The widest values still read: a skip of 2^32 - 1 by client 2^53 - 1.
+        let widest = [
+            1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 10, 0xff, 0xff, 0xff, 0xff,
+            0x0f, 0,
+        ];
+        assert_eq!(check_update_v1(&widest), Ok(()));
         assert_eq!(
             check_state_vector_v1(&[1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f]),
             Ok(())
