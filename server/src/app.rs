@@ -499,7 +499,7 @@ async fn watch_bus_restarts(
     state: Arc<AppState>,
     stop: CancellationToken,
 ) {
-    let mut known: Option<String> = None;
+    let mut known = streams.first_run_id();
     loop {
         let id = tokio::select! {
             _ = stop.cancelled() => return,

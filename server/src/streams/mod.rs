@@ -125,6 +125,12 @@ pub trait Streams: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// [`Streams::run_id`] as it was when the bus connected, before any
+    /// client was served: a restart from then on is noticed.
+    fn first_run_id(&self) -> Option<String> {
+        None
+    }
+
     /// Interrupt a [`Streams::read_new`] in progress, because the set of streams
     /// to follow changed.
     async fn wake_reader(&self) -> Result<(), StreamError>;

@@ -52,6 +52,8 @@ pub struct RedisStreams {
     reader_id: std::sync::Mutex<Option<i64>>,
     append: Script,
     reconnects: Reconnects,
+    /// Redis's `run_id` when this bus connected, before any client was served.
+    first_run_id: Option<String>,
 }
 
 /// Counts the connections to Redis coming back after they broke. The
@@ -124,7 +126,7 @@ impl RedisStreams {
         )
         .await
         .map_err(|_| StreamError::NoAnswer(COMMAND_TIMEOUT))??;
-        let streams = Self {
+        let mut streams = Self {
             client,
             prefix: prefix.to_string(),
             worker_key: format!("{prefix}:worker"),
@@ -133,8 +135,11 @@ impl RedisStreams {
             reader_id: std::sync::Mutex::new(None),
             append: Script::new(APPEND_SCRIPT),
             reconnects: Reconnects::default(),
+            first_run_id: None,
         };
         streams.ensure_worker_group().await?;
+        // A Redis that refuses INFO only goes without restart checks.
+        streams.first_run_id = Streams::run_id(&streams).await.ok().flatten();
         Ok(streams)
     }
 
@@ -399,6 +404,10 @@ impl Streams for RedisStreams {
             })
             .await?;
         Ok(())
+    }
+
+    fn first_run_id(&self) -> Option<String> {
+        self.first_run_id.clone()
     }
 
     async fn run_id(&self) -> Result<Option<String>, StreamError> {
