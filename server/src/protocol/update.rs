@@ -204,9 +204,12 @@ fn walk_content(r: &mut Reader<'_>, content: u8) -> Result<u64, Reason> {
         7 => {
             match read_u32(r)? {
                 0 | 1 | 2 | 4 | 6 => {}
-                3 | 5 => {
+                // XmlElement: its name.
+                3 => {
                     r.read_var_str().map_err(read_err)?;
                 }
+                // XmlHook: Yjs writes a name that yrs 0.28 does not read.
+                5 => return Err("XmlHook type, which yrs misreads".into()),
                 other => return Err(format!("unknown type reference {other}")),
             }
             1
@@ -442,6 +445,13 @@ mod tests {
                 "refused by the walk, not by yrs: {refused}"
             );
         }
+        // From the fuzzer: an XmlHook, whose name yrs does not read.
+        let hook = [
+            0x01, 0x04, 0x74, 0x0d, 0x87, 0x62, 0x04, 0x05, 0x02, 0x03, 0x62, 0x04, 0xfa, 0x95,
+            0xfc, 0xfd, 0x01, 0x26, 0x1a, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0x00,
+        ];
+        let refused = check_update_v1(&hook).expect_err("refused");
+        assert!(refused.contains("XmlHook"), "{refused}");
         // One client (2) with one struct at clock 0, then an empty delete set:
         let cases: [(&[u8], &str); 4] = [
             // a skip of 2^32, which yrs reads as 0;
