@@ -185,6 +185,9 @@ enum End {
     Shutdown,
     /// The client did not keep up with its room.
     FellBehind,
+    /// Redis restarted and may have lost what the client sent: it must
+    /// reconnect and send its document again.
+    BusRestarted,
     /// The client or the bus failed it: close with this code and reason.
     Refused(u16, String),
 }
@@ -196,7 +199,7 @@ fn close_reason(end: &End) -> CloseReason {
         End::Silent => CloseReason::Silent,
         End::Shutdown => CloseReason::Shutdown,
         End::FellBehind => CloseReason::SlowConsumer,
-        End::Refused(close::INTERNAL, _) => CloseReason::Error,
+        End::Refused(close::INTERNAL, _) | End::BusRestarted => CloseReason::Error,
         End::Refused(close::TOO_BIG | close::POLICY, _) => CloseReason::TooLarge,
         End::Refused(..) => CloseReason::InvalidFrame,
     }
@@ -340,7 +343,7 @@ impl Connection {
             let step = tokio::select! {
                 biased;
                 _ = self.state.shutdown.cancelled() => return End::Shutdown,
-                _ = bus_restarts.changed() => return End::Refused(close::INTERNAL, "redis restarted, reconnect".into()),
+                _ = bus_restarts.changed() => return End::BusRestarted,
                 _ = self.outbox.woken() => self.write_out(&mut write_blocked),
                 ready = self.outbox.writable(), if write_blocked => match ready {
                     Ok(()) => self.write_out(&mut write_blocked),
@@ -560,6 +563,10 @@ impl Connection {
                     close::TRY_AGAIN_LATER,
                     "too far behind, reconnect",
                 ))
+            }
+            End::BusRestarted => {
+                tracing::info!(%room, "closing a connection after a redis restart");
+                Some(frame::close(close::INTERNAL, "redis restarted, reconnect"))
             }
             End::Refused(code, reason) => {
                 if *code != close::INTERNAL {
