@@ -114,19 +114,6 @@ async fn scripted_traffic_moves_counters_and_histograms_by_its_amounts() {
     let mut cfg = config(Some(&redis), data.path());
     cfg.metrics.port = Some(0);
     let instance = start(&cfg).await;
-    let ops = format!(
-        "http://{}/metrics",
-        instance.metrics_addr.expect("metrics served")
-    );
-    let http = reqwest::Client::new();
-    let scrape = || {
-        let request = http.get(&ops);
-        async move {
-            let response = request.send().await.unwrap();
-            assert_eq!(response.status().as_u16(), 200);
-            response.text().await.unwrap()
-        }
-    };
 
     let a = YClient::connect(&url(&instance, "measured")).await.unwrap();
     let b = YClient::connect(&url(&instance, "measured")).await.unwrap();
@@ -141,14 +128,14 @@ async fn scripted_traffic_moves_counters_and_histograms_by_its_amounts() {
             && value(now, "yws_append_seconds_count") == value(now, "yws_messages_appended_total")
     };
     let deadline = tokio::time::Instant::now() + SOON;
-    let mut before = scrape().await;
+    let mut before = scrape(&instance).await;
     while !settled(&before) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "sync appends never settled:\n{before}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        before = scrape().await;
+        before = scrape(&instance).await;
     }
 
     for n in 0..EDITS {
@@ -161,14 +148,14 @@ async fn scripted_traffic_moves_counters_and_histograms_by_its_amounts() {
     .unwrap();
     let read_before = value(&before, "yws_stream_entries_read_total");
     let deadline = tokio::time::Instant::now() + SOON;
-    let mut after = scrape().await;
+    let mut after = scrape(&instance).await;
     while value(&after, "yws_stream_entries_read_total") < read_before + EDITS {
         assert!(
             tokio::time::Instant::now() < deadline,
             "entries never read:\n{after}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        after = scrape().await;
+        after = scrape(&instance).await;
     }
     let delta = |name: &str| value(&after, name) - value(&before, name);
     assert_eq!(delta("yws_messages_appended_total"), EDITS);
@@ -191,10 +178,10 @@ async fn scripted_traffic_moves_counters_and_histograms_by_its_amounts() {
     let closed_before = value(&after, client_closed);
     drop(b);
     eventually("the departure counted", SOON, || async {
-        value(&scrape().await, client_closed) == closed_before + 1
+        value(&scrape(&instance).await, client_closed) == closed_before + 1
     })
     .await;
-    let last = scrape().await;
+    let last = scrape(&instance).await;
     assert_eq!(value(&last, "yws_connections_open"), 1);
     assert_eq!(value(&last, "yws_connections_total"), 2);
     assert_eq!(value(&last, "yws_rooms_open"), 1);
@@ -220,11 +207,6 @@ async fn storage_calls_are_timed_and_their_failures_counted() {
     cfg.metrics.port = Some(0);
     cfg.redis.task_debounce = 100;
     let instance = start(&cfg).await;
-    let ops = format!(
-        "http://{}/metrics",
-        instance.metrics_addr.expect("metrics served")
-    );
-    let scrape = || async { reqwest::get(&ops).await.unwrap().text().await.unwrap() };
     let calls = |text: &str, operation: &str| {
         value(
             text,
@@ -236,7 +218,7 @@ async fn storage_calls_are_timed_and_their_failures_counted() {
     };
 
     // Exported before the first call.
-    let first = scrape().await;
+    let first = scrape(&instance).await;
     for operation in ["load", "put", "delete", "state_vector"] {
         assert_eq!(errors(&first, operation), 0, "{first}");
     }
@@ -248,10 +230,10 @@ async fn storage_calls_are_timed_and_their_failures_counted() {
     a.wait_synced(SOON).await.unwrap();
     a.text_insert("t", 0, "x");
     eventually("compacted", SOON, || async {
-        value(&scrape().await, "yws_documents_stored_total") >= 1
+        value(&scrape(&instance).await, "yws_documents_stored_total") >= 1
     })
     .await;
-    let stored = scrape().await;
+    let stored = scrape(&instance).await;
     assert!(calls(&stored, "put") >= 1, "{stored}");
     assert!(calls(&stored, "load") >= 2, "{stored}");
     for operation in ["load", "put", "delete", "state_vector"] {
@@ -263,13 +245,13 @@ async fn storage_calls_are_timed_and_their_failures_counted() {
     // loading a document fails and the client is refused.
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::write(&dir, b"not a directory").unwrap();
-    let before = scrape().await;
+    let before = scrape(&instance).await;
     let b = YClient::connect(&url(&instance, "unusable")).await.unwrap();
     b.wait_until("refused", SOON, |c| c.closed().is_some())
         .await
         .unwrap();
     assert_eq!(b.closed(), Some(1011));
-    let after = scrape().await;
+    let after = scrape(&instance).await;
     assert!(
         errors(&after, "load") > errors(&before, "load"),
         "{before}\n{after}"
@@ -298,19 +280,14 @@ async fn bytes_in_and_out_are_counted_to_the_byte() {
     let mut cfg = config(None, data.path());
     cfg.metrics.port = Some(0);
     let instance = start(&cfg).await;
-    let ops = format!(
-        "http://{}/metrics",
-        instance.metrics_addr.expect("metrics served")
-    );
-    let scrape = || async { reqwest::get(&ops).await.unwrap().text().await.unwrap() };
     // The counters move right after the bytes went: wait for them to reach
     // what the clients saw, then check they did not pass it.
     let settled = |name: &'static str, expected: u64| {
-        let scrape = &scrape;
+        let instance = &instance;
         async move {
             let deadline = tokio::time::Instant::now() + SOON;
             loop {
-                let now = value(&scrape().await, name);
+                let now = value(&scrape(instance).await, name);
                 if now >= expected || tokio::time::Instant::now() > deadline {
                     assert_eq!(now, expected, "{name}");
                     return;
@@ -319,7 +296,7 @@ async fn bytes_in_and_out_are_counted_to_the_byte() {
             }
         }
     };
-    let first = scrape().await;
+    let first = scrape(&instance).await;
     assert_eq!(value(&first, "yws_received_bytes_total"), 0);
     assert_eq!(value(&first, "yws_sent_bytes_total"), 0);
 
@@ -369,11 +346,6 @@ async fn a_client_that_stops_reading_deepens_the_queue_gauge() {
     let mut cfg = config(None, data.path());
     cfg.metrics.port = Some(0);
     let instance = start(&cfg).await;
-    let ops = format!(
-        "http://{}/metrics",
-        instance.metrics_addr.expect("metrics served")
-    );
-    let scrape = || async { reqwest::get(&ops).await.unwrap().text().await.unwrap() };
     let room = url(&instance, "deep");
 
     let mut slow = RawClient::connect_slow(&room).await.unwrap();
@@ -384,29 +356,14 @@ async fn a_client_that_stops_reading_deepens_the_queue_gauge() {
     writer.wait_synced(SOON).await.unwrap();
     watcher.wait_synced(SOON).await.unwrap();
     // The gauge is the deepest since the previous scrape.
-    scrape().await;
+    scrape(&instance).await;
     assert_eq!(
-        value(&scrape().await, "yws_connection_queue_deepest"),
+        value(&scrape(&instance).await, "yws_connection_queue_deepest"),
         0,
         "nothing queued between two scrapes"
     );
-    // More than the kernel buffers between the server and `slow` hold.
-    let chunk = "x".repeat(32 * 1024);
-    let count = 300u32;
-    for i in 0..count {
-        writer.text_insert("t", i * chunk.len() as u32, &chunk);
-        if i % 20 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    let total = count * chunk.len() as u32;
-    watcher
-        .wait_until("every edit", Duration::from_secs(30), |c| {
-            c.text_len("t") == total
-        })
-        .await
-        .unwrap();
-    let deepest = value(&scrape().await, "yws_connection_queue_deepest");
+    outpace_a_slow_reader(&writer, &watcher).await;
+    let deepest = value(&scrape(&instance).await, "yws_connection_queue_deepest");
     assert!(deepest > 0, "{deepest}");
     drop((slow, writer, watcher));
     instance.shutdown().await;

@@ -39,14 +39,6 @@ fn refusals(metrics: &str) -> BTreeMap<&'static str, u64> {
         .collect()
 }
 
-async fn scrape(instance: &websocket::app::Instance) -> String {
-    let ops = format!(
-        "http://{}/metrics",
-        instance.metrics_addr.expect("metrics served")
-    );
-    reqwest::get(ops).await.unwrap().text().await.unwrap()
-}
-
 /// The HTTP status an upgrade request to `url` is refused with.
 async fn refused_status(url: &str, protocols: Option<&str>) -> u16 {
     match RawClient::try_connect(url, protocols).await.unwrap() {

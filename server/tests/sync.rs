@@ -265,22 +265,7 @@ async fn a_slow_client_is_dropped_and_never_stalls_the_room() {
     let watcher = YClient::connect(&room_url).await.unwrap();
     writer.wait_synced(SOON).await.unwrap();
     watcher.wait_synced(SOON).await.unwrap();
-    // More than the kernel buffers between the server and `slow` can hold.
-    let chunk = "x".repeat(32 * 1024);
-    let count = 300u32;
-    for i in 0..count {
-        writer.text_insert("t", i * chunk.len() as u32, &chunk);
-        if i % 20 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    let total = count * chunk.len() as u32;
-    watcher
-        .wait_until("every edit", Duration::from_secs(30), |c| {
-            c.text_len("t") == total
-        })
-        .await
-        .unwrap();
+    outpace_a_slow_reader(&writer, &watcher).await;
     assert_eq!(watcher.closed(), None);
     assert_eq!(writer.closed(), None);
     // The slow one was dropped from the room: after what was already on its

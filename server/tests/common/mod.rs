@@ -55,6 +55,38 @@ pub fn url(instance: &Instance, room: &str) -> String {
     format!("ws://{addr}/{room}")
 }
 
+/// The text of the instance's `/metrics` (which must answer 200).
+pub async fn scrape(instance: &Instance) -> String {
+    let ops = format!(
+        "http://{}/metrics",
+        instance.metrics_addr.expect("metrics served")
+    );
+    let response = reqwest::get(ops).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.text().await.unwrap()
+}
+
+/// `writer` inserts 300 chunks of 32 KiB into text `t`, more than the kernel
+/// buffers between the server and a client that stopped reading can hold, and
+/// `watcher` (reading) receives them all.
+pub async fn outpace_a_slow_reader(writer: &YClient, watcher: &YClient) {
+    let chunk = "x".repeat(32 * 1024);
+    let count = 300u32;
+    for i in 0..count {
+        writer.text_insert("t", i * chunk.len() as u32, &chunk);
+        if i % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let total = count * chunk.len() as u32;
+    watcher
+        .wait_until("every edit", Duration::from_secs(30), |c| {
+            c.text_len("t") == total
+        })
+        .await
+        .unwrap();
+}
+
 /// A direct Redis connection for inspecting what the servers wrote.
 pub async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
