@@ -78,18 +78,7 @@ async fn main() -> Result<()> {
     streams.append(&key, &messages[0]).await?;
     let client = redis::Client::open(redis.url())?;
     let mut connection = client.get_multiplexed_async_connection().await?;
-    for chunk in messages[1..].chunks(10_000) {
-        let mut pipe = redis::pipe();
-        for message in chunk {
-            pipe.cmd("XADD")
-                .arg(&key)
-                .arg("*")
-                .arg("m")
-                .arg(message.as_slice())
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut connection).await?;
-    }
+    testkit::xadd_all(&mut connection, &key, &messages[1..]).await?;
     drop(messages);
     let len = streams.stream_len(&key).await?;
     println!(

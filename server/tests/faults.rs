@@ -209,18 +209,9 @@ async fn a_worker_killed_mid_compaction_is_replaced_and_loses_nothing() {
     let streams = RedisStreams::connect(&redis.url(), "y").await.unwrap();
     streams.append(&key, &messages[0]).await.unwrap();
     let mut conn = redis_conn(&redis).await;
-    for chunk in messages[1..].chunks(5_000) {
-        let mut pipe = redis::pipe();
-        for message in chunk {
-            pipe.cmd("XADD")
-                .arg(&key)
-                .arg("*")
-                .arg("m")
-                .arg(message.as_slice())
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await.unwrap();
-    }
+    testkit::xadd_all(&mut conn, &key, &messages[1..])
+        .await
+        .unwrap();
     assert_eq!(xlen(&mut conn, &key).await, ENTRIES as u64);
     assert_eq!(task_owners(&mut conn).await, ["pending"]);
 

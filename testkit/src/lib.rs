@@ -14,7 +14,7 @@ pub mod s3;
 pub mod storm;
 pub mod values;
 
-pub use self::redis::{xlen, RedisServer};
+pub use self::redis::{xadd_all, xlen, RedisServer};
 pub use callback::PermissionCallback;
 pub use client::{doc_content, Handshake, RawClient, YClient};
 pub use gcs::FakeGcsServer;
