@@ -6,13 +6,21 @@ use std::time::Duration;
 
 use common::*;
 
-fn value(metrics: &str, name: &str) -> u64 {
+/// The sample `name` of a `/metrics` text, parsed as `T`.
+fn sample<T: std::str::FromStr>(metrics: &str, name: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
         .parse()
         .unwrap()
+}
+
+fn value(metrics: &str, name: &str) -> u64 {
+    sample(metrics, name)
 }
 
 #[tokio::test]
@@ -98,12 +106,7 @@ async fn metrics_health_and_readiness() {
 
 /// A value that may be a float (histogram sums), as a float.
 fn float(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
-        .parse()
-        .unwrap()
+    sample(metrics, name)
 }
 
 #[tokio::test]
