@@ -65,10 +65,11 @@ pub(crate) fn merge_updates_v1(updates: &[&[u8]]) -> Result<Vec<u8>, Reason> {
     guard_yrs("merge", || yrs::merge_updates_v1(updates.iter().copied()))
 }
 
-/// Read a varuint that yrs reads as 32 bits (every count, clock and length; only
-/// client ids are 64-bit). yrs wraps larger values silently, so a value it would
-/// read differently from this walk is refused: the walk and yrs must agree on
-/// every count, else yrs may reserve memory for a count the walk never saw.
+/// Read a varuint that yrs reads as 32 bits (every count, clock and length;
+/// client ids go through [`read_client`]). yrs wraps larger values silently,
+/// so a value it would read differently from this walk is refused: the walk
+/// and yrs must agree on every count, else yrs may reserve memory for a count
+/// the walk never saw.
 fn read_u32(r: &mut Reader<'_>) -> Result<u64, Reason> {
     let value = r.read_var_u64().map_err(read_err)?;
     if value > u64::from(u32::MAX) {
