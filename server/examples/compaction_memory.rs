@@ -111,7 +111,9 @@ async fn compact(url: &str) -> Result<()> {
     );
     let before = status_kb("VmRSS:")?;
     let started = Instant::now();
-    worker.flush().await;
+    worker
+        .flush(tokio::time::Instant::now() + Duration::from_secs(600))
+        .await?;
     let elapsed = started.elapsed();
     let peak = status_kb("VmHWM:")?;
     let stored = storage.load("big", "index").await?;

@@ -22,7 +22,7 @@ use crate::server;
 use crate::storage::{open_metered, Storage, StorageError};
 use crate::streams::{MemoryStreams, RedisStreams, StreamError, Streams};
 use crate::subscriber;
-use crate::worker::{UpdateCallback, Worker, WorkerError, WorkerSettings};
+use crate::worker::{Unstored, UpdateCallback, Worker, WorkerError, WorkerSettings};
 
 /// What this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +72,32 @@ pub struct Instance {
     draining: CancellationToken,
     /// How long clients are still served once shutdown began.
     drain: Duration,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), ShutdownError>>,
 }
 
-/// How long connections get to finish in-flight appends and close.
-const CONNECTIONS_GRACE: Duration = Duration::from_secs(4);
-/// How long the worker gets to finish the task it holds.
-const WORKER_GRACE: Duration = Duration::from_secs(4);
+/// How the stop is timed, from the moment the instance stops accepting: each
+/// step must be done by its deadline, and what an earlier step leaves unused
+/// goes to the next. Before them the listener takes up to [`listener::DRAIN`]
+/// (1 s) for requests in flight; the last deadline, 8.5 s in all, stays inside
+/// the binary's 9 s limit, so the final flush of a single instance is never the
+/// step cut short.
+const CONNECTIONS_DONE: Duration = Duration::from_millis(3_500);
+/// Deadline of the worker's current task (left claimable when it is not done).
+const WORKER_DONE: Duration = Duration::from_millis(4_500);
+/// Deadline of a single instance's final flush: its larger share, since every
+/// document of the embedded bus is lost if it is not stored by then.
+const FLUSH_DONE: Duration = Duration::from_millis(7_500);
+
+/// Why a stop lost something.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// A single instance could not store every document before it stopped.
+    #[error(transparent)]
+    Unstored(#[from] Unstored),
+    /// The instance's task failed.
+    #[error("the instance task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
 
 impl Instance {
     /// Open storage, bind the listeners and start the given roles. With Redis
@@ -148,17 +167,15 @@ impl Instance {
     /// Stop in the documented order and wait until everything has stopped:
     /// `/readyz` answers 503 at once, clients are still served for the drain
     /// time (`shutdown_drain`), then the instance stops accepting and closes
-    /// its connections.
-    pub async fn shutdown(self) {
+    /// its connections. An error says what the stop lost.
+    pub async fn shutdown(self) -> Result<(), ShutdownError> {
         self.draining.cancel();
         if !self.drain.is_zero() {
             tracing::info!(drain = ?self.drain, "draining: /readyz answers 503");
             tokio::time::sleep(self.drain).await;
         }
         self.stop.cancel();
-        if let Err(err) = self.task.await {
-            tracing::error!(%err, "instance task failed");
-        }
+        self.task.await?
     }
 
     /// How long [`Instance::shutdown`] keeps serving before it closes
@@ -414,7 +431,7 @@ async fn run(
     connected: Arc<OnceLock<Arc<dyn Streams>>>,
     gate: Arc<Gate>,
     serving: Option<JoinHandle<()>>,
-) {
+) -> Result<(), ShutdownError> {
     let assembled = match start {
         Start::Assembled(assembled) => assembled,
         Start::Pending(bus, parts) => match bus.connected(&stop).await {
@@ -424,7 +441,7 @@ async fn run(
                     let _ = listener.await;
                 }
                 tracing::info!("stopped before redis answered");
-                return;
+                return Ok(());
             }
         },
     };
@@ -466,6 +483,7 @@ async fn run(
         None => stop.cancelled().await,
     }
     tracing::info!("stopping: no new connections");
+    let stopping = tokio::time::Instant::now();
     let running = Running {
         state,
         worker,
@@ -475,7 +493,7 @@ async fn run(
         subscriber,
         embedded,
     };
-    running.stop().await;
+    let stopped = running.stop(stopping).await;
     if let Some(task) = restarts {
         let _ = task.await;
     }
@@ -483,6 +501,7 @@ async fn run(
     drop(streams);
     drop(storage);
     tracing::info!("stopped");
+    stopped
 }
 
 /// How often the bus is asked whether it restarted.
@@ -533,13 +552,16 @@ struct Running {
 }
 
 impl Running {
-    /// Steps 2 to 4 of the shutdown order.
-    async fn stop(self) {
+    /// Steps 2 to 4 of the shutdown order, each by its deadline counted from
+    /// `stopping` (when accepting stopped). A single instance's documents not
+    /// stored on the way are the error.
+    async fn stop(self, stopping: tokio::time::Instant) -> Result<(), ShutdownError> {
         // 2. Connections finish the append they are doing and close.
         if let Some(state) = &self.state {
             state.shutdown.cancel();
             state.connections.close();
-            if tokio::time::timeout(CONNECTIONS_GRACE, state.connections.wait())
+            let closed = state.connections.wait();
+            if tokio::time::timeout_at(stopping + CONNECTIONS_DONE, closed)
                 .await
                 .is_err()
             {
@@ -551,23 +573,23 @@ impl Running {
         // now, since its streams die with it.
         self.worker_stop.cancel();
         if let Some(task) = self.worker_task {
-            if tokio::time::timeout(WORKER_GRACE, task).await.is_err() {
-                tracing::warn!("worker did not stop in time; its task stays claimable");
-            }
-        }
-        if let (true, Some(worker)) = (self.embedded, &self.worker) {
-            if tokio::time::timeout(WORKER_GRACE, worker.flush())
+            if tokio::time::timeout_at(stopping + WORKER_DONE, task)
                 .await
                 .is_err()
             {
-                tracing::error!("could not store every document before stopping");
+                tracing::warn!("worker did not stop in time; its task stays claimable");
             }
         }
+        let flushed = match (self.embedded, &self.worker) {
+            (true, Some(worker)) => worker.flush(stopping + FLUSH_DONE).await,
+            _ => Ok(()),
+        };
 
         // 4. The subscriber stops reading.
         self.subscriber_stop.cancel();
         if let Some(task) = self.subscriber {
             let _ = task.await;
         }
+        Ok(flushed?)
     }
 }

@@ -51,8 +51,9 @@ impl Default for ListenerSettings {
 /// (out of file descriptors, for instance), so that it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(500);
 
-/// How long connections still handshaking get to finish once `stop` fires.
-const DRAIN: Duration = Duration::from_secs(2);
+/// How long connections still handshaking get to finish once `stop` fires
+/// (the first step of the instance's stop, `app.rs`).
+pub const DRAIN: Duration = Duration::from_secs(1);
 
 /// Serve `router` on `listener` until `stop` fires; then stop accepting, let
 /// requests in flight finish (up to a short bound) and return. Upgraded

@@ -36,6 +36,43 @@ pub enum WorkerError {
     Callback(String),
 }
 
+/// Documents a stopping single instance could not store: their edits were only
+/// in its memory, so stopping loses them.
+#[derive(Debug, thiserror::Error)]
+pub enum Unstored {
+    /// These rooms' documents were not stored (failed, or out of time).
+    #[error("{}", UnstoredRooms(.0))]
+    Rooms(Vec<String>),
+    /// The queue could not be read, so which documents were stored is unknown.
+    #[error("documents not stored before stopping: the task queue failed: {0}")]
+    Unknown(StreamError),
+}
+
+/// Rooms named in an error line: the first few, each bounded (they are client
+/// text), then how many more.
+struct UnstoredRooms<'a>(&'a [String]);
+
+/// Rooms an [`Unstored`] line names before it only counts the rest.
+const ROOMS_NAMED: usize = 20;
+
+impl std::fmt::Display for UnstoredRooms<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rooms = self.0;
+        match rooms.len() {
+            1 => write!(f, "1 document not stored before stopping: room ")?,
+            n => write!(f, "{n} documents not stored before stopping: rooms ")?,
+        }
+        for (i, room) in rooms.iter().take(ROOMS_NAMED).enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{:?}", crate::log_text::bounded(room).to_string())?;
+        }
+        if rooms.len() > ROOMS_NAMED {
+            write!(f, " and {} more", rooms.len() - ROOMS_NAMED)?;
+        }
+        Ok(())
+    }
+}
+
 /// Timing of compaction.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -205,15 +242,35 @@ impl Worker {
 
     /// Compact every queued document now, however recent its changes (a single
     /// instance does this before it stops, since its streams die with it).
-    pub async fn flush(&self) {
-        match self.streams.claim_all_tasks(&self.consumer).await {
-            Ok(tasks) => {
-                for task in tasks {
-                    self.compact_logged(&task).await;
-                }
+    /// Documents not stored by `deadline`, or whose compaction failed, are
+    /// returned by room: their edits live nowhere else.
+    pub async fn flush(&self, deadline: tokio::time::Instant) -> Result<(), Unstored> {
+        let tasks = match self.streams.claim_all_tasks(&self.consumer).await {
+            Ok(tasks) => tasks,
+            Err(err) => {
+                tracing::warn!(%err, "could not claim tasks to flush");
+                return Err(Unstored::Unknown(err));
             }
-            Err(err) => tracing::warn!(%err, "could not claim tasks to flush"),
+        };
+        let mut unstored = Vec::new();
+        for task in &tasks {
+            let stored = tokio::time::timeout_at(deadline, self.compact_logged(task)).await;
+            if !matches!(stored, Ok(true)) {
+                unstored.push(self.room_of(task));
+            }
         }
+        match unstored.is_empty() {
+            true => Ok(()),
+            false => Err(Unstored::Rooms(unstored)),
+        }
+    }
+
+    /// The room a task's stream belongs to, for telling an operator what was
+    /// lost; the stream key itself when it names no room.
+    fn room_of(&self, task: &WorkerTask) -> String {
+        protocol::parse_stream_key(self.streams.prefix(), &task.stream)
+            .map(|(room, _)| room)
+            .unwrap_or_else(|_| task.stream.clone())
     }
 
     /// Compact one task; a failure is logged once, at warn, with its error. A

@@ -246,7 +246,7 @@ async fn read_write_tokens_by_query_and_by_subprotocol() {
     assert!(asked.contains(&"/perm/doc/alice".to_string()));
     assert!(asked.contains(&"/perm/doc/bob".to_string()));
     drop((a, b));
-    s.instance.shutdown().await;
+    s.instance.shutdown().await.unwrap();
     assert_not_logged(&[&alice, &bob]);
 }
 
@@ -360,7 +360,7 @@ async fn read_only_token_receives_everything_and_sends_nothing() {
         "no entry about the reader's client"
     );
     drop(writer);
-    s.instance.shutdown().await;
+    s.instance.shutdown().await.unwrap();
     assert_not_logged(&[&writer_token, &reader_token]);
 }
 
@@ -515,8 +515,8 @@ async fn refusals_are_401_before_the_upgrade() {
     expect_401("callback down", &format!("{room}?yauth={down_token}"), None).await;
     expect_401("callback down", &room, Some(&format!("yauth-{down_token}"))).await;
 
-    down.shutdown().await;
-    s.instance.shutdown().await;
+    down.shutdown().await.unwrap();
+    s.instance.shutdown().await.unwrap();
     let logged = captured_logs();
     assert!(
         logged.contains("connection refused"),
@@ -582,7 +582,7 @@ async fn node_ws_client_offering_two_protocols_syncs() {
         1
     );
     drop(rust);
-    s.instance.shutdown().await;
+    s.instance.shutdown().await.unwrap();
     assert_not_logged(&[&node_token, &rust_token]);
 }
 

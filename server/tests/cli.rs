@@ -108,3 +108,83 @@ async fn sigterm_stops_gracefully_and_keeps_documents() {
     c.wait_synced(SOON).await.unwrap();
     assert_eq!(c.text("t"), "survives");
 }
+
+/// A single instance whose storage cannot take its final flush exits with
+/// status 1 and names the documents it could not store: their edits were only
+/// in its memory, and an orchestrator must not see a clean exit after a loss.
+#[tokio::test]
+async fn a_final_flush_that_fails_exits_non_zero_and_names_the_documents() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let mut child = binary()
+        .current_dir(dir.path())
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS")
+        .env_remove("STORAGE_BACKEND")
+        .env_remove("STORAGE_DIR")
+        .env("WS_PORT", port.to_string())
+        .env("WS_HOST", "127.0.0.1")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    wait_for_port(port, Duration::from_secs(20)).unwrap();
+    let room = format!("ws://127.0.0.1:{port}/unstored-room");
+    let a = YClient::connect(&room).await.unwrap();
+    let b = YClient::connect(&room).await.unwrap();
+    a.wait_synced(SOON).await.unwrap();
+    b.wait_synced(SOON).await.unwrap();
+    a.text_insert("t", 0, "only in memory");
+    b.wait_until("edit", SOON, |c| c.text("t") == "only in memory")
+        .await
+        .unwrap();
+    // The storage directory becomes a file: every write into it fails.
+    let data = dir.path().join("data");
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::write(&data, b"not a directory").unwrap();
+
+    let started = Instant::now();
+    // SAFETY: kill(2) on the child's own pid, which has not been waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("still running 15 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    })
+    .await
+    .unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status {status}; stderr:\n{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line in:\n{stderr}");
+    assert!(
+        errors[0].contains("1 document not stored before stopping")
+            && errors[0].contains("\"unstored-room\""),
+        "{}",
+        errors[0]
+    );
+    eprintln!("{}", errors[0]);
+}

@@ -133,5 +133,5 @@ async fn sigterm_drains_then_hands_clients_to_the_fleet() {
             .await
             .unwrap();
     }
-    second.shutdown().await;
+    second.shutdown().await.unwrap();
 }

@@ -24,11 +24,11 @@ async fn embedded_instance_syncs_and_keeps_documents_across_restarts() {
     let expected = a.content();
     drop(a);
     drop(b);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 
     let instance = start(&cfg).await;
     let c = YClient::connect(&url(&instance, "solo")).await.unwrap();
     c.wait_synced(SOON).await.unwrap();
     assert_eq!(c.content(), expected);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }

@@ -160,8 +160,8 @@ async fn an_instance_killed_under_editing_clients_loses_no_edit() {
     );
     assert_eq!(lost, 0, "edits missing from storage");
     assert_eq!(stored, expected, "storage holds exactly the edits made");
-    survivor.shutdown().await;
-    worker.shutdown().await;
+    survivor.shutdown().await.unwrap();
+    worker.shutdown().await.unwrap();
 }
 
 /// Entries of the stream the killed worker was compacting: enough that a pass

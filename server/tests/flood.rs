@@ -115,7 +115,7 @@ async fn flood_then(leave: Leave, room: &str) {
         appended, FRAMES,
         "frames appended of {FRAMES} the server received"
     );
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]

@@ -45,7 +45,7 @@ async fn half_sent_upgrade_requests_are_closed_after_the_header_timeout() {
     let client = YClient::connect(&url(&instance, "room")).await.unwrap();
     client.wait_synced(SOON).await.unwrap();
     drop(client);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -79,7 +79,7 @@ async fn connections_past_the_handshake_bound_wait_and_are_then_served() {
         .await
         .expect("served once the held connections are gone")
         .unwrap();
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -99,12 +99,12 @@ async fn a_room_name_longer_than_a_file_name_is_served_and_stored() {
     drop(client);
     drop(other);
     // The embedded instance stores every document when it stops.
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 
     let instance = start(&cfg).await;
     let client = YClient::connect(&url(&instance, &room)).await.unwrap();
     client.wait_synced(SOON).await.unwrap();
     assert_eq!(client.text("t"), "kept", "the long room was not stored");
     drop(client);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }

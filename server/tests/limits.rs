@@ -70,7 +70,7 @@ async fn a_client_over_the_message_rate_is_closed_and_keeps_what_it_sent_before(
         stored.len()
     );
     assert_eq!(stored[..], sent[..stored.len()]);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -90,7 +90,7 @@ async fn a_client_over_the_byte_rate_is_closed_after_what_fit() {
     assert_eq!(client.wait_closed(SOON).await, Some(1008));
     // The first two started under the limit; the third came over it.
     assert_eq!(appended(&mut conn).await, sent[..2]);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn oversized_awareness_states_and_crowded_awareness_messages_are_refused()
         stored[1],
         websocket::protocol::encode_awareness_removal(5, 1)
     );
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn a_silent_peer_is_closed_and_its_departure_appended() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(silent);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -182,5 +182,5 @@ async fn a_client_that_answers_pings_stays_beyond_the_idle_timeout() {
         })
         .await
         .unwrap();
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }

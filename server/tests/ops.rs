@@ -101,7 +101,7 @@ async fn metrics_health_and_readiness() {
     })
     .await;
     drop(c);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 /// A value that may be a float (histogram sums), as a float.
@@ -193,7 +193,7 @@ async fn scripted_traffic_moves_counters_and_histograms_by_its_amounts() {
         0
     );
     drop(a);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 /// The storage series of the fs backend for `operation`.
@@ -260,7 +260,7 @@ async fn storage_calls_are_timed_and_their_failures_counted() {
         "{before}\n{after}"
     );
     assert!(calls(&after, "load") >= errors(&after, "load"), "{after}");
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 /// Bytes of a WebSocket frame carrying `payload` bytes (client frames are
@@ -340,7 +340,7 @@ async fn bytes_in_and_out_are_counted_to_the_byte() {
     settled("yws_sent_bytes_total", sent).await;
     a.close().await;
     b.close().await;
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -369,5 +369,5 @@ async fn a_client_that_stops_reading_deepens_the_queue_gauge() {
     let deepest = value(&scrape(&instance).await, "yws_connection_queue_deepest");
     assert!(deepest > 0, "{deepest}");
     drop((slow, writer, watcher));
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }

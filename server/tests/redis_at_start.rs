@@ -47,7 +47,7 @@ async fn an_instance_started_without_redis_refuses_with_503_until_redis_answers(
     let mut conn = redis_conn(&redis).await;
     assert!(xlen(&mut conn, "y:room:room:index").await > 0);
     drop((a, b));
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -77,5 +77,6 @@ async fn an_instance_waiting_for_redis_stops_at_once() {
     let instance = start(&cfg).await;
     tokio::time::timeout(SOON, instance.shutdown())
         .await
-        .expect("shutdown while waiting for redis");
+        .expect("shutdown while waiting for redis")
+        .unwrap();
 }

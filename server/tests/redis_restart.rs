@@ -86,9 +86,9 @@ async fn servers_and_workers_recover_after_a_redis_restart() {
             .unwrap_or(false)
     })
     .await;
-    one.shutdown().await;
-    two.shutdown().await;
-    worker.shutdown().await;
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+    worker.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -133,5 +133,5 @@ async fn clients_are_closed_after_a_redis_restart_and_restore_what_it_lost() {
     })
     .await
     .unwrap();
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }

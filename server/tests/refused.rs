@@ -160,7 +160,7 @@ async fn each_refused_upgrade_counts_its_reason() {
         assert_eq!(refused_status(&with("doc", &token), None).await, 401);
     })
     .await;
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -175,5 +175,5 @@ async fn upgrades_refused_while_redis_is_not_answering_count_as_unavailable() {
         assert_eq!(refused_status(&url(&instance, "room"), None).await, 503);
     })
     .await;
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }

@@ -223,8 +223,8 @@ async fn reopen_from_storage_alone(
     fleet: (Instance, Instance),
     expected: &serde_json::Value,
 ) {
-    fleet.0.shutdown().await;
-    fleet.1.shutdown().await;
+    fleet.0.shutdown().await.unwrap();
+    fleet.1.shutdown().await.unwrap();
     tokio::task::block_in_place(|| redis.restart()).unwrap();
     assert_eq!(
         redis.cli(&["DBSIZE"]).unwrap().trim(),
@@ -235,8 +235,8 @@ async fn reopen_from_storage_alone(
     let reopened = connect(&server).await;
     assert_eq!(&reopened.content(), expected);
     drop(reopened);
-    server.shutdown().await;
-    worker.shutdown().await;
+    server.shutdown().await.unwrap();
+    worker.shutdown().await.unwrap();
 }
 
 /// Edit text, map and array; compact; edit again; compact; stop everything,

@@ -289,7 +289,7 @@ async fn storage_failures_never_trim_and_are_retried_at_the_debounce() {
     );
     stop.cancel();
     worker.await.unwrap();
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
 }
 
 /// A delete that fails after the new item was stored (as a crash between the two
@@ -372,7 +372,7 @@ async fn failed_deletes_leave_duplicates_that_merge_and_are_cleaned_up() {
     assert!(logs.lines_with("compaction failed").is_empty());
     stop.cancel();
     worker.await.unwrap();
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
 }
 
 /// Even with no debounce at all, a failing backend is retried with pauses that

@@ -17,7 +17,7 @@ async fn empty_room_gets_the_exact_initial_messages() {
     assert_eq!(client.recv(SOON).await.unwrap(), hex("0001020000"));
     assert_eq!(client.recv(Duration::from_millis(300)).await, None);
     client.close().await;
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -70,8 +70,8 @@ async fn clients_on_two_instances_converge_and_share_awareness() {
     let c = YClient::connect(&url(&one, "shared")).await.unwrap();
     c.wait_synced(SOON).await.unwrap();
     assert_eq!(c.content(), b.content());
-    one.shutdown().await;
-    two.shutdown().await;
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
 }
 
 /// Replays the client messages of the captured y-redis session and compares
@@ -156,7 +156,7 @@ async fn session_appends_the_captured_stream_entries() {
         "task parked under `pending`: {pending}"
     );
     b.close().await;
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -227,7 +227,7 @@ async fn invalid_frames_close_only_their_connection_and_append_nothing() {
     let late = YClient::connect(&room_url).await.unwrap();
     late.wait_synced(SOON).await.unwrap();
     assert_eq!(late.text("t"), "safe!");
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -246,7 +246,7 @@ async fn room_path_is_raw_and_keys_are_encoded() {
         async move { xlen(&mut conn, "y:room:my%2520room:index").await >= 1 }
     })
     .await;
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn a_slow_client_is_dropped_and_never_stalls_the_room() {
         frames += 1;
     }
     assert_eq!(slow.close_code, Some(1013), "after {frames} frames");
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 /// y-redis 0.1.6 reads a room's stream from `0` on its first subscription and
@@ -308,8 +308,8 @@ async fn opening_a_room_does_not_replay_its_backlog() {
         2,
         "step 1 and step 2 only, no replay: {frames:?}"
     );
-    writer_instance.shutdown().await;
-    fresh.shutdown().await;
+    writer_instance.shutdown().await.unwrap();
+    fresh.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -331,5 +331,5 @@ async fn without_auth_an_offered_subprotocol_is_answered_with_its_first_entry() 
         testkit::Handshake::Refused { status, .. } => panic!("refused with {status}"),
     }
     client.close().await;
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }

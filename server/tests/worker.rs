@@ -51,8 +51,8 @@ async fn worker_compacts_trims_and_a_restart_loses_nothing() {
     let expected = writer.content();
     drop(writer);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    server.shutdown().await;
-    worker.shutdown().await;
+    server.shutdown().await.unwrap();
+    worker.shutdown().await.unwrap();
     let server = start_roles(&cfg, true, false).await;
     let worker = start_roles(&cfg, false, true).await;
     let reopened = YClient::connect(&url(&server, "compact")).await.unwrap();
@@ -65,8 +65,8 @@ async fn worker_compacts_trims_and_a_restart_loses_nothing() {
         stored_files(data.path(), "compact").len() == 1
     })
     .await;
-    server.shutdown().await;
-    worker.shutdown().await;
+    server.shutdown().await.unwrap();
+    worker.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -126,7 +126,7 @@ async fn poisoned_entries_are_skipped_by_server_and_worker() {
     let late = YClient::connect(&url(&instance, "poison")).await.unwrap();
     late.wait_synced(SOON).await.unwrap();
     assert_eq!(late.text("t"), "valid");
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -171,7 +171,7 @@ async fn worker_recovers_from_flushall() {
         !stored_files(data.path(), "after").is_empty()
     })
     .await;
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -217,7 +217,7 @@ async fn servers_keep_working_after_clean_redis_script() {
             .unwrap_or(false)
     })
     .await;
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -289,7 +289,7 @@ async fn update_callback_receives_each_compacted_document() {
         .unwrap();
     let t = doc.get_or_insert_text("t");
     assert_eq!(t.get_string(&doc.transact()), "called back");
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -346,9 +346,9 @@ async fn several_workers_share_the_queue() {
         assert_eq!(reopened.text("t"), client.text("t"));
     }
     let _ = &mut conn;
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     for worker in workers {
-        worker.shutdown().await;
+        worker.shutdown().await.unwrap();
     }
 }
 
@@ -390,5 +390,5 @@ async fn a_corrupt_stored_item_is_skipped_and_kept() {
     let late = YClient::connect(&url(&instance, "corrupt")).await.unwrap();
     late.wait_synced(SOON).await.unwrap();
     assert_eq!(late.text("t"), "good!");
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }

@@ -43,5 +43,5 @@ async fn npm_y_websocket_provider_syncs_with_a_rust_client() {
         .await
         .unwrap();
     assert_eq!(rust.text("t"), seen);
-    instance.shutdown().await;
+    instance.shutdown().await.unwrap();
 }

@@ -160,15 +160,13 @@ async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         _ = instance.wait() => anyhow::bail!("the instance stopped unexpectedly"),
     }
     tracing::info!("shutting down");
-    // Whatever happens, the process ends within 10 s of the end of the drain.
+    // Whatever happens, the process ends within 10 s of the end of the drain;
+    // a stop that lost documents, or did not finish, ends it with status 1.
     let limit = instance.drain() + Duration::from_secs(9);
-    if tokio::time::timeout(limit, instance.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::error!("shutdown took too long, exiting anyway");
+    match tokio::time::timeout(limit, instance.shutdown()).await {
+        Ok(stopped) => Ok(stopped?),
+        Err(_) => anyhow::bail!("shutdown took too long, exiting anyway"),
     }
-    Ok(())
 }
 
 /// SIGINT (Ctrl+C) or SIGTERM.
