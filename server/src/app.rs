@@ -17,6 +17,7 @@ use crate::gate::Gate;
 use crate::listener::{self, ListenerSettings};
 use crate::metrics::{Count, Metrics, Refusal};
 use crate::ops::{self, OpsState};
+use crate::restarts;
 use crate::rooms::Rooms;
 use crate::server;
 use crate::storage::{open_metered, Storage, StorageError};
@@ -407,7 +408,7 @@ impl Parts {
     }
 }
 
-/// A running instance's parts.
+/// Everything an instance runs, built and connected, not yet started.
 struct Assembled {
     streams: Arc<dyn Streams>,
     storage: Arc<dyn Storage>,
@@ -416,15 +417,81 @@ struct Assembled {
     embedded: bool,
 }
 
-/// How the instance's task begins: assembled already, or waiting for Redis.
+impl Assembled {
+    /// Start the subscriber and the Redis restart watch (when serving) and the
+    /// worker (when compacting).
+    fn spawn(self) -> Running {
+        let Assembled {
+            streams,
+            storage,
+            state,
+            worker,
+            embedded,
+        } = self;
+        let subscriber_stop = CancellationToken::new();
+        let subscriber = state.as_ref().map(|state| {
+            tokio::spawn(subscriber::run(
+                Arc::clone(&streams),
+                Arc::clone(&state.rooms),
+                Arc::clone(&state.metrics),
+                subscriber_stop.clone(),
+            ))
+        });
+        let restarts = state.as_ref().map(|state| {
+            tokio::spawn(restarts::watch(
+                Arc::clone(&streams),
+                Arc::clone(state),
+                subscriber_stop.clone(),
+            ))
+        });
+        let worker_stop = CancellationToken::new();
+        let worker_task = worker.clone().map(|worker| {
+            let token = worker_stop.clone();
+            tokio::spawn(async move { worker.run(token).await })
+        });
+        Running {
+            streams,
+            storage,
+            state,
+            worker,
+            worker_stop,
+            worker_task,
+            subscriber_stop,
+            subscriber,
+            restarts,
+            embedded,
+        }
+    }
+}
+
+/// How the instance's task begins: assembled already (the bus answered at
+/// start, so the first client is served at once), or waiting for Redis.
 enum Start {
     Assembled(Assembled),
     Pending(Bus, Parts),
 }
 
-/// The instance's life: wait for the bus, open the gate, serve until `stop`,
-/// then stop accepting, let connections finish their appends, stop the worker,
-/// stop the subscriber.
+impl Start {
+    /// The assembled instance once the bus answers; `None` when `stop` fired
+    /// first.
+    async fn assembled(
+        self,
+        stop: &CancellationToken,
+        connected: &OnceLock<Arc<dyn Streams>>,
+        gate: &Gate,
+    ) -> Option<Assembled> {
+        match self {
+            Start::Assembled(assembled) => Some(assembled),
+            Start::Pending(bus, parts) => {
+                let streams = bus.connected(stop).await?;
+                Some(parts.assemble(streams, connected, gate))
+            }
+        }
+    }
+}
+
+/// The instance's life: wait for the bus, serve until `stop`, then stop in
+/// the documented order (step 1, no new connections, is the listener's).
 async fn run(
     stop: CancellationToken,
     start: Start,
@@ -432,49 +499,10 @@ async fn run(
     gate: Arc<Gate>,
     serving: Option<JoinHandle<()>>,
 ) -> Result<(), ShutdownError> {
-    let assembled = match start {
-        Start::Assembled(assembled) => assembled,
-        Start::Pending(bus, parts) => match bus.connected(&stop).await {
-            Some(streams) => parts.assemble(streams, &connected, &gate),
-            None => {
-                if let Some(listener) = serving {
-                    let _ = listener.await;
-                }
-                tracing::info!("stopped before redis answered");
-                return Ok(());
-            }
-        },
-    };
-    let Assembled {
-        streams,
-        storage,
-        state,
-        worker,
-        embedded,
-    } = assembled;
-
-    let subscriber_stop = CancellationToken::new();
-    let subscriber = state.as_ref().map(|state| {
-        tokio::spawn(subscriber::run(
-            Arc::clone(&streams),
-            Arc::clone(&state.rooms),
-            Arc::clone(&state.metrics),
-            subscriber_stop.clone(),
-        ))
-    });
-    let restarts = state.as_ref().map(|state| {
-        tokio::spawn(watch_bus_restarts(
-            Arc::clone(&streams),
-            Arc::clone(state),
-            subscriber_stop.clone(),
-        ))
-    });
-    let worker_stop = CancellationToken::new();
-    let worker_task = worker.clone().map(|worker| {
-        let token = worker_stop.clone();
-        tokio::spawn(async move { worker.run(token).await })
-    });
-
+    let running = start
+        .assembled(&stop, &connected, &gate)
+        .await
+        .map(Assembled::spawn);
     // 1. Serve until asked to stop; then stop accepting.
     match serving {
         Some(listener) => {
@@ -482,77 +510,32 @@ async fn run(
         }
         None => stop.cancelled().await,
     }
-    tracing::info!("stopping: no new connections");
-    let stopping = tokio::time::Instant::now();
-    let running = Running {
-        state,
-        worker,
-        worker_stop,
-        worker_task,
-        subscriber_stop,
-        subscriber,
-        embedded,
+    let Some(running) = running else {
+        tracing::info!("stopped before redis answered");
+        return Ok(());
     };
-    let stopped = running.stop(stopping).await;
-    if let Some(task) = restarts {
-        let _ = task.await;
-    }
-    // 5. Connections to Redis and storage are released when dropped here.
-    drop(streams);
-    drop(storage);
+    tracing::info!("stopping: no new connections");
+    let stopped = running.stop(tokio::time::Instant::now()).await;
     tracing::info!("stopped");
     stopped
 }
 
-/// How often the bus is asked whether it restarted.
-const RESTART_CHECK: Duration = Duration::from_secs(1);
-
-/// Close every connection when Redis restarted (its run id changed). A Redis
-/// without persistence comes back empty, and one with it may have lost its last
-/// writes; a client whose connection stayed open would never send again what
-/// was lost, and its later updates would wait in every loaded document for
-/// updates that never come. Closed, y-websocket clients reconnect and send
-/// their documents, which restores everything Redis lost.
-async fn watch_bus_restarts(
-    streams: Arc<dyn Streams>,
-    state: Arc<AppState>,
-    stop: CancellationToken,
-) {
-    let mut known = streams.first_run_id();
-    loop {
-        let id = tokio::select! {
-            _ = stop.cancelled() => return,
-            id = streams.run_id() => id,
-        };
-        if let Ok(Some(id)) = id {
-            if known.as_ref().is_some_and(|known| *known != id) {
-                tracing::warn!(
-                    "redis restarted; closing connections so that clients send their documents again"
-                );
-                state.bus_restarts.send_modify(|restarts| *restarts += 1);
-            }
-            known = Some(id);
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(RESTART_CHECK) => {}
-        }
-    }
-}
-
 /// What runs once the instance is serving, to be stopped in order.
 struct Running {
+    streams: Arc<dyn Streams>,
+    storage: Arc<dyn Storage>,
     state: Option<Arc<AppState>>,
     worker: Option<Arc<Worker>>,
     worker_stop: CancellationToken,
     worker_task: Option<JoinHandle<()>>,
     subscriber_stop: CancellationToken,
     subscriber: Option<JoinHandle<()>>,
+    restarts: Option<JoinHandle<()>>,
     embedded: bool,
 }
 
 impl Running {
-    /// Steps 2 to 4 of the shutdown order, each by its deadline counted from
+    /// Steps 2 to 5 of the shutdown order, each by its deadline counted from
     /// `stopping` (when accepting stopped). A single instance's documents not
     /// stored on the way are the error.
     async fn stop(self, stopping: tokio::time::Instant) -> Result<(), ShutdownError> {
@@ -585,11 +568,14 @@ impl Running {
             _ => Ok(()),
         };
 
-        // 4. The subscriber stops reading.
+        // 4. The subscriber and the restart watch stop reading.
         self.subscriber_stop.cancel();
-        if let Some(task) = self.subscriber {
+        for task in [self.subscriber, self.restarts].into_iter().flatten() {
             let _ = task.await;
         }
+        // 5. Connections to Redis and storage are released when dropped here.
+        drop(self.streams);
+        drop(self.storage);
         Ok(flushed?)
     }
 }

@@ -16,6 +16,7 @@ pub mod log_text;
 pub mod metrics;
 pub mod ops;
 pub mod protocol;
+pub mod restarts;
 pub mod rooms;
 pub mod server;
 pub mod socket;

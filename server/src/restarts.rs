@@ -1,0 +1,42 @@
+//! Noticing that Redis restarted under a running instance, so that what it
+//! lost is sent again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::AppState;
+use crate::streams::Streams;
+
+/// How often Redis is asked whether it restarted.
+const RESTART_CHECK: Duration = Duration::from_secs(1);
+
+/// Close every connection when Redis restarted (its run id changed). A Redis
+/// without persistence comes back empty, and one with it may have lost its last
+/// writes; a client whose connection stayed open would never send again what
+/// was lost, and its later updates would wait in every loaded document for
+/// updates that never come. Closed, y-websocket clients reconnect and send
+/// their documents, which restores everything Redis lost.
+pub async fn watch(streams: Arc<dyn Streams>, state: Arc<AppState>, stop: CancellationToken) {
+    let mut known = streams.first_run_id();
+    loop {
+        let id = tokio::select! {
+            _ = stop.cancelled() => return,
+            id = streams.run_id() => id,
+        };
+        if let Ok(Some(id)) = id {
+            if known.as_ref().is_some_and(|known| *known != id) {
+                tracing::warn!(
+                    "redis restarted; closing connections so that clients send their documents again"
+                );
+                state.bus_restarts.send_modify(|restarts| *restarts += 1);
+            }
+            known = Some(id);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RESTART_CHECK) => {}
+        }
+    }
+}
