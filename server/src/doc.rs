@@ -6,9 +6,9 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
-use crate::protocol::{self, AwarenessStates, Message, StreamId, SyncMessage};
+use crate::protocol::{self, AwarenessStates, Message, SyncMessage};
 use crate::storage::{Storage, StorageError};
-use crate::streams::{StreamError, Streams};
+use crate::streams::{StreamError, StreamId, Streams};
 
 /// Why a document could not be loaded. Poisoned stream entries are not an error:
 /// they are skipped with a log line.

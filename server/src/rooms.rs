@@ -12,8 +12,8 @@ use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use crate::doc::InitialSync;
-use crate::protocol::StreamId;
 use crate::socket::Outbox;
+use crate::streams::StreamId;
 
 /// A load shared by every connection that opens the room while it runs.
 type SharedLoad = Arc<OnceCell<Result<InitialSync, String>>>;

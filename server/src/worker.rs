@@ -11,9 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::doc::{load_doc, LoadError};
 use crate::metrics::{self, Metrics};
-use crate::protocol::{self, StreamId};
 use crate::storage::{Storage, StorageError};
-use crate::streams::{StreamError, Streams, WorkerTask, CLAIM_COUNT};
+use crate::streams::{self, StreamError, StreamId, Streams, WorkerTask, CLAIM_COUNT};
 
 /// The longest pause between claims after batches that failed entirely.
 const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(1);
@@ -274,7 +273,7 @@ impl Worker {
     /// claimed, untrimmed; any worker claims it again once it has been idle for
     /// the task debounce.
     pub async fn compact(&self, task: &WorkerTask) -> Result<Outcome, WorkerError> {
-        let (room, docid) = match protocol::parse_stream_key(self.streams.prefix(), &task.stream) {
+        let (room, docid) = match streams::parse_stream_key(self.streams.prefix(), &task.stream) {
             Ok(parts) => parts,
             Err(err) => {
                 tracing::warn!(task = %task.id, stream = %crate::log_text::bounded(&task.stream), %err, "task names no doc stream of this prefix, dropping it");

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use super::StreamId;
 use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
-use crate::protocol::StreamId;
 
 /// The same streams, ids, worker queue and pending list as the Redis layout,
 /// kept in memory, for one instance that runs without Redis.

@@ -6,6 +6,8 @@
 //! [`MemoryStreams`], an in-process bus with the same semantics for a single
 //! instance without Redis and for fast tests.
 
+mod id;
+mod keys;
 mod memory;
 mod redis;
 
@@ -14,9 +16,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use self::id::{is_smaller_redis_id, InvalidStreamId, StreamId};
+pub use self::keys::{
+    decode_uri_component, encode_uri_component, parse_stream_key, stream_key, KeyError, DOC_ID,
+};
 pub use self::memory::MemoryStreams;
 pub use self::redis::RedisStreams;
-use crate::protocol::StreamId;
 
 /// How many entries one subscriber read returns at most (as y-redis).
 pub const READ_COUNT: usize = 1000;

@@ -10,9 +10,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::Mutex;
 
+use super::StreamId;
 use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
 use crate::metrics::Count;
-use crate::protocol::StreamId;
 
 /// Appends a message; a stream that does not exist yet first gets a compaction
 /// task, moved at once into the pending list of the consumer `pending` (docs/protocol.md
