@@ -18,7 +18,7 @@ use testkit::RedisServer;
 use websocket::protocol::encode_sync_update;
 use websocket::storage::memory::MemoryStorage;
 use websocket::storage::Storage;
-use websocket::streams::{stream_key, RedisStreams, Streams};
+use websocket::streams::{stream_key, Append, RedisStreams, TaskQueue};
 use websocket::worker::{Worker, WorkerSettings};
 use yrs::{Doc, ReadTxn, Text, Transact};
 

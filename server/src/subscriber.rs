@@ -9,13 +9,13 @@ use crate::metrics::{self, Metrics};
 use crate::protocol::{self};
 use crate::rooms::Rooms;
 use crate::socket::frame;
-use crate::streams::{Streams, READ_BLOCK};
+use crate::streams::{Follow, READ_BLOCK};
 
 /// Read every followed stream, merge each stream's new messages and deliver
 /// them to the room, until `shutdown` is cancelled. Bus errors are logged and
 /// retried with a growing pause, so a Redis restart is survived.
-pub async fn run(
-    streams: Arc<dyn Streams>,
+pub async fn run<R: Follow + ?Sized>(
+    streams: Arc<R>,
     rooms: Arc<Rooms>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,

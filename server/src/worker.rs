@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::doc::{load_doc, LoadError};
 use crate::metrics::{self, Metrics};
 use crate::storage::{Storage, StorageError};
-use crate::streams::{self, StreamError, StreamId, Streams, WorkerTask, CLAIM_COUNT};
+use crate::streams::{
+    self, History, StreamError, StreamId, Streams, TaskQueue, WorkerTask, CLAIM_COUNT,
+};
 
 /// The longest pause between claims after batches that failed entirely.
 const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(1);
@@ -110,22 +112,19 @@ pub enum Outcome {
     Dropped,
 }
 
-/// A worker: one consumer of the `{prefix}:worker` group.
-pub struct Worker {
-    streams: Arc<dyn Streams>,
+/// A worker: one consumer of the `{prefix}:worker` group. It needs the task
+/// queue and each task's doc stream, nothing else of the streams.
+pub struct Worker<Q: TaskQueue + History + ?Sized = dyn Streams> {
+    streams: Arc<Q>,
     storage: Arc<dyn Storage>,
     settings: WorkerSettings,
     consumer: String,
     metrics: Arc<Metrics>,
 }
 
-impl Worker {
+impl<Q: TaskQueue + History + ?Sized> Worker<Q> {
     /// A worker with a fresh random consumer name.
-    pub fn new(
-        streams: Arc<dyn Streams>,
-        storage: Arc<dyn Storage>,
-        settings: WorkerSettings,
-    ) -> Self {
+    pub fn new(streams: Arc<Q>, storage: Arc<dyn Storage>, settings: WorkerSettings) -> Self {
         Self {
             streams,
             storage,

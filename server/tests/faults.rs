@@ -15,7 +15,7 @@ use common::*;
 use testkit::{free_port, open_at_once, ServiceProcess};
 use websocket::protocol::encode_sync_update;
 use websocket::storage::{open_storage, Storage};
-use websocket::streams::{stream_key, RedisStreams, Streams};
+use websocket::streams::{stream_key, Append, RedisStreams};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, Map, ReadTxn, Transact, Update};
 

@@ -1,4 +1,4 @@
-//! [`Streams`] inside the process: the embedded bus of a single instance.
+//! Every role of [`super::Streams`] inside the process: the embedded bus of a single instance.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -8,7 +8,10 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::StreamId;
-use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
+use super::{
+    Append, Follow, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
+    TaskQueue, WorkerTask, READ_COUNT,
+};
 
 /// The same streams, ids, worker queue and pending list as the Redis layout,
 /// kept in memory, for one instance that runs without Redis.
@@ -102,16 +105,14 @@ impl MemoryStreams {
     }
 }
 
-#[async_trait]
-impl Streams for MemoryStreams {
+impl Keyspace for MemoryStreams {
     fn prefix(&self) -> &str {
         &self.prefix
     }
+}
 
-    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
-        Ok(())
-    }
-
+#[async_trait]
+impl Append for MemoryStreams {
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError> {
         {
             let mut state = self.state();
@@ -129,7 +130,34 @@ impl Streams for MemoryStreams {
         self.changed.notify_waiters();
         Ok(())
     }
+}
 
+#[async_trait]
+impl Follow for MemoryStreams {
+    async fn read_new(
+        &self,
+        positions: &[(String, StreamId)],
+        block: Duration,
+    ) -> Result<Vec<StreamBatch>, StreamError> {
+        let notified = self.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let batches = self.collect_new(positions);
+        if !batches.is_empty() {
+            return Ok(batches);
+        }
+        let _ = tokio::time::timeout(block, notified).await;
+        Ok(self.collect_new(positions))
+    }
+
+    async fn wake_reader(&self) -> Result<(), StreamError> {
+        self.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl History for MemoryStreams {
     async fn read_page(
         &self,
         stream: &str,
@@ -156,25 +184,11 @@ impl Streams for MemoryStreams {
             .get(stream)
             .and_then(|doc| doc.entries.front().map(|entry| entry.id)))
     }
+}
 
-    async fn read_new(
-        &self,
-        positions: &[(String, StreamId)],
-        block: Duration,
-    ) -> Result<Vec<StreamBatch>, StreamError> {
-        let notified = self.changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let batches = self.collect_new(positions);
-        if !batches.is_empty() {
-            return Ok(batches);
-        }
-        let _ = tokio::time::timeout(block, notified).await;
-        Ok(self.collect_new(positions))
-    }
-
-    async fn wake_reader(&self) -> Result<(), StreamError> {
-        self.changed.notify_waiters();
+#[async_trait]
+impl TaskQueue for MemoryStreams {
+    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
         Ok(())
     }
 
@@ -250,3 +264,6 @@ impl Streams for MemoryStreams {
         Ok(())
     }
 }
+
+/// Always answers, never restarts: the defaults.
+impl Health for MemoryStreams {}

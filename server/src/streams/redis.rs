@@ -1,4 +1,4 @@
-//! [`Streams`] on a real Redis, byte-compatible with y-redis 0.1.6.
+//! Every role of [`super::Streams`] on a real Redis, byte-compatible with y-redis 0.1.6.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,10 @@ use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::Mutex;
 
 use super::StreamId;
-use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
+use super::{
+    Append, Follow, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
+    TaskQueue, WorkerTask, READ_COUNT,
+};
 use crate::metrics::Count;
 
 /// Appends a message; a stream that does not exist yet first gets a compaction
@@ -139,7 +142,7 @@ impl RedisStreams {
         };
         streams.ensure_worker_group().await?;
         // A Redis that refuses INFO only goes without restart checks.
-        streams.first_run_id = Streams::run_id(&streams).await.ok().flatten();
+        streams.first_run_id = Health::run_id(&streams).await.ok().flatten();
         Ok(streams)
     }
 
@@ -283,32 +286,14 @@ impl RedisStreams {
     }
 }
 
-#[async_trait]
-impl Streams for RedisStreams {
+impl Keyspace for RedisStreams {
     fn prefix(&self) -> &str {
         &self.prefix
     }
+}
 
-    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
-        let created: Result<Value, _> = self
-            .command(|mut connection| async move {
-                redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&self.worker_key)
-                    .arg(&self.worker_key)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
-            Err(err) => Err(err.into()),
-        }
-    }
-
+#[async_trait]
+impl Append for RedisStreams {
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError> {
         // A retried append may land twice; stream messages are CRDT updates and
         // awareness states, which apply idempotently.
@@ -324,7 +309,62 @@ impl Streams for RedisStreams {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Follow for RedisStreams {
+    async fn read_new(
+        &self,
+        positions: &[(String, StreamId)],
+        block: Duration,
+    ) -> Result<Vec<StreamBatch>, StreamError> {
+        if positions.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Ok(Vec::new());
+        }
+        let mut connection = self.reader_connection().await?;
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS");
+        for (stream, _) in positions {
+            command.arg(stream);
+        }
+        for (_, id) in positions {
+            command.arg(id.to_string());
+        }
+        let reply: Value = match command.query_async(&mut connection).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                self.forget_reader().await;
+                return Err(err.into());
+            }
+        };
+        Ok(parse_read_reply(reply))
+    }
+
+    async fn wake_reader(&self) -> Result<(), StreamError> {
+        let id = self.reader_id.lock().ok().and_then(|slot| *slot);
+        if let Some(id) = id {
+            let _: Value = self
+                .command(|mut connection| async move {
+                    redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(id)
+                        .query_async(&mut connection)
+                        .await
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl History for RedisStreams {
     async fn read_page(
         &self,
         stream: &str,
@@ -363,82 +403,28 @@ impl Streams for RedisStreams {
             .await?;
         Ok(parse_page(stream, reply).last)
     }
+}
 
-    async fn read_new(
-        &self,
-        positions: &[(String, StreamId)],
-        block: Duration,
-    ) -> Result<Vec<StreamBatch>, StreamError> {
-        if positions.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return Ok(Vec::new());
-        }
-        let mut connection = self.reader_connection().await?;
-        let mut command = redis::cmd("XREAD");
-        command
-            .arg("COUNT")
-            .arg(READ_COUNT)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS");
-        for (stream, _) in positions {
-            command.arg(stream);
-        }
-        for (_, id) in positions {
-            command.arg(id.to_string());
-        }
-        let reply: Value = match command.query_async(&mut connection).await {
-            Ok(reply) => reply,
-            Err(err) => {
-                self.forget_reader().await;
-                return Err(err.into());
-            }
-        };
-        Ok(parse_read_reply(reply))
-    }
-
-    async fn ping(&self) -> Result<(), StreamError> {
-        let _: Value = self
+#[async_trait]
+impl TaskQueue for RedisStreams {
+    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
+        let created: Result<Value, _> = self
             .command(|mut connection| async move {
-                redis::cmd("PING").query_async(&mut connection).await
-            })
-            .await?;
-        Ok(())
-    }
-
-    fn first_run_id(&self) -> Option<String> {
-        self.first_run_id.clone()
-    }
-
-    async fn run_id(&self) -> Result<Option<String>, StreamError> {
-        let info: String = self
-            .command(|mut connection| async move {
-                redis::cmd("INFO")
-                    .arg("server")
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&self.worker_key)
+                    .arg(&self.worker_key)
+                    .arg("0")
+                    .arg("MKSTREAM")
                     .query_async(&mut connection)
                     .await
             })
-            .await?;
-        Ok(info
-            .lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_string()))
-    }
-
-    async fn wake_reader(&self) -> Result<(), StreamError> {
-        let id = self.reader_id.lock().ok().and_then(|slot| *slot);
-        if let Some(id) = id {
-            let _: Value = self
-                .command(|mut connection| async move {
-                    redis::cmd("CLIENT")
-                        .arg("UNBLOCK")
-                        .arg(id)
-                        .query_async(&mut connection)
-                        .await
-                })
-                .await?;
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+            Err(err) => Err(err.into()),
         }
-        Ok(())
     }
 
     async fn claim_tasks(
@@ -537,6 +523,37 @@ impl Streams for RedisStreams {
             .command(|mut connection| async move { pipe.query_async(&mut connection).await })
             .await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Health for RedisStreams {
+    async fn ping(&self) -> Result<(), StreamError> {
+        let _: Value = self
+            .command(|mut connection| async move {
+                redis::cmd("PING").query_async(&mut connection).await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn run_id(&self) -> Result<Option<String>, StreamError> {
+        let info: String = self
+            .command(|mut connection| async move {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_string()))
+    }
+
+    fn first_run_id(&self) -> Option<String> {
+        self.first_run_id.clone()
     }
 }
 
