@@ -18,10 +18,10 @@ use crate::listener::{self, ListenerSettings};
 use crate::metrics::{Count, Metrics, Refusal};
 use crate::ops::{self, OpsState};
 use crate::rooms::Rooms;
-use crate::server;
 use crate::storage::{open_metered, Storage, StorageError};
 use crate::streams::{MemoryStreams, RedisStreams, StreamError, Streams};
 use crate::subscriber;
+use crate::upgrade;
 use crate::worker::{UpdateCallback, Worker, WorkerError, WorkerSettings};
 
 /// What this process runs.
@@ -378,7 +378,7 @@ impl Parts {
             })
         });
         if let Some(state) = &state {
-            gate.open(server::router(Arc::clone(state)));
+            gate.open(upgrade::router(Arc::clone(state)));
         }
         Assembled {
             streams,

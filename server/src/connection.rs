@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Access, Authenticator};
-use crate::doc::load_doc;
+use crate::load::load_doc;
 use crate::log_text::bounded;
 use crate::metrics::{self, CloseReason, Metrics};
 use crate::protocol::{self, ClientAction};

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-use crate::doc::InitialSync;
+use crate::load::InitialSync;
 use crate::socket::Outbox;
 use crate::streams::StreamId;
 
