@@ -17,7 +17,7 @@ pub enum LoadError {
     /// The storage backend failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The stream bus failed.
+    /// The streams failed.
     #[error(transparent)]
     Streams(#[from] StreamError),
     /// The document could not be encoded (yrs failed on what it was given).

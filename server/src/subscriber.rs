@@ -12,7 +12,7 @@ use crate::socket::frame;
 use crate::streams::{Follow, READ_BLOCK};
 
 /// Read every followed stream, merge each stream's new messages and deliver
-/// them to the room, until `shutdown` is cancelled. Bus errors are logged and
+/// them to the room, until `shutdown` is cancelled. Read errors are logged and
 /// retried with a growing pause, so a Redis restart is survived.
 pub async fn run<R: Follow + ?Sized>(
     streams: Arc<R>,

@@ -1,4 +1,5 @@
-//! Every role of [`super::Streams`] inside the process: the embedded bus of a single instance.
+//! Every role of [`super::Streams`] inside the process: the embedded streams
+//! of a single instance.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,7 +67,7 @@ impl State {
 }
 
 impl MemoryStreams {
-    /// An empty bus with the given key prefix.
+    /// Empty streams with the given key prefix.
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_string(),
@@ -77,7 +78,7 @@ impl MemoryStreams {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a
-        // way that matters more than stopping the bus would.
+        // way that matters more than stopping the streams would.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

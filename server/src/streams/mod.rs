@@ -1,10 +1,14 @@
 //! The y-redis stream layout: where client messages go and how instances and
 //! workers find them (docs/protocol.md §3).
 //!
-//! Two implementations share the [`Streams`] trait: [`RedisStreams`] for fleets
-//! (byte-compatible with y-redis 0.1.6 instances on the same Redis) and
-//! [`MemoryStreams`], an in-process bus with the same semantics for a single
-//! instance without Redis and for fast tests.
+//! The streams are split by role ([`Append`], [`Follow`], [`History`],
+//! [`TaskQueue`], [`Health`], all keyed under one [`Keyspace`]), so that each
+//! caller asks for what it uses and an implementation can provide one role at a
+//! time; [`Streams`] is all of them. Two implementations provide every role:
+//! [`RedisStreams`] for fleets (byte-compatible with y-redis 0.1.6 instances on
+//! the same Redis) and [`MemoryStreams`], in-process streams with the same
+//! semantics for a single instance without Redis and for fast tests (what the
+//! README and log lines call the embedded bus).
 
 mod id;
 mod keys;
@@ -31,7 +35,7 @@ pub const READ_BLOCK: Duration = Duration::from_millis(1000);
 pub const CLAIM_COUNT: usize = 5;
 
 /// Why a stream operation failed. Every variant is transient from the caller's
-/// point of view: the operation may be retried once the bus is back.
+/// point of view: the operation may be retried once the streams are back.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     /// Redis answered with an error or could not be reached.

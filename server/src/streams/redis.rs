@@ -55,7 +55,7 @@ pub struct RedisStreams {
     reader_id: std::sync::Mutex<Option<i64>>,
     append: Script,
     reconnects: Reconnects,
-    /// Redis's `run_id` when this bus connected, before any client was served.
+    /// Redis's `run_id` when these streams connected, before any client was served.
     first_run_id: Option<String>,
 }
 

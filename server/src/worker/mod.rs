@@ -33,7 +33,7 @@ pub enum WorkerError {
     /// Storing the document failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The stream bus failed.
+    /// The streams failed.
     #[error(transparent)]
     Streams(#[from] StreamError),
     /// The update callback's HTTP client could not be made.
