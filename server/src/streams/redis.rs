@@ -109,8 +109,9 @@ fn lost(err: &redis::RedisError) -> bool {
     err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal()
 }
 
-/// The dedicated connection of the blocking read, with its Redis client id so
-/// that `CLIENT UNBLOCK` can interrupt it.
+/// The dedicated connection of the blocking read, so that no command waits
+/// behind it. Its Redis client id is kept apart (`RedisStreams::reader_id`),
+/// readable while the read holds this, for `CLIENT UNBLOCK` to interrupt it.
 struct Reader {
     connection: MultiplexedConnection,
 }
@@ -260,12 +261,13 @@ impl RedisStreams {
             .and_then(value_string)
             .unwrap_or_else(|| "0-0".to_string());
         let mut tasks = Vec::new();
-        if let Some(Value::Array(entries)) = parts.get(1) {
+        if let Some(Value::Array(entries)) = parts.into_iter().nth(1) {
             for entry in entries {
-                let Some((id, fields)) = parse_entry(entry) else {
+                // An entry without fields (deleted meanwhile) is no task.
+                let Ok((id, stream)) = take_field(entry, b"compact") else {
                     continue;
                 };
-                match field(&fields, b"compact").and_then(|key| String::from_utf8(key).ok()) {
+                match stream.and_then(|key| String::from_utf8(key).ok()) {
                     Some(stream) => tasks.push(WorkerTask { id, stream }),
                     None => {
                         tracing::warn!(task = %id, "worker task without a `compact` field, dropping it");
@@ -557,7 +559,7 @@ impl Health for RedisStreams {
     }
 }
 
-/// Text of a bulk or simple string reply.
+/// Text of a bulk or simple string reply (ids and cursors, never messages).
 fn value_string(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
@@ -566,55 +568,44 @@ fn value_string(value: &Value) -> Option<String> {
     }
 }
 
-fn value_bytes(value: &Value) -> Option<Vec<u8>> {
+/// The bytes of a bulk or simple string reply, moved out of it.
+fn into_bytes(value: Value) -> Option<Vec<u8>> {
     match value {
-        Value::BulkString(bytes) => Some(bytes.clone()),
-        Value::SimpleString(text) => Some(text.clone().into_bytes()),
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
         _ => None,
     }
 }
 
-/// Field/value pairs of a stream entry.
-type Fields = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// `[id, [field, value, ...]]` → id and field/value pairs.
-/// The id of an XRANGE/XREAD entry, whatever its fields.
-fn entry_id(entry: &Value) -> Option<StreamId> {
+/// The one reader of stream entries, for XREAD, XRANGE and XAUTOCLAIM replies:
+/// `[id, [field, value, ...]]` (RESP2) or `[id, {field: value}]` (RESP3) → the
+/// id and the value of field `name` (`None` when the entry has none), moved
+/// out of the reply so that a message's bytes are never copied. An entry whose
+/// fields cannot be read is an error carrying its id when that could be read.
+fn take_field(entry: Value, name: &[u8]) -> Result<(StreamId, Option<Vec<u8>>), Option<StreamId>> {
     let Value::Array(parts) = entry else {
-        return None;
+        return Err(None);
     };
-    value_string(parts.first()?)?.parse().ok()
-}
-
-fn parse_entry(entry: &Value) -> Option<(StreamId, Fields)> {
-    let Value::Array(parts) = entry else {
-        return None;
+    let mut parts = parts.into_iter();
+    let id: StreamId = parts
+        .next()
+        .and_then(|id| value_string(&id)?.parse().ok())
+        .ok_or(None)?;
+    let is_name = |field: &Value| match field {
+        Value::BulkString(bytes) => bytes == name,
+        Value::SimpleString(text) => text.as_bytes() == name,
+        _ => false,
     };
-    let id: StreamId = value_string(parts.first()?)?.parse().ok()?;
-    let mut fields = Vec::new();
-    match parts.get(1)? {
-        Value::Array(flat) => {
-            for pair in flat.chunks(2) {
-                if let [name, value] = pair {
-                    fields.push((value_bytes(name)?, value_bytes(value)?));
-                }
-            }
+    let value = match parts.next() {
+        Some(Value::Array(flat)) => {
+            let mut flat = flat.into_iter();
+            std::iter::from_fn(|| Some((flat.next()?, flat.next()?)))
+                .find(|(field, _)| is_name(field))
         }
-        Value::Map(pairs) => {
-            for (name, value) in pairs {
-                fields.push((value_bytes(name)?, value_bytes(value)?));
-            }
-        }
-        _ => return None,
-    }
-    Some((id, fields))
-}
-
-fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<Vec<u8>> {
-    fields
-        .iter()
-        .find(|(field, _)| field == name)
-        .map(|(_, value)| value.clone())
+        Some(Value::Map(pairs)) => pairs.into_iter().find(|(field, _)| is_name(field)),
+        _ => return Err(Some(id)),
+    };
+    Ok((id, value.and_then(|(_, value)| into_bytes(value))))
 }
 
 /// Entries of one stream; entries without an `m` field are skipped with a log line.
@@ -625,64 +616,26 @@ fn parse_page(stream: &str, reply: Value) -> StreamPage {
     let mut out = Vec::with_capacity(entries.len());
     let mut last = None;
     for entry in entries {
-        if let Some(id) = entry_id(&entry) {
-            last = Some(id);
-        }
-        match take_message(entry) {
-            Some((id, Some(message))) => out.push(StreamEntry {
-                id,
-                message: Bytes::from(message),
-            }),
-            Some((id, None)) => {
-                tracing::warn!(stream = %crate::log_text::bounded(stream), entry = %id, "stream entry without an `m` field, skipped")
+        match take_field(entry, b"m") {
+            Ok((id, message)) => {
+                last = Some(id);
+                match message {
+                    Some(message) => out.push(StreamEntry {
+                        id,
+                        message: Bytes::from(message),
+                    }),
+                    None => {
+                        tracing::warn!(stream = %crate::log_text::bounded(stream), entry = %id, "stream entry without an `m` field, skipped")
+                    }
+                }
             }
-            None => {
+            Err(id) => {
+                last = id.or(last);
                 tracing::warn!(stream = %crate::log_text::bounded(stream), "unreadable stream entry, skipped")
             }
         }
     }
     StreamPage { entries: out, last }
-}
-
-/// `[id, [field, value, ...]]` → the id and the value of field `m`, moved out
-/// of the reply: a message's bytes are never copied.
-fn take_message(entry: Value) -> Option<(StreamId, Option<Vec<u8>>)> {
-    let Value::Array(parts) = entry else {
-        return None;
-    };
-    let mut parts = parts.into_iter();
-    let id: StreamId = value_string(&parts.next()?)?.parse().ok()?;
-    let pairs: Vec<(Value, Value)> = match parts.next()? {
-        Value::Array(flat) => {
-            let mut flat = flat.into_iter();
-            let mut pairs = Vec::new();
-            while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
-                pairs.push((name, value));
-            }
-            pairs
-        }
-        Value::Map(pairs) => pairs,
-        _ => return None,
-    };
-    for (name, value) in pairs {
-        let is_m = match &name {
-            Value::BulkString(bytes) => bytes == b"m",
-            Value::SimpleString(text) => text == "m",
-            _ => false,
-        };
-        if is_m {
-            return Some((id, into_bytes(value)));
-        }
-    }
-    Some((id, None))
-}
-
-fn into_bytes(value: Value) -> Option<Vec<u8>> {
-    match value {
-        Value::BulkString(bytes) => Some(bytes),
-        Value::SimpleString(text) => Some(text.into_bytes()),
-        _ => None,
-    }
 }
 
 /// An XREAD reply (RESP2 array or RESP3 map) → batches per stream.
@@ -705,9 +658,67 @@ fn parse_read_reply(reply: Value) -> Vec<StreamBatch> {
     pairs
         .into_iter()
         .filter_map(|(key, entries)| {
-            let stream = value_string(&key)?;
+            let stream = String::from_utf8(into_bytes(key)?).ok()?;
             let entries = parse_page(&stream, entries).entries;
             Some(StreamBatch { stream, entries })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(bytes: &[u8]) -> Value {
+        Value::BulkString(bytes.to_vec())
+    }
+
+    #[test]
+    fn entries_of_resp2_and_resp3_replies() {
+        let resp2 = Value::Array(vec![
+            Value::Array(vec![
+                bulk(b"1-0"),
+                Value::Array(vec![bulk(b"m"), bulk(b"a")]),
+            ]),
+            Value::Array(vec![
+                bulk(b"2-0"),
+                Value::Array(vec![bulk(b"x"), bulk(b"b")]),
+            ]),
+            Value::Array(vec![bulk(b"3-0"), Value::Nil]),
+            Value::Nil,
+        ]);
+        let page = parse_page("s", resp2);
+        assert_eq!(page.entries.len(), 1);
+        assert_eq!(page.entries[0].message, Bytes::from_static(b"a"));
+        assert_eq!(page.last, Some(StreamId { ms: 3, seq: 0 }));
+
+        let resp3 = Value::Map(vec![(
+            bulk(b"y:room:r:index"),
+            Value::Array(vec![Value::Array(vec![
+                bulk(b"4-1"),
+                Value::Map(vec![(bulk(b"m"), bulk(b"c"))]),
+            ])]),
+        )]);
+        let batches = parse_read_reply(resp3);
+        assert_eq!(&*batches[0].stream, "y:room:r:index");
+        assert_eq!(batches[0].entries[0].id, StreamId { ms: 4, seq: 1 });
+        assert_eq!(batches[0].entries[0].message, Bytes::from_static(b"c"));
+    }
+
+    #[test]
+    fn task_entries() {
+        let task = Value::Array(vec![
+            bulk(b"5-0"),
+            Value::Array(vec![bulk(b"compact"), bulk(b"k")]),
+        ]);
+        assert_eq!(
+            take_field(task, b"compact"),
+            Ok((StreamId { ms: 5, seq: 0 }, Some(b"k".to_vec())))
+        );
+        let deleted = Value::Array(vec![bulk(b"6-0"), Value::Nil]);
+        assert_eq!(
+            take_field(deleted, b"compact"),
+            Err(Some(StreamId { ms: 6, seq: 0 }))
+        );
+    }
 }
