@@ -2,6 +2,7 @@
 //! of a single instance.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -10,8 +11,8 @@ use tokio::sync::Notify;
 
 use super::StreamId;
 use super::{
-    Append, Follow, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
-    TaskQueue, WorkerTask, READ_COUNT,
+    Append, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
+    StreamReader, TaskQueue, WorkerTask, READ_COUNT,
 };
 
 /// The same streams, ids, worker queue and pending list as the Redis layout,
@@ -84,12 +85,12 @@ impl MemoryStreams {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn collect_new(&self, positions: &[(String, StreamId)]) -> Vec<StreamBatch> {
+    fn collect_new(&self, positions: &[(Arc<str>, StreamId)]) -> Vec<StreamBatch> {
         let state = self.state();
         positions
             .iter()
             .filter_map(|(stream, after)| {
-                let doc = state.streams.get(stream)?;
+                let doc = state.streams.get(&**stream)?;
                 let entries: Vec<StreamEntry> = doc
                     .entries
                     .iter()
@@ -98,7 +99,7 @@ impl MemoryStreams {
                     .cloned()
                     .collect();
                 (!entries.is_empty()).then(|| StreamBatch {
-                    stream: stream.clone(),
+                    stream: Arc::clone(stream),
                     entries,
                 })
             })
@@ -134,10 +135,10 @@ impl Append for MemoryStreams {
 }
 
 #[async_trait]
-impl Follow for MemoryStreams {
+impl StreamReader for MemoryStreams {
     async fn read_new(
         &self,
-        positions: &[(String, StreamId)],
+        positions: &[(Arc<str>, StreamId)],
         block: Duration,
     ) -> Result<Vec<StreamBatch>, StreamError> {
         let notified = self.changed.notified();

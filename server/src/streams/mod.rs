@@ -1,7 +1,7 @@
 //! The y-redis stream layout: where client messages go and how instances and
 //! workers find them (docs/protocol.md §3).
 //!
-//! The streams are split by role ([`Append`], [`Follow`], [`History`],
+//! The streams are split by role ([`Append`], [`StreamReader`], [`History`],
 //! [`TaskQueue`], [`Health`], all keyed under one [`Keyspace`]), so that each
 //! caller asks for what it uses and an implementation can provide one role at a
 //! time; [`Streams`] is all of them. Two implementations provide every role:
@@ -15,6 +15,7 @@ mod keys;
 mod memory;
 mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -84,7 +85,7 @@ pub struct WorkerTask {
 #[derive(Debug, Clone)]
 pub struct StreamBatch {
     /// The doc stream key.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// New entries in stream order.
     pub entries: Vec<StreamEntry>,
 }
@@ -107,16 +108,16 @@ pub trait Append: Keyspace {
 
 /// The subscriber's blocking read over every stream an instance follows.
 #[async_trait]
-pub trait Follow: Send + Sync + 'static {
+pub trait StreamReader: Send + Sync + 'static {
     /// Entries newer than the given positions, waiting up to `block` when there
     /// are none. At most [`READ_COUNT`] entries per stream.
     async fn read_new(
         &self,
-        positions: &[(String, StreamId)],
+        positions: &[(Arc<str>, StreamId)],
         block: Duration,
     ) -> Result<Vec<StreamBatch>, StreamError>;
 
-    /// Interrupt a [`Follow::read_new`] in progress, because the set of streams
+    /// Interrupt a [`StreamReader::read_new`] in progress, because the set of streams
     /// to follow changed.
     async fn wake_reader(&self) -> Result<(), StreamError>;
 }
@@ -198,6 +199,6 @@ pub trait Health: Send + Sync + 'static {
 /// Every role at once, for the wiring of an instance that hands one connection
 /// to Redis (or the embedded streams) to connections, subscriber, worker and
 /// health checks; implemented for whatever implements all the roles.
-pub trait Streams: Append + Follow + History + TaskQueue + Health {}
+pub trait Streams: Append + StreamReader + History + TaskQueue + Health {}
 
-impl<T: Append + Follow + History + TaskQueue + Health> Streams for T {}
+impl<T: Append + StreamReader + History + TaskQueue + Health> Streams for T {}

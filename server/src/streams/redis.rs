@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,8 +13,8 @@ use tokio::sync::Mutex;
 
 use super::StreamId;
 use super::{
-    Append, Follow, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
-    TaskQueue, WorkerTask, READ_COUNT,
+    Append, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
+    StreamReader, TaskQueue, WorkerTask, READ_COUNT,
 };
 use crate::metrics::Count;
 
@@ -314,10 +315,10 @@ impl Append for RedisStreams {
 }
 
 #[async_trait]
-impl Follow for RedisStreams {
+impl StreamReader for RedisStreams {
     async fn read_new(
         &self,
-        positions: &[(String, StreamId)],
+        positions: &[(Arc<str>, StreamId)],
         block: Duration,
     ) -> Result<Vec<StreamBatch>, StreamError> {
         if positions.is_empty() {
@@ -333,7 +334,7 @@ impl Follow for RedisStreams {
             .arg(block.as_millis() as u64)
             .arg("STREAMS");
         for (stream, _) in positions {
-            command.arg(stream);
+            command.arg(&**stream);
         }
         for (_, id) in positions {
             command.arg(id.to_string());
@@ -658,7 +659,7 @@ fn parse_read_reply(reply: Value) -> Vec<StreamBatch> {
     pairs
         .into_iter()
         .filter_map(|(key, entries)| {
-            let stream = String::from_utf8(into_bytes(key)?).ok()?;
+            let stream: Arc<str> = String::from_utf8(into_bytes(key)?).ok()?.into();
             let entries = parse_page(&stream, entries).entries;
             Some(StreamBatch { stream, entries })
         })
