@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use testkit::RedisServer;
-use websocket::protocol::{encode_sync_update, stream_key};
+use websocket::protocol::encode_sync_update;
 use websocket::storage::memory::MemoryStorage;
 use websocket::storage::Storage;
-use websocket::streams::{RedisStreams, Streams};
+use websocket::streams::{stream_key, Append, RedisStreams, TaskQueue};
 use websocket::worker::{Worker, WorkerSettings};
 use yrs::{Doc, ReadTxn, Text, Transact};
 

@@ -19,10 +19,10 @@ use crate::metrics::{Count, Metrics, Refusal};
 use crate::ops::{self, OpsState};
 use crate::restarts;
 use crate::rooms::Rooms;
-use crate::server;
 use crate::storage::{open_metered, Storage, StorageError};
 use crate::streams::{MemoryStreams, RedisStreams, StreamError, Streams};
 use crate::subscriber;
+use crate::upgrade;
 use crate::worker::{Unstored, UpdateCallback, Worker, WorkerError, WorkerSettings};
 
 /// What this process runs.
@@ -396,7 +396,7 @@ impl Parts {
             })
         });
         if let Some(state) = &state {
-            gate.open(server::router(Arc::clone(state)));
+            gate.open(upgrade::router(Arc::clone(state)));
         }
         Assembled {
             streams,

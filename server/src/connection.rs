@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Access, Authenticator};
-use crate::doc::load_doc;
+use crate::load::load_doc;
 use crate::log_text::bounded;
 use crate::metrics::{self, CloseReason, Metrics};
-use crate::protocol::{self, ClientAction, DOC_ID};
+use crate::protocol::{self, ClientAction};
 use crate::rooms::{Membership, Rooms};
 use crate::socket::{close, frame, Flushed, FrameDecoder, Incoming, Outbox, Stopped};
 use crate::storage::Storage;
-use crate::streams::Streams;
+use crate::streams::{self, Streams, DOC_ID};
 
 /// What every connection of this instance shares.
 pub struct AppState {
@@ -240,7 +240,7 @@ pub async fn serve(
     metrics::inc(&state.metrics.connections_total);
     metrics::inc(&state.metrics.connections_open);
     let _open = OpenConnection(Arc::clone(&state.metrics));
-    let stream_key = protocol::stream_key(state.streams.prefix(), &room, DOC_ID);
+    let stream_key = streams::stream_key(state.streams.prefix(), &room, DOC_ID);
     let socket = Arc::new(socket);
     let outbox = Arc::new(Outbox::new(
         Arc::clone(&socket),

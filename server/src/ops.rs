@@ -1,6 +1,6 @@
 //! Operations endpoints, on their own port so that no room name is taken:
 //! `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (the stream bus answers too).
+//! `/readyz` (the streams answer too).
 
 use std::sync::{Arc, OnceLock};
 
@@ -22,7 +22,7 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     /// The rooms open here (absent for a worker-only process).
     pub rooms: Option<Arc<Rooms>>,
-    /// The stream bus, pinged for readiness; empty until Redis first answered.
+    /// The streams, pinged for readiness; empty until Redis first answered.
     pub streams: Arc<OnceLock<Arc<dyn Streams>>>,
     /// Cancelled when shutdown begins: the instance is no longer ready.
     pub draining: CancellationToken,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::AppState;
-use crate::streams::Streams;
+use crate::streams::Health;
 
 /// How often Redis is asked whether it restarted.
 const RESTART_CHECK: Duration = Duration::from_secs(1);
@@ -18,7 +18,11 @@ const RESTART_CHECK: Duration = Duration::from_secs(1);
 /// was lost, and its later updates would wait in every loaded document for
 /// updates that never come. Closed, y-websocket clients reconnect and send
 /// their documents, which restores everything Redis lost.
-pub async fn watch(streams: Arc<dyn Streams>, state: Arc<AppState>, stop: CancellationToken) {
+pub async fn watch<H: Health + ?Sized>(
+    streams: Arc<H>,
+    state: Arc<AppState>,
+    stop: CancellationToken,
+) {
     let mut known = streams.first_run_id();
     loop {
         let id = tokio::select! {

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-use crate::doc::InitialSync;
-use crate::protocol::StreamId;
+use crate::load::InitialSync;
 use crate::socket::Outbox;
+use crate::streams::StreamId;
 
 /// A load shared by every connection that opens the room while it runs.
 type SharedLoad = Arc<OnceCell<Result<InitialSync, String>>>;
@@ -24,7 +24,9 @@ type Members = Arc<Vec<Arc<Outbox>>>;
 
 /// Registry of rooms, shared by connections and the subscriber.
 pub struct Rooms {
-    rooms: Mutex<HashMap<String, Room>>,
+    /// Keyed by the stream key, allocated once per room and shared (by
+    /// reference count) with its memberships and every read's follows.
+    rooms: Mutex<HashMap<Arc<str>, Room>>,
 }
 
 struct Room {
@@ -41,7 +43,7 @@ struct Room {
 #[derive(Debug, Clone)]
 pub struct Follow {
     /// The doc stream key.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// Read entries after this id.
     pub after: StreamId,
     /// Generation of the position, handed back to [`Rooms::deliver`].
@@ -51,7 +53,7 @@ pub struct Follow {
 /// A connection's place in a room. Leaving the room happens when it is dropped.
 pub struct Membership {
     rooms: Arc<Rooms>,
-    stream: String,
+    stream: Arc<str>,
     outbox: Arc<Outbox>,
 }
 
@@ -69,7 +71,7 @@ impl Rooms {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Room>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Room>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -77,7 +79,10 @@ impl Rooms {
     /// `outbox` from now on.
     pub fn join(self: &Arc<Self>, stream: &str, outbox: Arc<Outbox>) -> Membership {
         let mut rooms = self.lock();
-        let room = rooms.entry(stream.to_string()).or_insert_with(|| Room {
+        let key = rooms
+            .get_key_value(stream)
+            .map_or_else(|| Arc::from(stream), |(key, _)| Arc::clone(key));
+        let room = rooms.entry(Arc::clone(&key)).or_insert_with(|| Room {
             position: None,
             generation: 0,
             members: Arc::new(Vec::new()),
@@ -89,7 +94,7 @@ impl Rooms {
         room.members = Arc::new(members);
         Membership {
             rooms: Arc::clone(self),
-            stream: stream.to_string(),
+            stream: key,
             outbox,
         }
     }
@@ -159,7 +164,7 @@ impl Rooms {
             .iter()
             .filter_map(|(stream, room)| {
                 room.position.map(|after| Follow {
-                    stream: stream.clone(),
+                    stream: Arc::clone(stream),
                     after,
                     generation: room.generation,
                 })
@@ -184,7 +189,7 @@ impl Rooms {
     pub fn deliver(&self, follow: &Follow, last_id: StreamId, frames: &[Bytes]) -> usize {
         let members = {
             let mut rooms = self.lock();
-            let Some(room) = rooms.get_mut(&follow.stream) else {
+            let Some(room) = rooms.get_mut(&*follow.stream) else {
                 return 0;
             };
             if room.generation == follow.generation {

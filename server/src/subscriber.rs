@@ -1,5 +1,6 @@
 //! One blocking stream read per instance, fanned out to the rooms.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,15 +8,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{self, Metrics};
 use crate::protocol::{self};
-use crate::rooms::Rooms;
+use crate::rooms::{Follow, Rooms};
 use crate::socket::frame;
-use crate::streams::{Streams, READ_BLOCK};
+use crate::streams::{StreamReader, READ_BLOCK};
 
 /// Read every followed stream, merge each stream's new messages and deliver
-/// them to the room, until `shutdown` is cancelled. Bus errors are logged and
+/// them to the room, until `shutdown` is cancelled. Read errors are logged and
 /// retried with a growing pause, so a Redis restart is survived.
-pub async fn run(
-    streams: Arc<dyn Streams>,
+pub async fn run<R: StreamReader + ?Sized>(
+    streams: Arc<R>,
     rooms: Arc<Rooms>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -25,8 +26,9 @@ pub async fn run(
         let follows = rooms.follows();
         let positions: Vec<_> = follows
             .iter()
-            .map(|f| (f.stream.clone(), f.after))
+            .map(|f| (Arc::clone(&f.stream), f.after))
             .collect();
+        let by_stream: HashMap<&str, &Follow> = follows.iter().map(|f| (&*f.stream, f)).collect();
         let read = tokio::select! {
             _ = shutdown.cancelled() => break,
             read = streams.read_new(&positions, READ_BLOCK) => read,
@@ -38,7 +40,7 @@ pub async fn run(
                 metrics.read_batch_entries.observe(entries as f64);
                 for batch in batches {
                     let (Some(follow), Some(first), Some(last)) = (
-                        follows.iter().find(|f| f.stream == batch.stream),
+                        by_stream.get(&*batch.stream),
                         batch.entries.first(),
                         batch.entries.last(),
                     ) else {

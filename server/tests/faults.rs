@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use testkit::{free_port, open_at_once, ServiceProcess};
-use websocket::protocol::{encode_sync_update, stream_key};
+use websocket::protocol::encode_sync_update;
 use websocket::storage::{open_storage, Storage};
-use websocket::streams::{RedisStreams, Streams};
+use websocket::streams::{stream_key, Append, RedisStreams};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, Map, ReadTxn, Transact, Update};
 

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use websocket::storage::fs::FsStorage;
 use websocket::storage::{Storage, StorageError, StoredItem};
-use websocket::streams::{RedisStreams, Streams};
+use websocket::streams::{Append, RedisStreams, Streams};
 use websocket::worker::{Worker, WorkerSettings};
 
 const DEBOUNCE: Duration = Duration::from_millis(200);

@@ -142,7 +142,7 @@ async fn session_appends_the_captured_stream_entries() {
     let ids: Vec<&String> = entries.iter().map(|(id, _)| id).collect();
     assert!(
         ids.windows(2)
-            .all(|w| websocket::protocol::is_smaller_redis_id(w[0], w[1])),
+            .all(|w| websocket::streams::is_smaller_redis_id(w[0], w[1])),
         "ids increase: {ids:?}"
     );
     let queue = stream_entries(&mut conn, "y:worker").await;

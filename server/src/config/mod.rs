@@ -67,7 +67,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The stream bus; no URL means the embedded in-process bus.
+    /// Where the streams live; no URL means the embedded in-process streams
+    /// (the README's "embedded bus").
     pub redis: RedisConfig,
     /// The WebSocket listener.
     pub websocket: WebsocketConfig,
@@ -102,7 +103,7 @@ where
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Redis URL; `None` runs a single instance on the embedded bus.
+    /// Redis URL; `None` runs a single instance on the embedded streams.
     pub url: Option<String>,
     /// Key prefix shared by the fleet.
     pub prefix: String,

@@ -30,25 +30,6 @@ pub enum ProtocolError {
     /// An awareness payload is malformed (bad framing, bad UTF-8 or bad JSON).
     #[error("invalid awareness update: {0}")]
     InvalidAwareness(String),
-    /// A percent-encoded component is malformed or does not decode to UTF-8.
-    #[error("malformed URI component {0:?}")]
-    InvalidUriComponent(String),
-    /// A Redis key does not have the shape `{prefix}:room:{room}:{docid}`.
-    #[error("malformed stream key {0:?}")]
-    InvalidStreamKey(String),
-    /// A Redis key has the stream shape but another prefix.
-    #[error("stream key {key:?} has prefix {found:?}, expected {expected:?}")]
-    WrongPrefix {
-        /// The whole key.
-        key: String,
-        /// The prefix found in the key.
-        found: String,
-        /// The prefix this instance uses.
-        expected: String,
-    },
-    /// A Redis stream id is not `ms` or `ms-seq`.
-    #[error("malformed stream id {0:?}")]
-    InvalidStreamId(String),
 }
 
 impl From<ReadError> for ProtocolError {

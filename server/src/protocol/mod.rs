@@ -1,17 +1,14 @@
-//! The y-websocket wire protocol and the Redis naming shared with y-redis 0.1.6.
+//! The y-websocket wire protocol as y-redis 0.1.6 speaks it.
 //!
 //! Everything here is pure (no I/O): decoding and encoding of client messages, the
 //! decision of what a client message turns into in Redis, awareness state handling,
-//! stream key and stream id handling, and the merge applied to messages read from a
-//! stream before they are relayed. Byte layouts follow the y-redis 0.1.6 captures in
-//! `fixtures/yredis-0.1.6/`.
+//! and the merge applied to messages read from a stream before they are relayed.
+//! Byte layouts follow the y-redis 0.1.6 captures in `fixtures/yredis-0.1.6/`.
 
 mod awareness;
 mod codec;
 mod error;
 mod guard;
-mod ids;
-mod keys;
 mod merge;
 mod message;
 mod update;
@@ -22,8 +19,6 @@ mod test_util;
 pub use awareness::{AwarenessEntry, AwarenessStates, AwarenessUpdate};
 pub use error::ProtocolError;
 pub use guard::guard_yrs;
-pub use ids::{is_smaller_redis_id, StreamId};
-pub use keys::{decode_uri_component, encode_uri_component, parse_stream_key, stream_key, DOC_ID};
 pub use merge::merge_messages;
 pub use message::{
     client_action, decode_message, decode_stream_entry, encode_awareness_message,

@@ -35,7 +35,7 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// A message over the size limit.
     pub const TOO_BIG: u16 = 1009;
-    /// The document could not be loaded or the bus refused a message.
+    /// The document could not be loaded or the streams refused a message.
     pub const INTERNAL: u16 = 1011;
     /// The connection fell behind its room; reconnecting resyncs it.
     pub const TRY_AGAIN_LATER: u16 = 1013;

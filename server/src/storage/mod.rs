@@ -142,7 +142,7 @@ fn guard_yrs<T, E: std::fmt::Display>(
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::protocol::encode_uri_component;
+use crate::streams::encode_uri_component;
 
 /// What S3 signatures and the GCS JSON API escape in object names, paths and query
 /// strings: everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - _ . ~`).

@@ -1,14 +1,19 @@
-//! [`Streams`] inside the process: the embedded bus of a single instance.
+//! Every role of [`super::Streams`] inside the process: the embedded streams
+//! of a single instance.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
-use crate::protocol::StreamId;
+use super::StreamId;
+use super::{
+    Append, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
+    StreamReader, TaskQueue, WorkerTask, READ_COUNT,
+};
 
 /// The same streams, ids, worker queue and pending list as the Redis layout,
 /// kept in memory, for one instance that runs without Redis.
@@ -63,7 +68,7 @@ impl State {
 }
 
 impl MemoryStreams {
-    /// An empty bus with the given key prefix.
+    /// Empty streams with the given key prefix.
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_string(),
@@ -74,18 +79,18 @@ impl MemoryStreams {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a
-        // way that matters more than stopping the bus would.
+        // way that matters more than stopping the streams would.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn collect_new(&self, positions: &[(String, StreamId)]) -> Vec<StreamBatch> {
+    fn collect_new(&self, positions: &[(Arc<str>, StreamId)]) -> Vec<StreamBatch> {
         let state = self.state();
         positions
             .iter()
             .filter_map(|(stream, after)| {
-                let doc = state.streams.get(stream)?;
+                let doc = state.streams.get(&**stream)?;
                 let entries: Vec<StreamEntry> = doc
                     .entries
                     .iter()
@@ -94,7 +99,7 @@ impl MemoryStreams {
                     .cloned()
                     .collect();
                 (!entries.is_empty()).then(|| StreamBatch {
-                    stream: stream.clone(),
+                    stream: Arc::clone(stream),
                     entries,
                 })
             })
@@ -102,16 +107,14 @@ impl MemoryStreams {
     }
 }
 
-#[async_trait]
-impl Streams for MemoryStreams {
+impl Keyspace for MemoryStreams {
     fn prefix(&self) -> &str {
         &self.prefix
     }
+}
 
-    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
-        Ok(())
-    }
-
+#[async_trait]
+impl Append for MemoryStreams {
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError> {
         {
             let mut state = self.state();
@@ -129,7 +132,34 @@ impl Streams for MemoryStreams {
         self.changed.notify_waiters();
         Ok(())
     }
+}
 
+#[async_trait]
+impl StreamReader for MemoryStreams {
+    async fn read_new(
+        &self,
+        positions: &[(Arc<str>, StreamId)],
+        block: Duration,
+    ) -> Result<Vec<StreamBatch>, StreamError> {
+        let notified = self.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let batches = self.collect_new(positions);
+        if !batches.is_empty() {
+            return Ok(batches);
+        }
+        let _ = tokio::time::timeout(block, notified).await;
+        Ok(self.collect_new(positions))
+    }
+
+    async fn wake_reader(&self) -> Result<(), StreamError> {
+        self.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl History for MemoryStreams {
     async fn read_page(
         &self,
         stream: &str,
@@ -156,25 +186,11 @@ impl Streams for MemoryStreams {
             .get(stream)
             .and_then(|doc| doc.entries.front().map(|entry| entry.id)))
     }
+}
 
-    async fn read_new(
-        &self,
-        positions: &[(String, StreamId)],
-        block: Duration,
-    ) -> Result<Vec<StreamBatch>, StreamError> {
-        let notified = self.changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let batches = self.collect_new(positions);
-        if !batches.is_empty() {
-            return Ok(batches);
-        }
-        let _ = tokio::time::timeout(block, notified).await;
-        Ok(self.collect_new(positions))
-    }
-
-    async fn wake_reader(&self) -> Result<(), StreamError> {
-        self.changed.notify_waiters();
+#[async_trait]
+impl TaskQueue for MemoryStreams {
+    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
         Ok(())
     }
 
@@ -250,3 +266,6 @@ impl Streams for MemoryStreams {
         Ok(())
     }
 }
+
+/// Always answers, never restarts: the defaults.
+impl Health for MemoryStreams {}

@@ -1,22 +1,32 @@
 //! The y-redis stream layout: where client messages go and how instances and
 //! workers find them (docs/protocol.md §3).
 //!
-//! Two implementations share the [`Streams`] trait: [`RedisStreams`] for fleets
-//! (byte-compatible with y-redis 0.1.6 instances on the same Redis) and
-//! [`MemoryStreams`], an in-process bus with the same semantics for a single
-//! instance without Redis and for fast tests.
+//! The streams are split by role ([`Append`], [`StreamReader`], [`History`],
+//! [`TaskQueue`], [`Health`], all keyed under one [`Keyspace`]), so that each
+//! caller asks for what it uses and an implementation can provide one role at a
+//! time; [`Streams`] is all of them. Two implementations provide every role:
+//! [`RedisStreams`] for fleets (byte-compatible with y-redis 0.1.6 instances on
+//! the same Redis) and [`MemoryStreams`], in-process streams with the same
+//! semantics for a single instance without Redis and for fast tests (what the
+//! README and log lines call the embedded bus).
 
+mod id;
+mod keys;
 mod memory;
 mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use self::id::{is_smaller_redis_id, InvalidStreamId, StreamId};
+pub use self::keys::{
+    decode_uri_component, encode_uri_component, parse_stream_key, stream_key, KeyError, DOC_ID,
+};
 pub use self::memory::MemoryStreams;
 pub use self::redis::RedisStreams;
-use crate::protocol::StreamId;
 
 /// How many entries one subscriber read returns at most (as y-redis).
 pub const READ_COUNT: usize = 1000;
@@ -26,7 +36,7 @@ pub const READ_BLOCK: Duration = Duration::from_millis(1000);
 pub const CLAIM_COUNT: usize = 5;
 
 /// Why a stream operation failed. Every variant is transient from the caller's
-/// point of view: the operation may be retried once the bus is back.
+/// point of view: the operation may be retried once the streams are back.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     /// Redis answered with an error or could not be reached.
@@ -43,7 +53,7 @@ pub enum StreamError {
     GroupRecreated,
 }
 
-/// Entries of a doc stream read by [`Streams::read_page`].
+/// Entries of a doc stream read by [`History::read_page`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamPage {
     /// The readable entries (entries without an `m` field are skipped).
@@ -75,24 +85,46 @@ pub struct WorkerTask {
 #[derive(Debug, Clone)]
 pub struct StreamBatch {
     /// The doc stream key.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// New entries in stream order.
     pub entries: Vec<StreamEntry>,
 }
 
-/// The operations servers and workers need from the stream bus.
-#[async_trait]
-pub trait Streams: Send + Sync + 'static {
-    /// The key prefix (`y` by default).
+/// The key prefix (`y` by default) every key of a fleet starts with: what
+/// appenders build stream keys from and what the worker checks task keys
+/// against, so that it is implemented once for both roles.
+pub trait Keyspace: Send + Sync + 'static {
+    /// The key prefix.
     fn prefix(&self) -> &str;
+}
 
-    /// Create the worker queue and its consumer group if missing.
-    async fn ensure_worker_group(&self) -> Result<(), StreamError>;
-
+/// Appending client messages to doc streams: all a connection writes.
+#[async_trait]
+pub trait Append: Keyspace {
     /// Append one message to a doc stream; a new stream also gets a compaction
     /// task, parked under the consumer `pending` (docs/protocol.md §3).
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError>;
+}
 
+/// The subscriber's blocking read over every stream an instance follows.
+#[async_trait]
+pub trait StreamReader: Send + Sync + 'static {
+    /// Entries newer than the given positions, waiting up to `block` when there
+    /// are none. At most [`READ_COUNT`] entries per stream.
+    async fn read_new(
+        &self,
+        positions: &[(Arc<str>, StreamId)],
+        block: Duration,
+    ) -> Result<Vec<StreamBatch>, StreamError>;
+
+    /// Interrupt a [`StreamReader::read_new`] in progress, because the set of streams
+    /// to follow changed.
+    async fn wake_reader(&self) -> Result<(), StreamError>;
+}
+
+/// Reading one doc stream from the start, as loading a document does.
+#[async_trait]
+pub trait History: Send + Sync + 'static {
     /// Up to `count` entries of a doc stream from id `from` on (inclusive),
     /// oldest first, so that a long stream is read in bounded pages.
     async fn read_page(
@@ -105,35 +137,13 @@ pub trait Streams: Send + Sync + 'static {
     /// The id of a doc stream's oldest entry (`None`: the stream is empty or
     /// missing). Trimming only ever raises it.
     async fn first_id(&self, stream: &str) -> Result<Option<StreamId>, StreamError>;
+}
 
-    /// Entries newer than the given positions, waiting up to `block` when there
-    /// are none. At most [`READ_COUNT`] entries per stream.
-    async fn read_new(
-        &self,
-        positions: &[(String, StreamId)],
-        block: Duration,
-    ) -> Result<Vec<StreamBatch>, StreamError>;
-
-    /// Whether the bus answers (readiness checks).
-    async fn ping(&self) -> Result<(), StreamError> {
-        Ok(())
-    }
-
-    /// An id of the bus's server process that changes when it restarts
-    /// (Redis's `run_id`); `None` for a bus that cannot restart under us.
-    async fn run_id(&self) -> Result<Option<String>, StreamError> {
-        Ok(None)
-    }
-
-    /// [`Streams::run_id`] as it was when the bus connected, before any
-    /// client was served: a restart from then on is noticed.
-    fn first_run_id(&self) -> Option<String> {
-        None
-    }
-
-    /// Interrupt a [`Streams::read_new`] in progress, because the set of streams
-    /// to follow changed.
-    async fn wake_reader(&self) -> Result<(), StreamError>;
+/// The compaction queue `{prefix}:worker` that workers of every language share.
+#[async_trait]
+pub trait TaskQueue: Keyspace {
+    /// Create the worker queue and its consumer group if missing.
+    async fn ensure_worker_group(&self) -> Result<(), StreamError>;
 
     /// Claim up to `count` tasks idle for at least `min_idle` for `consumer`.
     async fn claim_tasks(
@@ -163,3 +173,32 @@ pub trait Streams: Send + Sync + 'static {
         trim_before: StreamId,
     ) -> Result<(), StreamError>;
 }
+
+/// Whether the streams' server answers and whether it restarted, for readiness
+/// and for closing connections after Redis lost its data.
+#[async_trait]
+pub trait Health: Send + Sync + 'static {
+    /// Whether the streams answer (readiness checks).
+    async fn ping(&self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    /// An id of the streams' server process that changes when it restarts
+    /// (Redis's `run_id`); `None` for streams that cannot restart under us.
+    async fn run_id(&self) -> Result<Option<String>, StreamError> {
+        Ok(None)
+    }
+
+    /// [`Health::run_id`] as it was when the streams connected, before any
+    /// client was served: a restart from then on is noticed.
+    fn first_run_id(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Every role at once, for the wiring of an instance that hands one connection
+/// to Redis (or the embedded streams) to connections, subscriber, worker and
+/// health checks; implemented for whatever implements all the roles.
+pub trait Streams: Append + StreamReader + History + TaskQueue + Health {}
+
+impl<T: Append + StreamReader + History + TaskQueue + Health> Streams for T {}

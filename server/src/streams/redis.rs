@@ -1,7 +1,8 @@
-//! [`Streams`] on a real Redis, byte-compatible with y-redis 0.1.6.
+//! Every role of [`super::Streams`] on a real Redis, byte-compatible with y-redis 0.1.6.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,9 +11,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::Mutex;
 
-use super::{StreamBatch, StreamEntry, StreamError, StreamPage, Streams, WorkerTask, READ_COUNT};
+use super::StreamId;
+use super::{
+    Append, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
+    StreamReader, TaskQueue, WorkerTask, READ_COUNT,
+};
 use crate::metrics::Count;
-use crate::protocol::StreamId;
 
 /// Appends a message; a stream that does not exist yet first gets a compaction
 /// task, moved at once into the pending list of the consumer `pending` (docs/protocol.md
@@ -52,7 +56,7 @@ pub struct RedisStreams {
     reader_id: std::sync::Mutex<Option<i64>>,
     append: Script,
     reconnects: Reconnects,
-    /// Redis's `run_id` when this bus connected, before any client was served.
+    /// Redis's `run_id` when these streams connected, before any client was served.
     first_run_id: Option<String>,
 }
 
@@ -106,8 +110,9 @@ fn lost(err: &redis::RedisError) -> bool {
     err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal()
 }
 
-/// The dedicated connection of the blocking read, with its Redis client id so
-/// that `CLIENT UNBLOCK` can interrupt it.
+/// The dedicated connection of the blocking read, so that no command waits
+/// behind it. Its Redis client id is kept apart (`RedisStreams::reader_id`),
+/// readable while the read holds this, for `CLIENT UNBLOCK` to interrupt it.
 struct Reader {
     connection: MultiplexedConnection,
 }
@@ -139,7 +144,7 @@ impl RedisStreams {
         };
         streams.ensure_worker_group().await?;
         // A Redis that refuses INFO only goes without restart checks.
-        streams.first_run_id = Streams::run_id(&streams).await.ok().flatten();
+        streams.first_run_id = Health::run_id(&streams).await.ok().flatten();
         Ok(streams)
     }
 
@@ -257,12 +262,13 @@ impl RedisStreams {
             .and_then(value_string)
             .unwrap_or_else(|| "0-0".to_string());
         let mut tasks = Vec::new();
-        if let Some(Value::Array(entries)) = parts.get(1) {
+        if let Some(Value::Array(entries)) = parts.into_iter().nth(1) {
             for entry in entries {
-                let Some((id, fields)) = parse_entry(entry) else {
+                // An entry without fields (deleted meanwhile) is no task.
+                let Ok((id, stream)) = take_field(entry, b"compact") else {
                     continue;
                 };
-                match field(&fields, b"compact").and_then(|key| String::from_utf8(key).ok()) {
+                match stream.and_then(|key| String::from_utf8(key).ok()) {
                     Some(stream) => tasks.push(WorkerTask { id, stream }),
                     None => {
                         tracing::warn!(task = %id, "worker task without a `compact` field, dropping it");
@@ -283,32 +289,14 @@ impl RedisStreams {
     }
 }
 
-#[async_trait]
-impl Streams for RedisStreams {
+impl Keyspace for RedisStreams {
     fn prefix(&self) -> &str {
         &self.prefix
     }
+}
 
-    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
-        let created: Result<Value, _> = self
-            .command(|mut connection| async move {
-                redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&self.worker_key)
-                    .arg(&self.worker_key)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
-            Err(err) => Err(err.into()),
-        }
-    }
-
+#[async_trait]
+impl Append for RedisStreams {
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError> {
         // A retried append may land twice; stream messages are CRDT updates and
         // awareness states, which apply idempotently.
@@ -324,7 +312,62 @@ impl Streams for RedisStreams {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl StreamReader for RedisStreams {
+    async fn read_new(
+        &self,
+        positions: &[(Arc<str>, StreamId)],
+        block: Duration,
+    ) -> Result<Vec<StreamBatch>, StreamError> {
+        if positions.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Ok(Vec::new());
+        }
+        let mut connection = self.reader_connection().await?;
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS");
+        for (stream, _) in positions {
+            command.arg(&**stream);
+        }
+        for (_, id) in positions {
+            command.arg(id.to_string());
+        }
+        let reply: Value = match command.query_async(&mut connection).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                self.forget_reader().await;
+                return Err(err.into());
+            }
+        };
+        Ok(parse_read_reply(reply))
+    }
+
+    async fn wake_reader(&self) -> Result<(), StreamError> {
+        let id = self.reader_id.lock().ok().and_then(|slot| *slot);
+        if let Some(id) = id {
+            let _: Value = self
+                .command(|mut connection| async move {
+                    redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(id)
+                        .query_async(&mut connection)
+                        .await
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl History for RedisStreams {
     async fn read_page(
         &self,
         stream: &str,
@@ -363,82 +406,28 @@ impl Streams for RedisStreams {
             .await?;
         Ok(parse_page(stream, reply).last)
     }
+}
 
-    async fn read_new(
-        &self,
-        positions: &[(String, StreamId)],
-        block: Duration,
-    ) -> Result<Vec<StreamBatch>, StreamError> {
-        if positions.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return Ok(Vec::new());
-        }
-        let mut connection = self.reader_connection().await?;
-        let mut command = redis::cmd("XREAD");
-        command
-            .arg("COUNT")
-            .arg(READ_COUNT)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS");
-        for (stream, _) in positions {
-            command.arg(stream);
-        }
-        for (_, id) in positions {
-            command.arg(id.to_string());
-        }
-        let reply: Value = match command.query_async(&mut connection).await {
-            Ok(reply) => reply,
-            Err(err) => {
-                self.forget_reader().await;
-                return Err(err.into());
-            }
-        };
-        Ok(parse_read_reply(reply))
-    }
-
-    async fn ping(&self) -> Result<(), StreamError> {
-        let _: Value = self
+#[async_trait]
+impl TaskQueue for RedisStreams {
+    async fn ensure_worker_group(&self) -> Result<(), StreamError> {
+        let created: Result<Value, _> = self
             .command(|mut connection| async move {
-                redis::cmd("PING").query_async(&mut connection).await
-            })
-            .await?;
-        Ok(())
-    }
-
-    fn first_run_id(&self) -> Option<String> {
-        self.first_run_id.clone()
-    }
-
-    async fn run_id(&self) -> Result<Option<String>, StreamError> {
-        let info: String = self
-            .command(|mut connection| async move {
-                redis::cmd("INFO")
-                    .arg("server")
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&self.worker_key)
+                    .arg(&self.worker_key)
+                    .arg("0")
+                    .arg("MKSTREAM")
                     .query_async(&mut connection)
                     .await
             })
-            .await?;
-        Ok(info
-            .lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_string()))
-    }
-
-    async fn wake_reader(&self) -> Result<(), StreamError> {
-        let id = self.reader_id.lock().ok().and_then(|slot| *slot);
-        if let Some(id) = id {
-            let _: Value = self
-                .command(|mut connection| async move {
-                    redis::cmd("CLIENT")
-                        .arg("UNBLOCK")
-                        .arg(id)
-                        .query_async(&mut connection)
-                        .await
-                })
-                .await?;
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+            Err(err) => Err(err.into()),
         }
-        Ok(())
     }
 
     async fn claim_tasks(
@@ -540,7 +529,38 @@ impl Streams for RedisStreams {
     }
 }
 
-/// Text of a bulk or simple string reply.
+#[async_trait]
+impl Health for RedisStreams {
+    async fn ping(&self) -> Result<(), StreamError> {
+        let _: Value = self
+            .command(|mut connection| async move {
+                redis::cmd("PING").query_async(&mut connection).await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn run_id(&self) -> Result<Option<String>, StreamError> {
+        let info: String = self
+            .command(|mut connection| async move {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_string()))
+    }
+
+    fn first_run_id(&self) -> Option<String> {
+        self.first_run_id.clone()
+    }
+}
+
+/// Text of a bulk or simple string reply (ids and cursors, never messages).
 fn value_string(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
@@ -549,55 +569,44 @@ fn value_string(value: &Value) -> Option<String> {
     }
 }
 
-fn value_bytes(value: &Value) -> Option<Vec<u8>> {
+/// The bytes of a bulk or simple string reply, moved out of it.
+fn into_bytes(value: Value) -> Option<Vec<u8>> {
     match value {
-        Value::BulkString(bytes) => Some(bytes.clone()),
-        Value::SimpleString(text) => Some(text.clone().into_bytes()),
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
         _ => None,
     }
 }
 
-/// Field/value pairs of a stream entry.
-type Fields = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// `[id, [field, value, ...]]` → id and field/value pairs.
-/// The id of an XRANGE/XREAD entry, whatever its fields.
-fn entry_id(entry: &Value) -> Option<StreamId> {
+/// The one reader of stream entries, for XREAD, XRANGE and XAUTOCLAIM replies:
+/// `[id, [field, value, ...]]` (RESP2) or `[id, {field: value}]` (RESP3) → the
+/// id and the value of field `name` (`None` when the entry has none), moved
+/// out of the reply so that a message's bytes are never copied. An entry whose
+/// fields cannot be read is an error carrying its id when that could be read.
+fn take_field(entry: Value, name: &[u8]) -> Result<(StreamId, Option<Vec<u8>>), Option<StreamId>> {
     let Value::Array(parts) = entry else {
-        return None;
+        return Err(None);
     };
-    value_string(parts.first()?)?.parse().ok()
-}
-
-fn parse_entry(entry: &Value) -> Option<(StreamId, Fields)> {
-    let Value::Array(parts) = entry else {
-        return None;
+    let mut parts = parts.into_iter();
+    let id: StreamId = parts
+        .next()
+        .and_then(|id| value_string(&id)?.parse().ok())
+        .ok_or(None)?;
+    let is_name = |field: &Value| match field {
+        Value::BulkString(bytes) => bytes == name,
+        Value::SimpleString(text) => text.as_bytes() == name,
+        _ => false,
     };
-    let id: StreamId = value_string(parts.first()?)?.parse().ok()?;
-    let mut fields = Vec::new();
-    match parts.get(1)? {
-        Value::Array(flat) => {
-            for pair in flat.chunks(2) {
-                if let [name, value] = pair {
-                    fields.push((value_bytes(name)?, value_bytes(value)?));
-                }
-            }
+    let value = match parts.next() {
+        Some(Value::Array(flat)) => {
+            let mut flat = flat.into_iter();
+            std::iter::from_fn(|| Some((flat.next()?, flat.next()?)))
+                .find(|(field, _)| is_name(field))
         }
-        Value::Map(pairs) => {
-            for (name, value) in pairs {
-                fields.push((value_bytes(name)?, value_bytes(value)?));
-            }
-        }
-        _ => return None,
-    }
-    Some((id, fields))
-}
-
-fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<Vec<u8>> {
-    fields
-        .iter()
-        .find(|(field, _)| field == name)
-        .map(|(_, value)| value.clone())
+        Some(Value::Map(pairs)) => pairs.into_iter().find(|(field, _)| is_name(field)),
+        _ => return Err(Some(id)),
+    };
+    Ok((id, value.and_then(|(_, value)| into_bytes(value))))
 }
 
 /// Entries of one stream; entries without an `m` field are skipped with a log line.
@@ -608,64 +617,26 @@ fn parse_page(stream: &str, reply: Value) -> StreamPage {
     let mut out = Vec::with_capacity(entries.len());
     let mut last = None;
     for entry in entries {
-        if let Some(id) = entry_id(&entry) {
-            last = Some(id);
-        }
-        match take_message(entry) {
-            Some((id, Some(message))) => out.push(StreamEntry {
-                id,
-                message: Bytes::from(message),
-            }),
-            Some((id, None)) => {
-                tracing::warn!(stream = %crate::log_text::bounded(stream), entry = %id, "stream entry without an `m` field, skipped")
+        match take_field(entry, b"m") {
+            Ok((id, message)) => {
+                last = Some(id);
+                match message {
+                    Some(message) => out.push(StreamEntry {
+                        id,
+                        message: Bytes::from(message),
+                    }),
+                    None => {
+                        tracing::warn!(stream = %crate::log_text::bounded(stream), entry = %id, "stream entry without an `m` field, skipped")
+                    }
+                }
             }
-            None => {
+            Err(id) => {
+                last = id.or(last);
                 tracing::warn!(stream = %crate::log_text::bounded(stream), "unreadable stream entry, skipped")
             }
         }
     }
     StreamPage { entries: out, last }
-}
-
-/// `[id, [field, value, ...]]` → the id and the value of field `m`, moved out
-/// of the reply: a message's bytes are never copied.
-fn take_message(entry: Value) -> Option<(StreamId, Option<Vec<u8>>)> {
-    let Value::Array(parts) = entry else {
-        return None;
-    };
-    let mut parts = parts.into_iter();
-    let id: StreamId = value_string(&parts.next()?)?.parse().ok()?;
-    let pairs: Vec<(Value, Value)> = match parts.next()? {
-        Value::Array(flat) => {
-            let mut flat = flat.into_iter();
-            let mut pairs = Vec::new();
-            while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
-                pairs.push((name, value));
-            }
-            pairs
-        }
-        Value::Map(pairs) => pairs,
-        _ => return None,
-    };
-    for (name, value) in pairs {
-        let is_m = match &name {
-            Value::BulkString(bytes) => bytes == b"m",
-            Value::SimpleString(text) => text == "m",
-            _ => false,
-        };
-        if is_m {
-            return Some((id, into_bytes(value)));
-        }
-    }
-    Some((id, None))
-}
-
-fn into_bytes(value: Value) -> Option<Vec<u8>> {
-    match value {
-        Value::BulkString(bytes) => Some(bytes),
-        Value::SimpleString(text) => Some(text.into_bytes()),
-        _ => None,
-    }
 }
 
 /// An XREAD reply (RESP2 array or RESP3 map) → batches per stream.
@@ -688,9 +659,67 @@ fn parse_read_reply(reply: Value) -> Vec<StreamBatch> {
     pairs
         .into_iter()
         .filter_map(|(key, entries)| {
-            let stream = value_string(&key)?;
+            let stream: Arc<str> = String::from_utf8(into_bytes(key)?).ok()?.into();
             let entries = parse_page(&stream, entries).entries;
             Some(StreamBatch { stream, entries })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(bytes: &[u8]) -> Value {
+        Value::BulkString(bytes.to_vec())
+    }
+
+    #[test]
+    fn entries_of_resp2_and_resp3_replies() {
+        let resp2 = Value::Array(vec![
+            Value::Array(vec![
+                bulk(b"1-0"),
+                Value::Array(vec![bulk(b"m"), bulk(b"a")]),
+            ]),
+            Value::Array(vec![
+                bulk(b"2-0"),
+                Value::Array(vec![bulk(b"x"), bulk(b"b")]),
+            ]),
+            Value::Array(vec![bulk(b"3-0"), Value::Nil]),
+            Value::Nil,
+        ]);
+        let page = parse_page("s", resp2);
+        assert_eq!(page.entries.len(), 1);
+        assert_eq!(page.entries[0].message, Bytes::from_static(b"a"));
+        assert_eq!(page.last, Some(StreamId { ms: 3, seq: 0 }));
+
+        let resp3 = Value::Map(vec![(
+            bulk(b"y:room:r:index"),
+            Value::Array(vec![Value::Array(vec![
+                bulk(b"4-1"),
+                Value::Map(vec![(bulk(b"m"), bulk(b"c"))]),
+            ])]),
+        )]);
+        let batches = parse_read_reply(resp3);
+        assert_eq!(&*batches[0].stream, "y:room:r:index");
+        assert_eq!(batches[0].entries[0].id, StreamId { ms: 4, seq: 1 });
+        assert_eq!(batches[0].entries[0].message, Bytes::from_static(b"c"));
+    }
+
+    #[test]
+    fn task_entries() {
+        let task = Value::Array(vec![
+            bulk(b"5-0"),
+            Value::Array(vec![bulk(b"compact"), bulk(b"k")]),
+        ]);
+        assert_eq!(
+            take_field(task, b"compact"),
+            Ok((StreamId { ms: 5, seq: 0 }, Some(b"k".to_vec())))
+        );
+        let deleted = Value::Array(vec![bulk(b"6-0"), Value::Nil]);
+        assert_eq!(
+            take_field(deleted, b"compact"),
+            Err(Some(StreamId { ms: 6, seq: 0 }))
+        );
+    }
 }

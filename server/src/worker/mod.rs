@@ -2,6 +2,10 @@
 //! (docs/protocol.md §5), sharing the task queue with every other worker of
 //! the fleet, in any language.
 
+mod callback;
+
+pub use callback::UpdateCallback;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +13,12 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::doc::{load_doc, LoadError};
+use crate::load::{load_doc, LoadError};
 use crate::metrics::{self, Metrics};
-use crate::protocol::{self, StreamId};
 use crate::storage::{Storage, StorageError};
-use crate::streams::{StreamError, Streams, WorkerTask, CLAIM_COUNT};
+use crate::streams::{
+    self, History, StreamError, StreamId, Streams, TaskQueue, WorkerTask, CLAIM_COUNT,
+};
 
 /// The longest pause between claims after batches that failed entirely.
 const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(1);
@@ -28,7 +33,7 @@ pub enum WorkerError {
     /// Storing the document failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The stream bus failed.
+    /// The streams failed.
     #[error(transparent)]
     Streams(#[from] StreamError),
     /// The update callback's HTTP client could not be made.
@@ -84,52 +89,6 @@ pub struct WorkerSettings {
     pub update_callback: Option<UpdateCallback>,
 }
 
-/// How long one call of the update callback may take.
-const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// y-redis's `YDOC_UPDATE_CALLBACK`: `PUT {url}/{room}` with a multipart field
-/// `ydoc` holding the v2 state of a document that changed, each call limited to
-/// [`CALLBACK_TIMEOUT`].
-#[derive(Debug, Clone)]
-pub struct UpdateCallback {
-    url: String,
-    http: reqwest::Client,
-}
-
-impl UpdateCallback {
-    /// The callback at base URL `url`; fails when no HTTP client can be made
-    /// (no TLS backend, say), so a worker never runs without its time limit.
-    pub fn new(url: &str) -> Result<Self, WorkerError> {
-        let http = reqwest::Client::builder()
-            .timeout(CALLBACK_TIMEOUT)
-            .build()
-            .map_err(|err| WorkerError::Callback(err.to_string()))?;
-        Ok(Self {
-            url: url.trim_end_matches('/').to_string(),
-            http,
-        })
-    }
-
-    /// Tell the callback about `update`, the whole document of `room`. A failure
-    /// is logged and never blocks storing the document.
-    async fn notify(&self, room: &str, update: &[u8]) {
-        let url = format!("{}/{room}", self.url);
-        let form = reqwest::multipart::Form::new().part(
-            "ydoc",
-            reqwest::multipart::Part::bytes(update.to_vec()).file_name("ydoc"),
-        );
-        match self.http.put(&url).multipart(form).send().await {
-            Ok(response) if response.status().is_success() => {}
-            Ok(response) => {
-                tracing::warn!(room = %crate::log_text::bounded(room), status = %response.status(), "update callback refused the document")
-            }
-            Err(err) => {
-                tracing::warn!(room = %crate::log_text::bounded(room), err = %err.without_url(), "update callback failed")
-            }
-        }
-    }
-}
-
 /// What one compaction pass did, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -148,22 +107,19 @@ pub enum Outcome {
     Dropped,
 }
 
-/// A worker: one consumer of the `{prefix}:worker` group.
-pub struct Worker {
-    streams: Arc<dyn Streams>,
+/// A worker: one consumer of the `{prefix}:worker` group. It needs the task
+/// queue and each task's doc stream, nothing else of the streams.
+pub struct Worker<Q: TaskQueue + History + ?Sized = dyn Streams> {
+    streams: Arc<Q>,
     storage: Arc<dyn Storage>,
     settings: WorkerSettings,
     consumer: String,
     metrics: Arc<Metrics>,
 }
 
-impl Worker {
+impl<Q: TaskQueue + History + ?Sized> Worker<Q> {
     /// A worker with a fresh random consumer name.
-    pub fn new(
-        streams: Arc<dyn Streams>,
-        storage: Arc<dyn Storage>,
-        settings: WorkerSettings,
-    ) -> Self {
+    pub fn new(streams: Arc<Q>, storage: Arc<dyn Storage>, settings: WorkerSettings) -> Self {
         Self {
             streams,
             storage,
@@ -268,7 +224,7 @@ impl Worker {
     /// The room a task's stream belongs to, for telling an operator what was
     /// lost; the stream key itself when it names no room.
     fn room_of(&self, task: &WorkerTask) -> String {
-        protocol::parse_stream_key(self.streams.prefix(), &task.stream)
+        streams::parse_stream_key(self.streams.prefix(), &task.stream)
             .map(|(room, _)| room)
             .unwrap_or_else(|_| task.stream.clone())
     }
@@ -331,7 +287,7 @@ impl Worker {
     /// claimed, untrimmed; any worker claims it again once it has been idle for
     /// the task debounce.
     pub async fn compact(&self, task: &WorkerTask) -> Result<Outcome, WorkerError> {
-        let (room, docid) = match protocol::parse_stream_key(self.streams.prefix(), &task.stream) {
+        let (room, docid) = match streams::parse_stream_key(self.streams.prefix(), &task.stream) {
             Ok(parts) => parts,
             Err(err) => {
                 tracing::warn!(task = %task.id, stream = %crate::log_text::bounded(&task.stream), %err, "task names no doc stream of this prefix, dropping it");

@@ -3,7 +3,27 @@
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::error::ProtocolError;
+/// Why a stream key, or a room or document name inside one, could not be read.
+/// A worker drops a task whose key fails, so the reason is only ever logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// A percent-encoded component is malformed or does not decode to UTF-8.
+    #[error("malformed URI component {0:?}")]
+    InvalidUriComponent(String),
+    /// A Redis key does not have the shape `{prefix}:room:{room}:{docid}`.
+    #[error("malformed stream key {0:?}")]
+    InvalidStreamKey(String),
+    /// A Redis key has the stream shape but another prefix.
+    #[error("stream key {key:?} has prefix {found:?}, expected {expected:?}")]
+    WrongPrefix {
+        /// The whole key.
+        key: String,
+        /// The prefix found in the key.
+        found: String,
+        /// The prefix this instance uses.
+        expected: String,
+    },
+}
 
 /// What JavaScript's `encodeURIComponent` escapes: everything but A–Z a–z 0–9 and
 /// `- _ . ! ~ * ' ( )`.
@@ -28,7 +48,7 @@ pub fn encode_uri_component(s: &str) -> String {
 /// JavaScript's `decodeURIComponent`: every `%XX` is decoded (hex digits of either
 /// case), everything else is kept. A `%` not followed by two hex digits, or escapes that
 /// do not form UTF-8, are an error, as JavaScript's `URIError`.
-pub fn decode_uri_component(s: &str) -> Result<String, ProtocolError> {
+pub fn decode_uri_component(s: &str) -> Result<String, KeyError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -42,14 +62,14 @@ pub fn decode_uri_component(s: &str) -> Result<String, ProtocolError> {
                     out.push((hi * 16 + lo) as u8);
                     i += 3;
                 }
-                _ => return Err(ProtocolError::InvalidUriComponent(s.to_owned())),
+                _ => return Err(KeyError::InvalidUriComponent(s.to_owned())),
             }
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| ProtocolError::InvalidUriComponent(s.to_owned()))
+    String::from_utf8(out).map_err(|_| KeyError::InvalidUriComponent(s.to_owned()))
 }
 
 /// The document id of every WebSocket connection (as y-redis): a room holds
@@ -71,8 +91,8 @@ const ROOM_MARK: &str = ":room:";
 /// `^(.*):room:(.*):(.*)$` (JavaScript regex semantics: `.` matches no line terminator),
 /// then percent-decode both parts. A key whose prefix is not `prefix` is an error, so a
 /// worker never compacts another fleet's streams.
-pub fn parse_stream_key(prefix: &str, key: &str) -> Result<(String, String), ProtocolError> {
-    let malformed = || ProtocolError::InvalidStreamKey(key.to_owned());
+pub fn parse_stream_key(prefix: &str, key: &str) -> Result<(String, String), KeyError> {
+    let malformed = || KeyError::InvalidStreamKey(key.to_owned());
     if key.contains(['\n', '\r', '\u{2028}', '\u{2029}']) {
         return Err(malformed());
     }
@@ -85,7 +105,7 @@ pub fn parse_stream_key(prefix: &str, key: &str) -> Result<(String, String), Pro
         .ok_or_else(malformed)?;
     let found = &key[..split];
     if found != prefix {
-        return Err(ProtocolError::WrongPrefix {
+        return Err(KeyError::WrongPrefix {
             key: key.to_owned(),
             found: found.to_owned(),
             expected: prefix.to_owned(),
@@ -132,11 +152,11 @@ mod tests {
     fn wrong_prefix_is_an_error() {
         assert!(matches!(
             parse_stream_key("y", "custom-prefix:room:r:index"),
-            Err(ProtocolError::WrongPrefix { .. })
+            Err(KeyError::WrongPrefix { .. })
         ));
         assert!(matches!(
             parse_stream_key("custom-prefix", "y:room:r:index"),
-            Err(ProtocolError::WrongPrefix { .. })
+            Err(KeyError::WrongPrefix { .. })
         ));
         let e = parse_stream_key("x", "y:room:r:index").unwrap_err();
         assert_eq!(

@@ -3,7 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::error::ProtocolError;
+/// A Redis stream id that is neither `ms` nor `ms-seq`: the one way reading an
+/// id fails, so callers can log it or skip the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed stream id {0:?}")]
+pub struct InvalidStreamId(pub String);
 
 /// A Redis stream entry id. Ordering is Redis's: by milliseconds, then sequence. Used to
 /// track how far a room's stream has been read and to compute trim points.
@@ -33,12 +37,12 @@ impl StreamId {
 }
 
 impl FromStr for StreamId {
-    type Err = ProtocolError;
+    type Err = InvalidStreamId;
 
     /// Parse `ms-seq`, or `ms` alone meaning `ms-0` (as y-redis reads ids without a
     /// sequence).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || ProtocolError::InvalidStreamId(s.to_owned());
+        let invalid = || InvalidStreamId(s.to_owned());
         let number = |part: &str| {
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(invalid());

@@ -6,9 +6,9 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
-use crate::protocol::{self, AwarenessStates, Message, StreamId, SyncMessage};
+use crate::protocol::{self, AwarenessStates, Message, SyncMessage};
 use crate::storage::{Storage, StorageError};
-use crate::streams::{StreamError, Streams};
+use crate::streams::{History, StreamError, StreamId};
 
 /// Why a document could not be loaded. Poisoned stream entries are not an error:
 /// they are skipped with a log line.
@@ -17,7 +17,7 @@ pub enum LoadError {
     /// The storage backend failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The stream bus failed.
+    /// The streams failed.
     #[error(transparent)]
     Streams(#[from] StreamError),
     /// The document could not be encoded (yrs failed on what it was given).
@@ -135,8 +135,8 @@ const LOAD_ATTEMPTS: usize = 5;
 /// follows still has it. Each later page is checked to have been read before
 /// any trim reached it (the stream's first id is still at or before the
 /// previous page's end); otherwise the load starts again.
-pub async fn load_doc(
-    streams: &dyn Streams,
+pub async fn load_doc<H: History + ?Sized>(
+    streams: &H,
     storage: &dyn Storage,
     stream_key: &str,
     room: &str,
@@ -157,8 +157,8 @@ pub async fn load_doc(
 }
 
 /// One load; `None` when the stream was trimmed past what had been read.
-async fn load_once(
-    streams: &dyn Streams,
+async fn load_once<H: History + ?Sized>(
+    streams: &H,
     storage: &dyn Storage,
     stream_key: &str,
     room: &str,
@@ -256,7 +256,7 @@ fn apply_entry(
 mod tests {
     use super::*;
     use crate::storage::memory::MemoryStorage;
-    use crate::streams::MemoryStreams;
+    use crate::streams::{Append, MemoryStreams};
     use yrs::types::ToJson;
     use yrs::{GetString, Map, Text};
 
