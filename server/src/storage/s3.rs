@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
-use md5::Md5;
+use md5::{Digest as _, Md5};
 use reqwest::{Method, StatusCode, Url};
-use sha2::{Digest, Sha256};
+use ring::digest::{digest, SHA256};
+use ring::hmac;
 
 use super::http::{self, Reply, ATTEMPTS};
 use super::objects::{ObjectStore, Page};
@@ -31,7 +31,7 @@ pub struct S3Options {
     pub ssl: bool,
     /// Access key id; requests are sent unsigned when it is missing.
     pub access_key: Option<String>,
-    /// Secret access key.
+    /// Secret access key: the signing key of every request (with `access_key`).
     pub secret_key: Option<String>,
     /// Bucket, created at start when missing.
     pub bucket: String,
@@ -244,7 +244,7 @@ impl S3Storage {
         let mut url = self.base.clone();
         url.set_path(&path);
         url.set_query((!canonical_query.is_empty()).then_some(canonical_query.as_str()));
-        let payload_hash = hex::encode(Sha256::digest(body));
+        let payload_hash = hex::encode(digest(&SHA256, body));
         let body = bytes::Bytes::copy_from_slice(body);
         let describe = format!("S3 {what} ({} {path})", method.as_str());
         http::send(&describe, attempts, || {
@@ -392,16 +392,9 @@ struct SigningInput<'a> {
     secret_key: &'a str,
 }
 
-type HmacSha256 = Hmac<Sha256>;
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match HmacSha256::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC takes keys of any size"),
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
+/// HMAC-SHA256 of `data` under `key`, one step of the signing-key derivation.
+fn hmac_sha256(key: &[u8], data: &[u8]) -> hmac::Tag {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
 }
 
 /// The `Authorization` header value of AWS Signature Version 4 for service `s3`.
@@ -438,16 +431,16 @@ fn authorization(input: &SigningInput<'_>) -> String {
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
         input.amz_date,
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
+        hex::encode(digest(&SHA256, canonical_request.as_bytes()))
     );
-    let k_date = hmac(
+    let k_date = hmac_sha256(
         format!("AWS4{}", input.secret_key).as_bytes(),
         date.as_bytes(),
     );
-    let k_region = hmac(&k_date, input.region.as_bytes());
-    let k_service = hmac(&k_region, b"s3");
-    let k_signing = hmac(&k_service, b"aws4_request");
-    let signature = hex::encode(hmac(&k_signing, string_to_sign.as_bytes()));
+    let k_region = hmac_sha256(k_date.as_ref(), input.region.as_bytes());
+    let k_service = hmac_sha256(k_region.as_ref(), b"s3");
+    let k_signing = hmac_sha256(k_service.as_ref(), b"aws4_request");
+    let signature = hex::encode(hmac_sha256(k_signing.as_ref(), string_to_sign.as_bytes()));
     format!(
         "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
         input.access_key
