@@ -33,6 +33,9 @@ pub struct S3Options {
     pub access_key: Option<String>,
     /// Secret access key: the signing key of every request (with `access_key`).
     pub secret_key: Option<String>,
+    /// Session token of temporary credentials (AWS STS, IAM roles), sent as the
+    /// signed header `x-amz-security-token`; only used with an access key.
+    pub session_token: Option<String>,
     /// Bucket, created at start when missing.
     pub bucket: String,
     /// Region used in signatures (and for creating the bucket outside us-east-1).
@@ -50,6 +53,10 @@ impl std::fmt::Debug for S3Options {
                 "secret_key",
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .finish()
@@ -64,7 +71,15 @@ pub struct S3Storage {
     host: String,
     bucket: String,
     region: String,
-    credentials: Option<(String, String)>,
+    credentials: Option<Credentials>,
+}
+
+/// What signs requests.
+struct Credentials {
+    access_key: String,
+    secret_key: String,
+    /// Sent and signed as `x-amz-security-token` when the keys are temporary.
+    session_token: Option<String>,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -104,7 +119,11 @@ impl S3Storage {
             None => host_name.to_string(),
         };
         let credentials = match (options.access_key, options.secret_key) {
-            (Some(access), Some(secret)) if !access.is_empty() => Some((access, secret)),
+            (Some(access_key), Some(secret_key)) if !access_key.is_empty() => Some(Credentials {
+                access_key,
+                secret_key,
+                session_token: options.session_token.filter(|token| !token.is_empty()),
+            }),
             (Some(access), None) if !access.is_empty() => {
                 return Err(StorageError::Config(
                     "S3 access key is set but the secret key is not".into(),
@@ -255,7 +274,7 @@ impl S3Storage {
             for (name, value) in &headers {
                 builder = builder.header(*name, value);
             }
-            if let Some((access_key, secret_key)) = &self.credentials {
+            if let Some(credentials) = &self.credentials {
                 let amz_date = amz_date(SystemTime::now());
                 let mut signed: Vec<(&str, &str)> = vec![
                     ("host", self.host.as_str()),
@@ -263,6 +282,10 @@ impl S3Storage {
                     ("x-amz-date", amz_date.as_str()),
                 ];
                 signed.extend(headers.iter().map(|(n, v)| (*n, v.as_str())));
+                if let Some(token) = &credentials.session_token {
+                    signed.push(("x-amz-security-token", token.as_str()));
+                    builder = builder.header("x-amz-security-token", token.as_str());
+                }
                 let authorization = authorization(&SigningInput {
                     method: method.as_str(),
                     canonical_uri: &path,
@@ -271,8 +294,8 @@ impl S3Storage {
                     payload_hash: &payload_hash,
                     amz_date: &amz_date,
                     region: &self.region,
-                    access_key,
-                    secret_key,
+                    access_key: &credentials.access_key,
+                    secret_key: &credentials.secret_key,
                 });
                 builder = builder
                     .header("x-amz-content-sha256", payload_hash.as_str())
