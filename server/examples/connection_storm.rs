@@ -21,9 +21,9 @@ struct Options {
     /// Rooms they are spread over.
     #[arg(long, default_value_t = 10)]
     rooms: usize,
-    /// The server binary (default: `websocket` in the directory above this
-    /// program's, where cargo puts it).
-    #[arg(long, env = "WEBSOCKET_BIN")]
+    /// The server binary (default: `$WEBSOCKET_BIN`, else `websocket` in the
+    /// directory above this program's, where cargo puts it).
+    #[arg(long)]
     server: Option<PathBuf>,
 }
 
@@ -41,7 +41,10 @@ fn rss_kb(pid: u32) -> Result<u64> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let options = Options::parse();
-    let bin = match options.server {
+    let bin = match options
+        .server
+        .or_else(|| std::env::var_os("WEBSOCKET_BIN").map(PathBuf::from))
+    {
         Some(bin) => bin,
         None => std::env::current_exe()?
             .parent()

@@ -5,6 +5,8 @@
 //! JavaScript instances serve the same documents side by side. A worker
 //! compacts streams into storage in y-redis's layouts.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod app;
 pub mod auth;
 pub mod config;

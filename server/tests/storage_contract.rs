@@ -509,11 +509,15 @@ async fn s3_backend_meets_the_contract() {
             "S3_SSL" => Some("false".into()),
             "S3_ACCESS_KEY" => Some(server.access_key().into()),
             "S3_SECRET_KEY" => Some(server.secret_key().into()),
+            // moto takes any credentials, temporary ones too: every request
+            // below carries the token (signed; see the botocore test).
+            "S3_SESSION_TOKEN" => Some("moto-session-token".into()),
             _ => None,
         })
         .unwrap();
     let cfg = config.storage;
     assert_eq!(cfg.backend_kind(), StorageBackend::S3);
+    assert_eq!(cfg.s3_session_token.as_deref(), Some("moto-session-token"));
     // The bucket (default `ydocs`) does not exist yet: opening creates it.
     let storage = open_storage(&cfg).await.unwrap();
     assert_eq!(storage.name(), "s3");
@@ -568,13 +572,14 @@ for r in d["requests"]:
                      data=bytes.fromhex(r["body"]),
                      headers={k: v for k, v in headers.items() if k in signed})
     req.context["timestamp"] = headers["x-amz-date"]
-    auth = S3SigV4Auth(Credentials(d["ak"], d["sk"]), "s3", d["region"])
+    auth = S3SigV4Auth(Credentials(d["ak"], d["sk"], d["token"]), "s3", d["region"])
     print(auth.signature(auth.string_to_sign(req, auth.canonical_request(req)), req))
 "#;
 
 /// Every request the S3 backend sends (bucket check, upload, listing, download,
 /// multi-object delete) carries the signature botocore computes for it, for names
-/// that need encoding; refused credentials are a configuration error.
+/// that need encoding, with static and with temporary credentials (session
+/// token); refused credentials are a configuration error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_requests_are_signed_as_botocore_signs_them() {
     use axum::body::Body;
@@ -668,8 +673,61 @@ async fn s3_requests_are_signed_as_botocore_signs_them() {
         .uri
         .starts_with("/my-docs/%25C3%25A4%253A%25C3%25B6%2520%281%29%21/doc%252F%25C3%25A4/"));
     assert!(requests[4].headers.iter().any(|(k, _)| k == "content-md5"));
+    assert_signed_as_botocore_signs(&requests, ak, sk, None, region);
+
+    // Temporary credentials: the session token goes along on every request,
+    // signed.
+    captured.lock().unwrap().clear();
+    let token = "FwoGZXIvYXdzEXAMPLE//token+with/base64=";
+    let temporary = StorageConfig {
+        s3_session_token: Some(token.into()),
+        ..cfg.clone()
+    };
+    let storage = open_storage(&temporary).await.unwrap();
+    storage.put("room", "doc", b"update", b"sv").await.unwrap();
+    storage
+        .delete("room", "doc", &["room/doc/u1".to_string()])
+        .await
+        .unwrap();
+    let requests = captured.lock().unwrap().clone();
+    let methods: Vec<&str> = requests.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["HEAD", "PUT", "POST"]);
+    for request in &requests {
+        let header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("x-amz-security-token"), Some(token));
+        assert!(header("authorization")
+            .unwrap_or_default()
+            .contains(";x-amz-security-token,"));
+    }
+    assert_signed_as_botocore_signs(&requests, ak, sk, Some(token), region);
+
+    // Credentials the server refuses stop the start with a configuration error.
+    let mut refused = cfg.clone();
+    refused.s3_access_key = Some("REFUSED".into());
+    let result = open_storage(&refused).await.err();
+    assert!(
+        matches!(result, Some(StorageError::Config(_))),
+        "{result:?}"
+    );
+}
+
+/// Each request carries the signature botocore computes for it from these
+/// credentials, in this region's scope.
+fn assert_signed_as_botocore_signs(
+    requests: &[Captured],
+    ak: &str,
+    sk: &str,
+    token: Option<&str>,
+    region: &str,
+) {
     let input = serde_json::json!({
-        "ak": ak, "sk": sk, "region": region,
+        "ak": ak, "sk": sk, "token": token, "region": region,
         "requests": requests.iter().map(|r| serde_json::json!({
             "method": r.method,
             "uri": r.uri,
@@ -711,15 +769,6 @@ async fn s3_requests_are_signed_as_botocore_signs_them() {
         );
         assert!(sent.contains(&format!("/{region}/s3/aws4_request")));
     }
-
-    // Credentials the server refuses stop the start with a configuration error.
-    let mut refused = cfg.clone();
-    refused.s3_access_key = Some("REFUSED".into());
-    let result = open_storage(&refused).await.err();
-    assert!(
-        matches!(result, Some(StorageError::Config(_))),
-        "{result:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,6 +4,7 @@
 //! stored, and duplicates left by a failed delete merge harmlessly and are
 //! cleaned up later. The worker runs on a real redis-server over a storage
 //! wrapper that fails on demand; the server reads the same files directly.
+//! Retry pauses alone are counted on tokio's paused clock over in-memory streams.
 
 mod common;
 
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use websocket::storage::fs::FsStorage;
 use websocket::storage::{Storage, StorageError, StoredItem};
-use websocket::streams::{Append, RedisStreams, Streams};
+use websocket::streams::{Append, MemoryStreams, RedisStreams, Streams};
 use websocket::worker::{Worker, WorkerSettings};
 
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -185,8 +186,16 @@ async fn spawn_worker_with(
     storage: Arc<Flaky>,
     task_debounce: Duration,
 ) -> (CancellationToken, JoinHandle<()>) {
-    let streams: Arc<dyn Streams> =
-        Arc::new(RedisStreams::connect(&redis.url(), "y").await.unwrap());
+    let streams = Arc::new(RedisStreams::connect(&redis.url(), "y").await.unwrap());
+    spawn_worker_on(streams, storage, task_debounce)
+}
+
+/// A worker over `storage` and `streams`, running until the token is cancelled.
+fn spawn_worker_on(
+    streams: Arc<dyn Streams>,
+    storage: Arc<Flaky>,
+    task_debounce: Duration,
+) -> (CancellationToken, JoinHandle<()>) {
     let worker = Worker::new(
         streams,
         storage,
@@ -376,16 +385,18 @@ async fn failed_deletes_leave_duplicates_that_merge_and_are_cleaned_up() {
 }
 
 /// Even with no debounce at all, a failing backend is retried with pauses that
-/// grow to 1 s, not in a busy loop, and each failure is logged once.
-#[tokio::test]
+/// grow to 1 s, not in a busy loop, and each failure is logged once. The clock
+/// is tokio's, paused, so the attempts are counted exactly; the streams are in
+/// memory because a real Redis would answer on the wall clock while the paused
+/// one jumps ahead.
+#[tokio::test(start_paused = true)]
 async fn a_failing_backend_does_not_spin_without_debounce() {
     let (logs, _guard) = Logs::capture();
     let data = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start().unwrap();
     let storage = Flaky::open(data.path()).await;
     storage.fail_load.store(true, Ordering::SeqCst);
-    let (stop, worker) = spawn_worker_with(&redis, storage.clone(), Duration::ZERO).await;
-    let streams = RedisStreams::connect(&redis.url(), "y").await.unwrap();
+    let streams = Arc::new(MemoryStreams::new("y"));
+    let (stop, worker) = spawn_worker_on(streams.clone(), storage.clone(), Duration::ZERO);
     let update = {
         use yrs::{ReadTxn, StateVector, Text, Transact};
         let doc = yrs::Doc::new();
@@ -403,9 +414,9 @@ async fn a_failing_backend_does_not_spin_without_debounce() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let failures = storage.failures.load(Ordering::SeqCst);
-    // Two tasks, pauses of 50, 100, 200, 400, 800, 1000, 1000 ms: about 7
-    // batches in 3 s.
-    assert!((4..=20).contains(&failures), "{failures} attempts in 3 s");
+    // Two tasks per batch, batches at 0, 50, 150, 350, 750, 1550 and 2550 ms
+    // (pauses of 50, 100, 200, 400, 800, 1000 ms): 7 batches in 3 s.
+    assert_eq!(failures, 14, "{failures} attempts in 3 s");
     assert_eq!(logs.lines_with("compaction failed").len(), failures);
     stop.cancel();
     worker.await.unwrap();

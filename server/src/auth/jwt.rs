@@ -20,24 +20,12 @@ const FIELD_LEN: usize = 48;
 /// The JOSE header of every token this server mints.
 const HEADER_JSON: &str = r#"{"alg":"ES384","typ":"JWT"}"#;
 
-/// base64url for JWK members: written without padding (JOSE); read with or without
-/// it, and without insisting on zero trailing bits, as JavaScript's decoders are
-/// lenient too. Keys come from the operator, so leniency costs nothing here.
+/// base64url for JWK members and the three parts of a token: written without
+/// padding (JOSE); read with or without canonical `=` padding and without
+/// insisting on zero trailing bits, as y-redis's lib0 and JavaScript's decoders
+/// read them. Some hand-made tokens pad (e.g. Python's `urlsafe_b64encode`); the
+/// signature covers the text as sent, so padding changes nothing it vouches for.
 const B64: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
-
-/// base64url for the three parts of a token, which come from clients: written
-/// without padding (JOSE compact serialization); read with or without canonical `=`
-/// padding, as y-redis's lib0 reads them (some hand-made tokens pad, e.g. Python's
-/// `urlsafe_b64encode`; the signature covers the text as sent, so padding changes
-/// nothing it vouches for), trailing bits tolerated as JavaScript's decoders
-/// tolerate them.
-const B64_TOKEN: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
     GeneralPurposeConfig::new()
         .with_encode_padding(false)
@@ -220,17 +208,13 @@ pub(super) fn sign_compact(
     header_json: &str,
     payload_json: &str,
 ) -> Result<String, AuthError> {
-    let signing_input = format!(
-        "{}.{}",
-        B64_TOKEN.encode(header_json),
-        B64_TOKEN.encode(payload_json)
-    );
+    let signing_input = format!("{}.{}", B64.encode(header_json), B64.encode(payload_json));
     let signature: Signature = signing
         .try_sign(signing_input.as_bytes())
         .map_err(|e| AuthError::Config(format!("signing failed: {e}")))?;
     Ok(format!(
         "{signing_input}.{}",
-        B64_TOKEN.encode(signature.to_bytes())
+        B64.encode(signature.to_bytes())
     ))
 }
 
@@ -264,7 +248,7 @@ pub(super) fn verify(key: &PublicKey, token: &str, now_ms: u64) -> Result<String
         _ => return Err(AuthError::Malformed("header has no alg".into())),
     }
 
-    let signature = B64_TOKEN
+    let signature = B64
         .decode(signature_b64)
         .map_err(|_| AuthError::Malformed("signature is not base64url".into()))?;
     // A signature of the wrong length or with a zero scalar cannot verify.
@@ -299,7 +283,7 @@ pub(super) fn verify(key: &PublicKey, token: &str, now_ms: u64) -> Result<String
 }
 
 fn decode_json(part: &str, name: &str) -> Result<serde_json::Value, AuthError> {
-    let bytes = B64_TOKEN
+    let bytes = B64
         .decode(part)
         .map_err(|_| AuthError::Malformed(format!("{name} is not base64url")))?;
     serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed(format!("{name} is not JSON")))

@@ -1,5 +1,7 @@
 //! The `websocket` command: server, worker, and operator tools.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -230,6 +230,13 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| text(&mut c.storage.s3_secret_key, v),
     },
     Setting {
+        key: "[storage] s3_session_token",
+        env: &["S3_SESSION_TOKEN"],
+        default: "unset",
+        meaning: "S3 session token of temporary credentials (STS, IAM roles), sent signed",
+        apply: |c, v| text(&mut c.storage.s3_session_token, v),
+    },
+    Setting {
         key: "[storage] s3_bucket",
         env: &["S3_BUCKET"],
         default: "`ydocs`",

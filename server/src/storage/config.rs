@@ -87,6 +87,8 @@ pub struct StorageConfig {
     pub s3_access_key: Option<String>,
     /// S3 secret access key (env `S3_SECRET_KEY`).
     pub s3_secret_key: Option<String>,
+    /// S3 session token of temporary credentials (env `S3_SESSION_TOKEN`).
+    pub s3_session_token: Option<String>,
     /// S3 bucket, default `ydocs` (env `S3_BUCKET`).
     pub s3_bucket: Option<String>,
     /// S3 region, default `us-east-1` (env `S3_REGION`).
@@ -113,6 +115,10 @@ impl std::fmt::Debug for StorageConfig {
             .field(
                 "s3_secret_key",
                 &self.s3_secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "s3_session_token",
+                &self.s3_session_token.as_ref().map(|_| "<redacted>"),
             )
             .field("s3_bucket", &self.s3_bucket)
             .field("s3_region", &self.s3_region)
@@ -174,6 +180,7 @@ impl StorageConfig {
             ssl: self.s3_ssl.unwrap_or(false),
             access_key: self.s3_access_key.clone(),
             secret_key: self.s3_secret_key.clone(),
+            session_token: self.s3_session_token.clone(),
             bucket: self
                 .s3_bucket
                 .clone()
@@ -229,11 +236,12 @@ mod tests {
         let cfg = StorageConfig {
             postgres: Some("postgres://user:hunter2@db:5432/y".into()),
             s3_secret_key: Some("topsecret".into()),
+            s3_session_token: Some("temporary".into()),
             ..StorageConfig::default()
         };
         let text = format!("{cfg:?}");
         assert!(
-            !text.contains("hunter2") && !text.contains("topsecret"),
+            !text.contains("hunter2") && !text.contains("topsecret") && !text.contains("temporary"),
             "{text}"
         );
         assert!(text.contains("postgres://user:***@db:5432/y"), "{text}");

@@ -8,9 +8,12 @@
 //! write and the reverse.
 
 use async_trait::async_trait;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, Transact, Update};
+
+use crate::streams::encode_uri_component;
 
 pub mod config;
 pub mod fs;
@@ -139,10 +142,6 @@ fn guard_yrs<T, E: std::fmt::Display>(
     crate::protocol::guard_yrs("decoder", f)
         .map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
-
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-
-use crate::streams::encode_uri_component;
 
 /// What S3 signatures and the GCS JSON API escape in object names, paths and query
 /// strings: everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - _ . ~`).

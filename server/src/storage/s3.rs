@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
-use md5::Md5;
+use md5::{Digest as _, Md5};
 use reqwest::{Method, StatusCode, Url};
-use sha2::{Digest, Sha256};
+use ring::digest::{digest, SHA256};
+use ring::hmac;
 
 use super::http::{self, Reply, ATTEMPTS};
 use super::objects::{ObjectStore, Page};
@@ -31,8 +31,11 @@ pub struct S3Options {
     pub ssl: bool,
     /// Access key id; requests are sent unsigned when it is missing.
     pub access_key: Option<String>,
-    /// Secret access key.
+    /// Secret access key: the signing key of every request (with `access_key`).
     pub secret_key: Option<String>,
+    /// Session token of temporary credentials (AWS STS, IAM roles), sent as the
+    /// signed header `x-amz-security-token`; only used with an access key.
+    pub session_token: Option<String>,
     /// Bucket, created at start when missing.
     pub bucket: String,
     /// Region used in signatures (and for creating the bucket outside us-east-1).
@@ -50,6 +53,10 @@ impl std::fmt::Debug for S3Options {
                 "secret_key",
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .finish()
@@ -64,7 +71,15 @@ pub struct S3Storage {
     host: String,
     bucket: String,
     region: String,
-    credentials: Option<(String, String)>,
+    credentials: Option<Credentials>,
+}
+
+/// What signs requests.
+struct Credentials {
+    access_key: String,
+    secret_key: String,
+    /// Sent and signed as `x-amz-security-token` when the keys are temporary.
+    session_token: Option<String>,
 }
 
 impl std::fmt::Debug for S3Storage {
@@ -104,7 +119,11 @@ impl S3Storage {
             None => host_name.to_string(),
         };
         let credentials = match (options.access_key, options.secret_key) {
-            (Some(access), Some(secret)) if !access.is_empty() => Some((access, secret)),
+            (Some(access_key), Some(secret_key)) if !access_key.is_empty() => Some(Credentials {
+                access_key,
+                secret_key,
+                session_token: options.session_token.filter(|token| !token.is_empty()),
+            }),
             (Some(access), None) if !access.is_empty() => {
                 return Err(StorageError::Config(
                     "S3 access key is set but the secret key is not".into(),
@@ -244,7 +263,7 @@ impl S3Storage {
         let mut url = self.base.clone();
         url.set_path(&path);
         url.set_query((!canonical_query.is_empty()).then_some(canonical_query.as_str()));
-        let payload_hash = hex::encode(Sha256::digest(body));
+        let payload_hash = hex::encode(digest(&SHA256, body));
         let body = bytes::Bytes::copy_from_slice(body);
         let describe = format!("S3 {what} ({} {path})", method.as_str());
         http::send(&describe, attempts, || {
@@ -255,7 +274,7 @@ impl S3Storage {
             for (name, value) in &headers {
                 builder = builder.header(*name, value);
             }
-            if let Some((access_key, secret_key)) = &self.credentials {
+            if let Some(credentials) = &self.credentials {
                 let amz_date = amz_date(SystemTime::now());
                 let mut signed: Vec<(&str, &str)> = vec![
                     ("host", self.host.as_str()),
@@ -263,6 +282,10 @@ impl S3Storage {
                     ("x-amz-date", amz_date.as_str()),
                 ];
                 signed.extend(headers.iter().map(|(n, v)| (*n, v.as_str())));
+                if let Some(token) = &credentials.session_token {
+                    signed.push(("x-amz-security-token", token.as_str()));
+                    builder = builder.header("x-amz-security-token", token.as_str());
+                }
                 let authorization = authorization(&SigningInput {
                     method: method.as_str(),
                     canonical_uri: &path,
@@ -271,8 +294,8 @@ impl S3Storage {
                     payload_hash: &payload_hash,
                     amz_date: &amz_date,
                     region: &self.region,
-                    access_key,
-                    secret_key,
+                    access_key: &credentials.access_key,
+                    secret_key: &credentials.secret_key,
                 });
                 builder = builder
                     .header("x-amz-content-sha256", payload_hash.as_str())
@@ -392,16 +415,9 @@ struct SigningInput<'a> {
     secret_key: &'a str,
 }
 
-type HmacSha256 = Hmac<Sha256>;
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match HmacSha256::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC takes keys of any size"),
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
+/// HMAC-SHA256 of `data` under `key`, one step of the signing-key derivation.
+fn hmac_sha256(key: &[u8], data: &[u8]) -> hmac::Tag {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
 }
 
 /// The `Authorization` header value of AWS Signature Version 4 for service `s3`.
@@ -438,16 +454,16 @@ fn authorization(input: &SigningInput<'_>) -> String {
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
         input.amz_date,
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
+        hex::encode(digest(&SHA256, canonical_request.as_bytes()))
     );
-    let k_date = hmac(
+    let k_date = hmac_sha256(
         format!("AWS4{}", input.secret_key).as_bytes(),
         date.as_bytes(),
     );
-    let k_region = hmac(&k_date, input.region.as_bytes());
-    let k_service = hmac(&k_region, b"s3");
-    let k_signing = hmac(&k_service, b"aws4_request");
-    let signature = hex::encode(hmac(&k_signing, string_to_sign.as_bytes()));
+    let k_region = hmac_sha256(k_date.as_ref(), input.region.as_bytes());
+    let k_service = hmac_sha256(k_region.as_ref(), b"s3");
+    let k_signing = hmac_sha256(k_service.as_ref(), b"aws4_request");
+    let signature = hex::encode(hmac_sha256(k_signing.as_ref(), string_to_sign.as_bytes()));
     format!(
         "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
         input.access_key
