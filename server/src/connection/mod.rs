@@ -8,7 +8,7 @@
 //! a quiet client and closes a dead one.
 //!
 //! This module is the IO: the socket, the outbox, the stream. What each frame,
-//! tick and end of the connection calls for is decided by its [`Session`]
+//! tick and end of the connection calls for is decided by its `Session`
 //! (`session.rs`), which sees no socket.
 
 mod limits;
@@ -81,6 +81,27 @@ struct OpenConnection(Arc<Metrics>);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         metrics::dec(&self.0.connections_open);
+    }
+}
+
+/// Say in the log how the connection of `room` ended, each end at the level
+/// an operator needs it. Logged here rather than in the session so that the
+/// lines keep this module's target, which log filters name.
+fn log_end(end: &End, room: &str) {
+    match end {
+        End::ClientClosed(_) => tracing::debug!(%room, "client disconnected"),
+        End::ClientGone => tracing::debug!(%room, "client went away"),
+        End::Silent => {
+            tracing::info!(%room, "closing a connection silent for the idle timeout")
+        }
+        End::Shutdown => {}
+        End::FellBehind => tracing::info!(%room, "closing a connection that fell behind"),
+        End::BusRestarted => {
+            tracing::info!(%room, "closing a connection after a redis restart")
+        }
+        End::Refused(code, reason) => {
+            tracing::warn!(%room, code, %reason, "closing the connection")
+        }
     }
 }
 
@@ -337,7 +358,7 @@ impl Connection {
         }
         let room = bounded(&self.room).to_string();
         self.state.metrics.closed(ending.reason);
-        end.log(&room);
+        log_end(&end, &room);
         if ending.refused {
             metrics::inc(&self.state.metrics.messages_refused);
         }

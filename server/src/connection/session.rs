@@ -64,26 +64,6 @@ impl End {
             End::Refused(..) => CloseReason::InvalidFrame,
         }
     }
-
-    /// Say in the log how the connection of `room` ended, each end at the level
-    /// an operator needs it.
-    pub fn log(&self, room: &str) {
-        match self {
-            End::ClientClosed(_) => tracing::debug!(%room, "client disconnected"),
-            End::ClientGone => tracing::debug!(%room, "client went away"),
-            End::Silent => {
-                tracing::info!(%room, "closing a connection silent for the idle timeout")
-            }
-            End::Shutdown => {}
-            End::FellBehind => tracing::info!(%room, "closing a connection that fell behind"),
-            End::BusRestarted => {
-                tracing::info!(%room, "closing a connection after a redis restart")
-            }
-            End::Refused(code, reason) => {
-                tracing::warn!(%room, code, %reason, "closing the connection")
-            }
-        }
-    }
 }
 
 /// A frame that breaks the WebSocket rules or the size limit ends the
