@@ -6,6 +6,15 @@
 //! (see [`Outbox`]); this task reads the client's frames, appends what must be
 //! appended, drains the outbox when the socket blocked, answers pings, pings
 //! a quiet client and closes a dead one.
+//!
+//! This module is the IO: the socket, the outbox, the stream. What each frame,
+//! tick and end of the connection calls for is decided by its `Session`
+//! (`session.rs`), which sees no socket.
+
+mod limits;
+mod session;
+
+pub use limits::{ConnectionSettings, Limits};
 
 use std::io;
 use std::sync::Arc;
@@ -19,12 +28,12 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Access, Authenticator};
 use crate::load::load_doc;
 use crate::log_text::bounded;
-use crate::metrics::{self, CloseReason, Metrics};
-use crate::protocol::{self, ClientAction};
+use crate::metrics::{self, Metrics};
 use crate::rooms::{Membership, Rooms};
-use crate::socket::{close, frame, Flushed, FrameDecoder, Incoming, Outbox, Stopped};
+use crate::socket::{frame, Flushed, FrameDecoder, Outbox, Stopped};
 use crate::storage::Storage;
 use crate::streams::{self, Streams, DOC_ID};
+use session::{AfterClose, End, Reply, Rest, Session};
 
 /// What every connection of this instance shares.
 pub struct AppState {
@@ -47,105 +56,6 @@ pub struct AppState {
     pub bus_restarts: tokio::sync::watch::Sender<u64>,
     /// This instance's counters.
     pub metrics: Arc<Metrics>,
-}
-
-/// Limits and timers of one connection.
-#[derive(Debug, Clone)]
-pub struct ConnectionSettings {
-    /// Largest accepted message in bytes.
-    pub max_message_size: usize,
-    /// Room frames queued for a client that does not keep up before it is
-    /// dropped from the room.
-    pub buffer_capacity: usize,
-    /// A client heard from neither frame nor pong for this long is closed; one
-    /// quiet for half of it is pinged. Zero: never.
-    pub idle_timeout: Duration,
-    /// What one client may send.
-    pub limits: Limits,
-}
-
-impl Default for ConnectionSettings {
-    fn default() -> Self {
-        Self {
-            max_message_size: 100 * 1024 * 1024,
-            buffer_capacity: 512,
-            idle_timeout: Duration::from_secs(60),
-            limits: Limits::default(),
-        }
-    }
-}
-
-/// What one connection may send; a client over a limit is closed with 1008
-/// after everything it sent before has been appended. Zero means no limit.
-///
-/// The defaults leave room for what editors really do: y-websocket clients
-/// send one message per edit and per awareness change, and also send back
-/// every awareness change they receive, so a client in a busy room sends
-/// about as many awareness messages as the whole room makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Messages per second.
-    pub messages_per_second: u64,
-    /// Bytes per second (a single larger message still passes when it is the
-    /// first of its second).
-    pub bytes_per_second: u64,
-    /// Bytes of one client's awareness state (its JSON text).
-    pub awareness_state: usize,
-    /// Client entries in one awareness message.
-    pub awareness_clients: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            messages_per_second: 2000,
-            bytes_per_second: 16 * 1024 * 1024,
-            awareness_state: 64 * 1024,
-            awareness_clients: 1000,
-        }
-    }
-}
-
-/// Counts what a client sent in the current second, against [`Limits`].
-struct Meter {
-    since: Instant,
-    messages: u64,
-    bytes: u64,
-}
-
-impl Meter {
-    fn new() -> Self {
-        Self {
-            since: Instant::now(),
-            messages: 0,
-            bytes: 0,
-        }
-    }
-
-    /// Count one message of `len` bytes; why it goes over a limit, if it does.
-    fn count(&mut self, len: usize, limits: &Limits) -> Option<String> {
-        let now = Instant::now();
-        if now.duration_since(self.since) >= Duration::from_secs(1) {
-            *self = Self {
-                since: now,
-                messages: 0,
-                bytes: 0,
-            };
-        }
-        let bytes_before = self.bytes;
-        self.messages += 1;
-        self.bytes += len as u64;
-        if limits.messages_per_second > 0 && self.messages > limits.messages_per_second {
-            return Some(format!(
-                "over {} messages per second",
-                limits.messages_per_second
-            ));
-        }
-        if limits.bytes_per_second > 0 && bytes_before >= limits.bytes_per_second {
-            return Some(format!("over {} bytes per second", limits.bytes_per_second));
-        }
-        None
-    }
 }
 
 /// How long the initial sync and the close frame may take to leave before the
@@ -173,35 +83,24 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Why a connection ended, for the close frame and the log line.
-enum End {
-    /// The client sent a close frame (with this code).
-    ClientClosed(Option<u16>),
-    /// The client's socket ended or failed.
-    ClientGone,
-    /// Nothing was heard from the client within the idle timeout.
-    Silent,
-    /// The instance is shutting down.
-    Shutdown,
-    /// The client did not keep up with its room.
-    FellBehind,
-    /// Redis restarted and may have lost what the client sent: it must
-    /// reconnect and send its document again.
-    BusRestarted,
-    /// The client or the bus failed it: close with this code and reason.
-    Refused(u16, String),
-}
-
-/// The metrics label of an end.
-fn close_reason(end: &End) -> CloseReason {
+/// Say in the log how the connection of `room` ended, each end at the level
+/// an operator needs it. Logged here rather than in the session so that the
+/// lines keep this module's target, which log filters name.
+fn log_end(end: &End, room: &str) {
     match end {
-        End::ClientClosed(_) | End::ClientGone => CloseReason::Client,
-        End::Silent => CloseReason::Silent,
-        End::Shutdown => CloseReason::Shutdown,
-        End::FellBehind => CloseReason::SlowConsumer,
-        End::Refused(close::INTERNAL, _) | End::BusRestarted => CloseReason::Error,
-        End::Refused(close::TOO_BIG | close::POLICY, _) => CloseReason::TooLarge,
-        End::Refused(..) => CloseReason::InvalidFrame,
+        End::ClientClosed(_) => tracing::debug!(%room, "client disconnected"),
+        End::ClientGone => tracing::debug!(%room, "client went away"),
+        End::Silent => {
+            tracing::info!(%room, "closing a connection silent for the idle timeout")
+        }
+        End::Shutdown => {}
+        End::FellBehind => tracing::info!(%room, "closing a connection that fell behind"),
+        End::BusRestarted => {
+            tracing::info!(%room, "closing a connection after a redis restart")
+        }
+        End::Refused(code, reason) => {
+            tracing::warn!(%room, code, %reason, "closing the connection")
+        }
     }
 }
 
@@ -212,19 +111,11 @@ struct Connection {
     outbox: Arc<Outbox>,
     room: String,
     stream_key: String,
-    access: Access,
     decoder: FrameDecoder,
     /// Bytes read and not yet decoded; empty (no allocation) between frames.
     incoming: BytesMut,
-    /// The client id and clock of this connection's awareness, to announce its
-    /// departure when it closes (docs/protocol.md section 2.6).
-    awareness: Option<(u64, u64)>,
-    /// When the client last sent anything.
-    heard: Instant,
-    /// Whether a ping is out, unanswered.
-    pinged: bool,
-    /// What the client sent in the current second.
-    meter: Meter,
+    /// What the client's frames, the ticks and the end call for.
+    session: Session,
 }
 
 /// Serve one upgraded connection of `room` until the client leaves, the
@@ -257,17 +148,13 @@ pub async fn serve(
     drop(read_ahead);
     let mut connection = Connection {
         decoder: FrameDecoder::new(state.settings.max_message_size),
+        session: Session::new(&state.settings, access, Instant::now()),
         state,
         socket,
         outbox,
         room,
         stream_key,
-        access,
         incoming,
-        awareness: None,
-        heard: Instant::now(),
-        pinged: false,
-        meter: Meter::new(),
     };
     // The opening and the closing are boxed: they run once, and inline they
     // would make every connection's task as large as the largest of them for
@@ -318,7 +205,7 @@ impl Connection {
             }
             Err(err) => {
                 tracing::error!(room = %bounded(room), %err, "could not load the document");
-                return Err(End::Refused(close::INTERNAL, "document unavailable".into()));
+                return Err(End::document_unavailable());
             }
         };
         let initial = [Some(sync.step1), Some(sync.step2), sync.awareness];
@@ -329,12 +216,7 @@ impl Connection {
 
     /// Serve the client until the connection ends.
     async fn run(&mut self) -> End {
-        let idle = self.state.settings.idle_timeout;
-        let period = if idle.is_zero() {
-            Duration::from_secs(3600)
-        } else {
-            idle / 2
-        };
+        let period = self.session.tick_period();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut write_blocked = false;
@@ -353,7 +235,7 @@ impl Connection {
                     Ok(()) => self.read().await,
                     Err(_) => Err(End::ClientGone),
                 },
-                _ = tick.tick() => self.check_idle(idle),
+                _ = tick.tick() => self.session.tick(Instant::now()).map(|reply| self.carry_out(reply)),
             };
             if let Err(end) = step {
                 return end;
@@ -393,34 +275,18 @@ impl Connection {
         }
     }
 
-    /// Ping a client quiet for half the idle timeout; close one quiet for all
-    /// of it that left the ping unanswered (a peer that vanished without
-    /// closing its socket).
-    fn check_idle(&mut self, idle: Duration) -> Result<(), End> {
-        if idle.is_zero() {
-            return Ok(());
+    /// Send what the session asks to send (a reply that needs no append).
+    fn carry_out(&self, reply: Reply) {
+        if let Reply::Send(frame) = reply {
+            self.outbox.push(frame);
         }
-        let quiet = self.heard.elapsed();
-        // Only a client that left a ping unanswered is silent: one that
-        // answers each ping is heard from at every other tick.
-        if quiet >= idle && self.pinged {
-            return Err(End::Silent);
-        }
-        if quiet >= idle / 2 && !self.pinged {
-            self.pinged = true;
-            self.outbox.push(frame::ping(b""));
-        }
-        Ok(())
     }
 
     /// Read what the socket has and act on every complete frame.
     async fn read(&mut self) -> Result<(), End> {
         match self.fill() {
             Ok(0) => return Err(End::ClientGone),
-            Ok(_) => {
-                self.heard = Instant::now();
-                self.pinged = false;
-            }
+            Ok(_) => self.session.heard(Instant::now()),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(_) => return Err(End::ClientGone),
@@ -429,23 +295,11 @@ impl Connection {
             let incoming = match self.decoder.decode(&mut self.incoming) {
                 Ok(Some(incoming)) => incoming,
                 Ok(None) => break,
-                Err(err) => return Err(End::Refused(err.close_code(), err.to_string())),
+                Err(err) => return Err(End::from(err)),
             };
-            match incoming {
-                Incoming::Close(code) => return Err(End::ClientClosed(code)),
-                Incoming::Ping(payload) => self.outbox.push(frame::pong(&payload)),
-                Incoming::Pong => {}
-                // Everything a reader sends is dropped unread, awareness
-                // included (docs/protocol.md section 2.5), so it never
-                // has a departure to announce.
-                Incoming::Text | Incoming::Binary(_) if self.access != Access::ReadWrite => {}
-                Incoming::Text => {
-                    return Err(End::Refused(
-                        close::UNSUPPORTED,
-                        "text frames are not y-websocket messages".into(),
-                    ))
-                }
-                Incoming::Binary(message) => self.append(message).await?,
+            match self.session.receive(incoming, Instant::now())? {
+                Reply::Append(message) => self.append(&message).await?,
+                reply => self.carry_out(reply),
             }
         }
         self.release_idle_buffer();
@@ -471,52 +325,13 @@ impl Connection {
         }
     }
 
-    /// Validate one message from a writer and append what must be appended.
-    async fn append(&mut self, frame: Bytes) -> Result<(), End> {
-        let limits = self.state.settings.limits;
-        if let Some(reason) = self.meter.count(frame.len(), &limits) {
-            return Err(End::Refused(close::POLICY, reason));
-        }
-        let action = protocol::client_action(&frame).map_err(|err| {
-            End::Refused(close::INVALID_PAYLOAD, format!("invalid message: {err}"))
-        })?;
-        let ClientAction::Append {
-            message,
-            awareness: entry,
-            awareness_size,
-        } = action
-        else {
-            return Ok(());
-        };
-        if let Some(size) = awareness_size {
-            if limits.awareness_clients > 0 && size.clients > limits.awareness_clients {
-                return Err(End::Refused(
-                    close::POLICY,
-                    format!(
-                        "awareness message with over {} clients",
-                        limits.awareness_clients
-                    ),
-                ));
-            }
-            if limits.awareness_state > 0 && size.largest_state > limits.awareness_state {
-                return Err(End::Refused(
-                    close::POLICY,
-                    format!("awareness state over {} bytes", limits.awareness_state),
-                ));
-            }
-        }
-        if let Some((client_id, clock)) = entry {
-            match &mut self.awareness {
-                None => self.awareness = Some((client_id, clock)),
-                Some((known, last)) if *known == client_id => *last = clock,
-                Some(_) => {}
-            }
-        }
+    /// Append one message the session accepted to the room's stream.
+    async fn append(&self, message: &[u8]) -> Result<(), End> {
         let state = &self.state;
         let started = Instant::now();
         state
             .streams
-            .append(&self.stream_key, &message)
+            .append(&self.stream_key, message)
             .await
             .map(|()| {
                 metrics::inc(&state.metrics.messages_appended);
@@ -525,7 +340,7 @@ impl Connection {
             .map_err(|err| {
                 metrics::inc(&state.metrics.append_errors);
                 tracing::error!(room = %bounded(&self.room), %err, "could not append a message");
-                End::Refused(close::INTERNAL, "message not stored, reconnect".into())
+                End::not_stored()
             })
     }
 
@@ -534,59 +349,29 @@ impl Connection {
     async fn close(mut self, end: End, membership: Membership) {
         self.outbox.close();
         drop(membership);
-        if matches!(end, End::ClientGone) {
+        let ending = self.session.ending(&end);
+        if ending.rest == Rest::Received {
             // A write failed or the socket ended: what the client sent before
             // may still wait in the kernel; it is appended all the same.
-            self.read_rest(true, Duration::from_millis(100)).await;
+            self.read_rest(Duration::from_millis(100)).await;
         }
         let room = bounded(&self.room).to_string();
-        self.state.metrics.closed(close_reason(&end));
-        let frame = match &end {
-            End::ClientClosed(code) => {
-                tracing::debug!(%room, "client disconnected");
-                Some(frame::close(code.unwrap_or(close::NORMAL), ""))
-            }
-            End::ClientGone => {
-                tracing::debug!(%room, "client went away");
-                None
-            }
-            End::Silent => {
-                tracing::info!(%room, "closing a connection silent for the idle timeout");
-                None
-            }
-            End::Shutdown => Some(frame::close(close::GOING_AWAY, "server shutting down")),
-            End::FellBehind => {
-                metrics::inc(&self.state.metrics.connections_dropped_slow);
-                tracing::info!(%room, "closing a connection that fell behind");
-                self.outbox.discard();
-                Some(frame::close(
-                    close::TRY_AGAIN_LATER,
-                    "too far behind, reconnect",
-                ))
-            }
-            End::BusRestarted => {
-                tracing::info!(%room, "closing a connection after a redis restart");
-                Some(frame::close(close::INTERNAL, "redis restarted, reconnect"))
-            }
-            End::Refused(code, reason) => {
-                if *code != close::INTERNAL {
-                    metrics::inc(&self.state.metrics.messages_refused);
-                }
-                tracing::warn!(%room, code, %reason, "closing the connection");
-                Some(frame::close(*code, reason))
-            }
-        };
-        if let Some(frame) = frame {
+        self.state.metrics.closed(ending.reason);
+        log_end(&end, &room);
+        if ending.refused {
+            metrics::inc(&self.state.metrics.messages_refused);
+        }
+        if ending.fell_behind {
+            metrics::inc(&self.state.metrics.connections_dropped_slow);
+            self.outbox.discard();
+        }
+        if let Rest::CloseFrame { frame, .. } = ending.rest {
             self.outbox.push(frame);
             if self.flush_within(SEND_TIMEOUT).await.is_ok() {
-                // A refused client's further messages are dropped; anyone
-                // else's, sent before it saw the close, are appended.
-                let keep = !matches!(end, End::Refused(..));
-                self.read_rest(keep, CLOSE_LINGER).await;
+                self.read_rest(CLOSE_LINGER).await;
             }
         }
-        if let Some((client_id, clock)) = self.awareness {
-            let removal = protocol::encode_awareness_removal(client_id, clock);
+        if let Some(removal) = self.session.departure() {
             if let Err(err) = self.state.streams.append(&self.stream_key, &removal).await {
                 tracing::warn!(%room, %err, "could not announce a client's departure");
             }
@@ -594,13 +379,11 @@ impl Connection {
     }
 
     /// Read what the client still sends until it closes its side, sends its
-    /// close frame, or goes quiet for `quiet`; with `keep`, every complete
-    /// message from a writer is appended on the way (what a client sent before
-    /// it saw the close, or before its reset, is not lost: a reset does not
-    /// take back what this kernel received). Without it the bytes are dropped.
-    /// Either way the close frame is read before the socket goes, so closing
-    /// with unread bytes does not reset the connection under it.
-    async fn read_rest(&mut self, keep: bool, quiet: Duration) {
+    /// close frame, or goes quiet for `quiet`, appending what the session
+    /// keeps (see [`Session::after_close`]). Either way the close frame is read
+    /// before the socket goes, so closing with unread bytes does not reset the
+    /// connection under it.
+    async fn read_rest(&mut self, quiet: Duration) {
         // Only the time spent waiting for bytes is bounded (by `CLOSE_LINGER`),
         // not the time spent appending what arrived: after a reset everything
         // this kernel holds is appended, however slowly Redis answers. A client
@@ -622,14 +405,12 @@ impl Connection {
                 Err(_) => return,
             }
             while let Ok(Some(incoming)) = self.decoder.decode(&mut self.incoming) {
-                let message = match incoming {
-                    Incoming::Binary(message) if keep && self.access == Access::ReadWrite => {
-                        message
-                    }
-                    Incoming::Close(_) => return,
-                    _ => continue,
+                let message = match self.session.after_close(incoming, Instant::now()) {
+                    AfterClose::Append(message) => message,
+                    AfterClose::Skip => continue,
+                    AfterClose::Stop => return,
                 };
-                if self.append(message).await.is_err() {
+                if self.append(&message).await.is_err() {
                     return;
                 }
             }
