@@ -64,9 +64,9 @@ fn crate_references(line: &str) -> Vec<String> {
             .last()
             .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
         if word_start {
-            if tail.starts_with('{') {
+            if let Some(group) = tail.strip_prefix('{') {
                 // `use crate::{a, b::c}`: each item's first segment.
-                let inner = tail[1..].split('}').next().unwrap_or("");
+                let inner = group.split('}').next().unwrap_or("");
                 for item in inner.split(',') {
                     let name: String = item
                         .trim()
