@@ -2,6 +2,7 @@
 //! frames in, server frames out, and the outbox that writes room frames
 //! straight to a client's socket.
 
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod outbox;
