@@ -77,14 +77,7 @@ async fn sigterm_stops_gracefully_and_keeps_documents() {
     };
     let mut process = spawn();
     let room = format!("ws://127.0.0.1:{port}/kept");
-    let a = YClient::connect(&room).await.unwrap();
-    let b = YClient::connect(&room).await.unwrap();
-    a.wait_synced(SOON).await.unwrap();
-    b.wait_synced(SOON).await.unwrap();
-    a.text_insert("t", 0, "survives");
-    b.wait_until("edit", SOON, |c| c.text("t") == "survives")
-        .await
-        .unwrap();
+    let (_a, b) = two_editors_after(&room, "survives").await;
 
     let started = Instant::now();
     let status = tokio::task::spawn_blocking(move || {
@@ -139,14 +132,7 @@ async fn a_final_flush_that_fails_exits_non_zero_and_names_the_documents() {
     });
     wait_for_port(port, Duration::from_secs(20)).unwrap();
     let room = format!("ws://127.0.0.1:{port}/unstored-room");
-    let a = YClient::connect(&room).await.unwrap();
-    let b = YClient::connect(&room).await.unwrap();
-    a.wait_synced(SOON).await.unwrap();
-    b.wait_synced(SOON).await.unwrap();
-    a.text_insert("t", 0, "only in memory");
-    b.wait_until("edit", SOON, |c| c.text("t") == "only in memory")
-        .await
-        .unwrap();
+    let _editors = two_editors_after(&room, "only in memory").await;
     // The storage directory becomes a file: every write into it fails.
     let data = dir.path().join("data");
     std::fs::remove_dir_all(&data).unwrap();

@@ -103,14 +103,7 @@ async fn json_logs_carry_the_connection_fields() {
     // A scripted session: two editors, one leaves by closing, one by dropping
     // its socket.
     let room = format!("ws://127.0.0.1:{port}/logged");
-    let a = YClient::connect(&room).await.unwrap();
-    let b = YClient::connect(&room).await.unwrap();
-    a.wait_synced(SOON).await.unwrap();
-    b.wait_synced(SOON).await.unwrap();
-    a.text_insert("t", 0, "hello");
-    b.wait_until("edit", SOON, |c| c.text("t") == "hello")
-        .await
-        .unwrap();
+    let (a, b) = two_editors_after(&room, "hello").await;
     drop(a);
     drop(b);
     let raw = RawClient::connect(&room).await.unwrap();

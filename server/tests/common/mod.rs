@@ -87,6 +87,21 @@ pub async fn outpace_a_slow_reader(writer: &YClient, watcher: &YClient) {
         .unwrap();
 }
 
+/// Two clients of the room at `room_url`, both synced, after the first wrote
+/// `text` at the start of the text `t` and the second received it: the edit
+/// is on the server.
+pub async fn two_editors_after(room_url: &str, text: &str) -> (YClient, YClient) {
+    let a = YClient::connect(room_url).await.unwrap();
+    let b = YClient::connect(room_url).await.unwrap();
+    a.wait_synced(SOON).await.unwrap();
+    b.wait_synced(SOON).await.unwrap();
+    a.text_insert("t", 0, text);
+    b.wait_until("edit", SOON, |c| c.text("t") == text)
+        .await
+        .unwrap();
+    (a, b)
+}
+
 /// A direct Redis connection for inspecting what the servers wrote.
 pub async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
