@@ -22,6 +22,19 @@ if [ -f ci/setup-storage.sh ]; then
   bash ci/setup-storage.sh
 fi
 
+# Independent WebSocket clients for the permessage-deflate interop tests:
+# Python's `websockets` (in the `python3` the tests run, which the storage
+# set-up above gave pip), and y-websocket in a headless Chromium.
+if ! python3 -c 'import websockets' >/dev/null 2>&1; then
+  echo "setup: installing websockets for python3"
+  python3 -m pip install --quiet --disable-pip-version-check websockets==15.0.1 \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages websockets==15.0.1
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium"
+  apt_install chromium
+fi
+
 if [ -f js-reference/package-lock.json ]; then
   if ! command -v node >/dev/null 2>&1; then
     echo "setup: installing nodejs"

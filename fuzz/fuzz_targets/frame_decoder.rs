@@ -6,7 +6,8 @@
 //! Input layout: byte 0 sets the message size limit (in units of 8 bytes, so
 //! that small limits and fragmented messages crossing them are reached); byte 1
 //! gives how many chunk lengths follow (0 to 7); those bytes are the lengths of
-//! the successive reads, reused in turn; the rest is what the client sent.
+//! the successive reads, reused in turn (its top bit: permessage-deflate was
+//! agreed, so RSV1 may mark messages); the rest is what the client sent.
 #![no_main]
 
 use bytes::BytesMut;
@@ -41,8 +42,8 @@ fn drain(decoder: &mut FrameDecoder, buffer: &mut BytesMut, out: &mut Decoded) -
 
 /// Feed `bytes` to a fresh decoder in reads of the given lengths (all at once
 /// when there are none).
-fn decode(max: usize, bytes: &[u8], reads: &[u8]) -> Decoded {
-    let mut decoder = FrameDecoder::new(max);
+fn decode(max: usize, deflate: bool, bytes: &[u8], reads: &[u8]) -> Decoded {
+    let mut decoder = FrameDecoder::new(max, deflate);
     let mut buffer = BytesMut::new();
     let mut out = Decoded {
         frames: Vec::new(),
@@ -72,12 +73,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let max = usize::from(*size) * 8;
     let (reads, bytes) = rest.split_at(usize::from(count % 8).min(rest.len()));
-    let whole = decode(max, bytes, &[]);
-    let chunked = decode(max, bytes, reads);
+    let deflate = count & 0x80 != 0;
+    let whole = decode(max, deflate, bytes, &[]);
+    let chunked = decode(max, deflate, bytes, reads);
     assert_eq!(whole, chunked, "cut into reads of {reads:?}");
     for frame in &whole.frames {
         match frame {
-            Ok(Incoming::Binary(message)) => assert!(message.len() <= max),
+            Ok(Incoming::Binary(message) | Incoming::Compressed(message)) => {
+                assert!(message.len() <= max)
+            }
             Ok(Incoming::Ping(payload)) => assert!(payload.len() <= MAX_CONTROL_PAYLOAD),
             _ => {}
         }

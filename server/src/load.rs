@@ -1,12 +1,15 @@
 //! Loading a document the way y-redis does (docs/protocol.md §4): the stored
 //! state plus every entry of its stream.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::protocol::{self, AwarenessStates, Message, SyncMessage};
+use crate::socket::RoomFrame;
 use crate::storage::{Storage, StorageError};
 use crate::streams::{History, StreamError, StreamId};
 
@@ -60,11 +63,19 @@ impl LoadedDoc {
             )
         })?;
         let states = self.awareness.to_update(false);
+        let mut messages = vec![
+            protocol::encode_sync_step1(&state_vector),
+            protocol::encode_sync_step2(&update),
+        ];
+        drop(update);
+        if !states.entries.is_empty() {
+            messages.push(protocol::encode_awareness_message(&states));
+        }
         Ok(InitialSync {
-            step1: Bytes::from(protocol::encode_sync_step1(&state_vector)),
-            step2: Bytes::from(protocol::encode_sync_step2(&update)),
-            awareness: (!states.entries.is_empty())
-                .then(|| Bytes::from(protocol::encode_awareness_message(&states))),
+            frames: messages
+                .into_iter()
+                .map(|m| RoomFrame::new(Bytes::from(m)))
+                .collect(),
             last_id: self.last_id,
         })
     }
@@ -91,15 +102,15 @@ impl LoadedDoc {
 }
 
 /// What a new connection is sent before live messages, and the stream position
-/// it reflects. Cheap to clone and share between connections opening together.
+/// it reflects. Cheap to clone and share between connections opening
+/// together: every joiner's outbox holds the same frames, made (and
+/// compressed) once.
 #[derive(Debug, Clone)]
 pub struct InitialSync {
-    /// Sync step 1: the document's state vector.
-    pub step1: Bytes,
-    /// Sync step 2: the whole document as a v1 update.
-    pub step2: Bytes,
-    /// Awareness of every known client, when there is one.
-    pub awareness: Option<Bytes>,
+    /// Sync step 1 (the document's state vector), sync step 2 (the whole
+    /// document as a v1 update), then the awareness of every known client,
+    /// when there is one.
+    pub frames: Vec<Arc<RoomFrame>>,
     /// The last stream id the document includes.
     pub last_id: StreamId,
 }

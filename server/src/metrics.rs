@@ -225,6 +225,9 @@ pub struct Metrics {
     pub compaction_errors: Count,
     /// Documents stored by compaction.
     pub documents_stored: Count,
+    /// Documents loaded for an initial sync; joiners opening a room together
+    /// share one load, so this grows by one for all of them.
+    pub document_loads: Count,
     /// Connections to Redis re-established after they broke.
     pub redis_reconnects: Count,
     /// Bytes read from clients' sockets after their upgrade.
@@ -290,6 +293,7 @@ impl Default for Metrics {
             compactions: Count::default(),
             compaction_errors: Count::default(),
             documents_stored: Count::default(),
+            document_loads: Count::default(),
             redis_reconnects: Count::default(),
             received_bytes: Count::default(),
             sent_bytes: Count::default(),
@@ -377,7 +381,7 @@ impl Metrics {
     /// The plain counters.
     fn register_counters(&self, registry: &mut Registry) {
         let m = self;
-        let counters: [(&str, &str, &Count); 12] = [
+        let counters: [(&str, &str, &Count); 13] = [
             (
                 "yws_messages_appended",
                 "client messages appended to a stream",
@@ -418,6 +422,11 @@ impl Metrics {
                 "yws_documents_stored",
                 "documents stored by compaction",
                 &m.documents_stored,
+            ),
+            (
+                "yws_document_loads",
+                "documents loaded for initial syncs (joiners opening a room together share one)",
+                &m.document_loads,
             ),
             (
                 "yws_redis_reconnects",

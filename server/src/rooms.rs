@@ -8,11 +8,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use crate::load::InitialSync;
-use crate::socket::Outbox;
+use crate::socket::{Outbox, RoomFrame};
 use crate::streams::StreamId;
 
 /// A load shared by every connection that opens the room while it runs.
@@ -186,7 +185,7 @@ impl Rooms {
     /// member that cannot take them (it fell behind, or its client is gone)
     /// is closed by its connection and leaves; the room never waits. Returns
     /// how many frames were handed over in all.
-    pub fn deliver(&self, follow: &Follow, last_id: StreamId, frames: &[Bytes]) -> usize {
+    pub fn deliver(&self, follow: &Follow, last_id: StreamId, frames: &[Arc<RoomFrame>]) -> usize {
         let members = {
             let mut rooms = self.lock();
             let Some(room) = rooms.get_mut(&*follow.stream) else {
@@ -210,6 +209,7 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
@@ -217,9 +217,10 @@ mod tests {
 
     fn sync(last_ms: u64) -> InitialSync {
         InitialSync {
-            step1: Bytes::from_static(b"\x00\x00\x01\x00"),
-            step2: Bytes::from_static(b"\x00\x01\x02\x00\x00"),
-            awareness: None,
+            frames: vec![
+                RoomFrame::new(Bytes::from_static(b"\x00\x00\x01\x00")),
+                RoomFrame::new(Bytes::from_static(b"\x00\x01\x02\x00\x00")),
+            ],
             last_id: StreamId {
                 ms: last_ms,
                 seq: 0,
@@ -240,7 +241,12 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         server.writable().await.unwrap();
-        let outbox = Arc::new(Outbox::new(Arc::new(server), capacity, Arc::default()));
+        let outbox = Arc::new(Outbox::new(
+            Arc::new(server),
+            capacity,
+            crate::socket::Delivery::plain(),
+            Arc::default(),
+        ));
         (rooms.join(stream, Arc::clone(&outbox)), outbox, client)
     }
 
@@ -309,7 +315,7 @@ mod tests {
     async fn a_read_in_flight_does_not_undo_a_rewind() {
         let rooms = Rooms::new();
         let (_member, outbox, mut client) = member(&rooms, "s", 8).await;
-        outbox.release([]);
+        outbox.release(&[]);
         rooms
             .initial_sync("s", || async { Ok(sync(10)) })
             .await
@@ -322,12 +328,12 @@ mod tests {
         rooms.deliver(
             &follow,
             StreamId { ms: 12, seq: 0 },
-            &[Bytes::from_static(b"m")],
+            &[RoomFrame::new(Bytes::from_static(b"m"))],
         );
         assert_eq!(rooms.follows()[0].after.ms, 3);
-        let mut got = [0u8; 1];
+        let mut got = [0u8; 3];
         client.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"m");
+        assert_eq!(&got, b"\x82\x01m");
     }
 
     #[tokio::test]
@@ -336,7 +342,7 @@ mod tests {
         // The slow member never gets past its initial sync, so frames queue.
         let (_slow, slow, _slow_client) = member(&rooms, "s", 2).await;
         let (_fast, fast, mut fast_client) = member(&rooms, "s", 2).await;
-        fast.release([]);
+        fast.release(&[]);
         rooms
             .initial_sync("s", || async { Ok(sync(1)) })
             .await
@@ -349,12 +355,12 @@ mod tests {
                     ms: 2 + u64::from(i),
                     seq: 0,
                 },
-                &[Bytes::from(vec![i])],
+                &[RoomFrame::new(Bytes::from(vec![i]))],
             );
             assert_eq!(delivered, if i < 2 { 2 } else { 1 });
-            let mut got = [0u8; 1];
+            let mut got = [0u8; 3];
             fast_client.read_exact(&mut got).await.unwrap();
-            assert_eq!(got, [i]);
+            assert_eq!(got, [0x82, 1, i]);
         }
         assert_eq!(slow.stopped(), Some(crate::socket::Stopped::FellBehind));
         assert_eq!(fast.stopped(), None);

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{self, Metrics};
 use crate::protocol::{self};
 use crate::rooms::{Follow, Rooms};
-use crate::socket::frame;
+use crate::socket::RoomFrame;
 use crate::streams::{StreamReader, READ_BLOCK};
 
 /// Read every followed stream, merge each stream's new messages and deliver
@@ -50,8 +50,8 @@ pub async fn run<R: StreamReader + ?Sized>(
                         &batch.entries.iter().map(|e| &e.message).collect::<Vec<_>>(),
                     );
                     metrics::add(&metrics.stream_entries_read, batch.entries.len() as u64);
-                    // Framed once, written to every member.
-                    let frames: Vec<_> = messages.iter().map(|m| frame::binary(m)).collect();
+                    // Framed (and compressed) once, written to every member.
+                    let frames: Vec<_> = messages.into_iter().map(RoomFrame::new).collect();
                     let queued = rooms.deliver(follow, last.id, &frames);
                     metrics::add(&metrics.messages_delivered, queued as u64);
                     // Once per stream and read, for its oldest entry.

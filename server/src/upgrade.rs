@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::header::SEC_WEBSOCKET_EXTENSIONS;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -15,6 +16,7 @@ use tracing::Instrument as _;
 use crate::auth::{self, Access, AuthError};
 use crate::connection::{self, AppState};
 use crate::metrics::Refusal;
+use crate::socket::deflate;
 use crate::socket::handshake::{self, Rejection};
 
 /// The router: every path is a room.
@@ -82,30 +84,53 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
         refused(Refusal::BadRequest);
         return Rejection::NotUpgradable.into_response();
     };
+    let offers = request.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
+    let deflate = deflate::negotiate(
+        offers.iter().filter_map(|value| value.to_str().ok()),
+        &state.settings.deflate,
+    );
+    let mut response = handshake::switching_protocols(&key, subprotocol.as_deref());
+    if let Some(Ok(answer)) = deflate.map(|agreed| agreed.response().parse()) {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_EXTENSIONS, answer);
+    }
     let token = state.connections.token();
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(err) => {
-                tracing::debug!(%err, "upgrade did not complete");
-                return;
-            }
-        };
-        // The listener serves plain TCP sockets: take the socket back from
-        // hyper, with whatever the client sent behind its request.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let socket = parts.io.into_inner();
-                let span = connection_span(&room, socket.peer_addr().ok(), user.as_deref());
-                connection::serve(socket, parts.read_buf, state, room, access)
-                    .instrument(span)
-                    .await
-            }
-            Err(_) => tracing::error!("upgraded connection is not a TCP socket"),
-        }
+        serve_upgraded(on_upgrade, state, room, access, user, deflate).await;
         drop(token);
     });
-    handshake::switching_protocols(&key, subprotocol.as_deref())
+    response
+}
+
+/// Serve the connection once hyper hands the upgraded socket over.
+async fn serve_upgraded(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    state: Arc<AppState>,
+    room: String,
+    access: Access,
+    user: Option<String>,
+    deflate: Option<deflate::Agreed>,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(err) => {
+            tracing::debug!(%err, "upgrade did not complete");
+            return;
+        }
+    };
+    // The listener serves plain TCP sockets: take the socket back from
+    // hyper, with whatever the client sent behind its request.
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let socket = parts.io.into_inner();
+            let span = connection_span(&room, socket.peer_addr().ok(), user.as_deref());
+            connection::serve(socket, parts.read_buf, state, room, access, deflate)
+                .instrument(span)
+                .await
+        }
+        Err(_) => tracing::error!("upgraded connection is not a TCP socket"),
+    }
 }
 
 /// The metrics label of an auth failure.

@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::connection::{ConnectionSettings, Limits};
+use crate::socket::deflate::DeflateSettings;
 use crate::storage::StorageConfig;
 
 /// A configuration that cannot be used; reported as one line at start.
@@ -187,6 +188,14 @@ pub struct WebsocketConfig {
     /// `/readyz` answers 503 so that a load balancer stops sending new clients.
     #[serde(deserialize_with = "number_or_string")]
     pub shutdown_drain: u64,
+    /// Negotiate permessage-deflate with clients that offer it.
+    pub permessage_deflate: bool,
+    /// Messages shorter than this many bytes go uncompressed.
+    #[serde(deserialize_with = "number_or_string")]
+    pub deflate_min_size: usize,
+    /// zlib level of server messages, 1 (fastest) to 9 (smallest).
+    #[serde(deserialize_with = "number_or_string")]
+    pub deflate_level: u32,
 }
 
 impl WebsocketConfig {
@@ -212,6 +221,12 @@ impl WebsocketConfig {
                 awareness_state: self.max_awareness_state,
                 awareness_clients: self.max_awareness_clients,
             },
+            deflate: DeflateSettings {
+                enabled: self.permessage_deflate,
+                min_size: self.deflate_min_size,
+                level: self.deflate_level,
+                ..DeflateSettings::default()
+            },
         }
     }
 }
@@ -219,6 +234,7 @@ impl WebsocketConfig {
 impl Default for WebsocketConfig {
     fn default() -> Self {
         let limits = Limits::default();
+        let deflate = DeflateSettings::default();
         Self {
             port: 3001,
             host: IpAddr::from([0, 0, 0, 0]),
@@ -233,6 +249,9 @@ impl Default for WebsocketConfig {
             max_awareness_clients: limits.awareness_clients,
             threads: 0,
             shutdown_drain: 0,
+            permessage_deflate: deflate.enabled,
+            deflate_min_size: deflate.min_size,
+            deflate_level: deflate.level,
         }
     }
 }
@@ -346,6 +365,9 @@ impl Config {
         }
         if self.websocket.max_message_size < 1024 {
             return invalid("websocket.max_message_size", "must be at least 1024 bytes");
+        }
+        if !(1..=9).contains(&self.websocket.deflate_level) {
+            return invalid("websocket.deflate_level", "must be 1 to 9");
         }
         if self.websocket.header_timeout == 0 {
             return invalid("websocket.header_timeout", "must be at least 1 ms");

@@ -143,6 +143,27 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| parse(&mut c.websocket.max_awareness_clients, v),
     },
     Setting {
+        key: "[websocket] permessage_deflate",
+        env: &["WS_PERMESSAGE_DEFLATE"],
+        default: "`true`",
+        meaning: "negotiate permessage-deflate (RFC 7692) with clients that offer it, as y-redis does: each server message is compressed once and the same bytes go to every member that agreed; `false` = frames always go uncompressed",
+        apply: |c, v| parse(&mut c.websocket.permessage_deflate, v),
+    },
+    Setting {
+        key: "[websocket] deflate_min_size",
+        env: &["WS_DEFLATE_MIN_SIZE"],
+        default: "`128`",
+        meaning: "messages shorter than this many bytes go uncompressed (compressing them costs more than it saves); so do messages that do not shrink",
+        apply: |c, v| parse(&mut c.websocket.deflate_min_size, v),
+    },
+    Setting {
+        key: "[websocket] deflate_level",
+        env: &["WS_DEFLATE_LEVEL"],
+        default: "`6`",
+        meaning: "zlib level of server messages, 1 (fastest) to 9 (smallest)",
+        apply: |c, v| parse(&mut c.websocket.deflate_level, v),
+    },
+    Setting {
         key: "[websocket] threads",
         env: &["WS_THREADS"],
         default: "`0`",

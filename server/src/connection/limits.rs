@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::socket::deflate::DeflateSettings;
+
 /// Limits and timers of one connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
@@ -17,6 +19,9 @@ pub struct ConnectionSettings {
     pub idle_timeout: Duration,
     /// What one client may send.
     pub limits: Limits,
+    /// permessage-deflate: whether it is negotiated, and how frames are
+    /// compressed.
+    pub deflate: DeflateSettings,
 }
 
 impl Default for ConnectionSettings {
@@ -26,6 +31,7 @@ impl Default for ConnectionSettings {
             buffer_capacity: 512,
             idle_timeout: Duration::from_secs(60),
             limits: Limits::default(),
+            deflate: DeflateSettings::default(),
         }
     }
 }

@@ -30,7 +30,8 @@ use crate::load::load_doc;
 use crate::log_text::bounded;
 use crate::metrics::{self, Metrics};
 use crate::rooms::{Membership, Rooms};
-use crate::socket::{frame, Flushed, FrameDecoder, Outbox, Stopped};
+use crate::socket::deflate::{Agreed, Inflater};
+use crate::socket::{close, Delivery, Flushed, FrameDecoder, Incoming, Outbox, Stopped};
 use crate::storage::Storage;
 use crate::streams::{self, Streams, DOC_ID};
 use session::{AfterClose, End, Reply, Rest, Session};
@@ -58,9 +59,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// How long the initial sync and the close frame may take to leave before the
-/// client counts as stuck.
+/// How long the close frame may take to leave before the client counts as
+/// stuck.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Compressed messages up to this size are inflated on the connection's
+/// thread (at most about a thousand times this much output, a few
+/// milliseconds); larger ones on a blocking thread, so that one client's
+/// large message never holds up the other connections of its thread.
+const INFLATE_INLINE: usize = 16 * 1024;
 
 /// How long a closed connection waits for the client to close its side, so
 /// that the close frame is read before the socket goes.
@@ -112,6 +119,9 @@ struct Connection {
     room: String,
     stream_key: String,
     decoder: FrameDecoder,
+    /// Inflates the client's compressed messages, when it agreed to
+    /// permessage-deflate.
+    inflater: Option<Inflater>,
     /// Bytes read and not yet decoded; empty (no allocation) between frames.
     incoming: BytesMut,
     /// What the client's frames, the ticks and the end call for.
@@ -120,22 +130,29 @@ struct Connection {
 
 /// Serve one upgraded connection of `room` until the client leaves, the
 /// instance shuts down, or the client misbehaves. `read_ahead` holds bytes the
-/// client sent right behind its upgrade request.
+/// client sent right behind its upgrade request; `deflate` is what the
+/// handshake agreed to, if the client offered permessage-deflate.
 pub async fn serve(
     socket: TcpStream,
     read_ahead: Bytes,
     state: Arc<AppState>,
     room: String,
     access: Access,
+    deflate: Option<Agreed>,
 ) {
     metrics::inc(&state.metrics.connections_total);
     metrics::inc(&state.metrics.connections_open);
     let _open = OpenConnection(Arc::clone(&state.metrics));
     let stream_key = streams::stream_key(state.streams.prefix(), &room, DOC_ID);
     let socket = Arc::new(socket);
+    let delivery = Delivery {
+        agreed: deflate,
+        settings: state.settings.deflate,
+    };
     let outbox = Arc::new(Outbox::new(
         Arc::clone(&socket),
         state.settings.buffer_capacity,
+        delivery,
         Arc::clone(&state.metrics),
     ));
     // Join before loading (docs/protocol.md section 2.3), so that nothing
@@ -147,7 +164,8 @@ pub async fn serve(
     let incoming = BytesMut::from(&read_ahead[..]);
     drop(read_ahead);
     let mut connection = Connection {
-        decoder: FrameDecoder::new(state.settings.max_message_size),
+        decoder: FrameDecoder::new(state.settings.max_message_size, deflate.is_some()),
+        inflater: deflate.as_ref().map(Inflater::new),
         session: Session::new(&state.settings, access, Instant::now()),
         state,
         socket,
@@ -168,7 +186,9 @@ pub async fn serve(
 
 impl Connection {
     /// Load the document (shared with whoever opens the room meanwhile) and
-    /// send step 1, step 2 and the awareness states ahead of room frames.
+    /// queue step 1, step 2 and the awareness states ahead of room frames;
+    /// [`Connection::run`] writes them out while it reads the client, so a
+    /// client taking a large document slowly is served like any other.
     async fn initial_sync(&mut self) -> Result<(), End> {
         let state = &self.state;
         let (room, stream_key) = (&self.room, &self.stream_key);
@@ -184,6 +204,7 @@ impl Connection {
             )
             .await
             .and_then(|doc| doc.initial_messages())
+            .inspect(|_| metrics::inc(&state.metrics.document_loads))
             .map_err(|err| err.to_string())
         }))
         .await;
@@ -208,10 +229,8 @@ impl Connection {
                 return Err(End::document_unavailable());
             }
         };
-        let initial = [Some(sync.step1), Some(sync.step2), sync.awareness];
-        self.outbox
-            .release(initial.iter().flatten().map(|m| frame::binary(m)));
-        self.flush_within(SEND_TIMEOUT).await
+        self.outbox.release(&sync.frames);
+        Ok(())
     }
 
     /// Serve the client until the connection ends.
@@ -293,7 +312,7 @@ impl Connection {
         }
         loop {
             let incoming = match self.decoder.decode(&mut self.incoming) {
-                Ok(Some(incoming)) => incoming,
+                Ok(Some(incoming)) => self.inflated(incoming).await?,
                 Ok(None) => break,
                 Err(err) => return Err(End::from(err)),
             };
@@ -304,6 +323,36 @@ impl Connection {
         }
         self.release_idle_buffer();
         Ok(())
+    }
+
+    /// `incoming` with a compressed message inflated, within the message size
+    /// limit (a larger one ends the connection with 1009).
+    async fn inflated(&mut self, incoming: Incoming) -> Result<Incoming, End> {
+        let Incoming::Compressed(compressed) = &incoming else {
+            return Ok(incoming);
+        };
+        // The decoder takes compressed messages only where an inflater exists.
+        let Some(mut inflater) = self.inflater.take() else {
+            return Err(End::Refused(
+                close::PROTOCOL_ERROR,
+                "reserved bits set".into(),
+            ));
+        };
+        let limit = self.state.settings.max_message_size;
+        let (inflater, inflated) = if compressed.len() <= INFLATE_INLINE {
+            let inflated = inflater.inflate(compressed, limit);
+            (inflater, inflated)
+        } else {
+            let compressed = compressed.clone();
+            tokio::task::spawn_blocking(move || {
+                let inflated = inflater.inflate(&compressed, limit);
+                (inflater, inflated)
+            })
+            .await
+            .map_err(|_| End::Refused(close::INTERNAL, "inflating failed".into()))?
+        };
+        self.inflater = Some(inflater);
+        Ok(Incoming::Binary(inflated?))
     }
 
     /// Read what the socket has into `incoming`, without waiting; `Ok(0)` at
@@ -405,6 +454,9 @@ impl Connection {
                 Err(_) => return,
             }
             while let Ok(Some(incoming)) = self.decoder.decode(&mut self.incoming) {
+                let Ok(incoming) = self.inflated(incoming).await else {
+                    return;
+                };
                 let message = match self.session.after_close(incoming, Instant::now()) {
                     AfterClose::Append(message) => message,
                     AfterClose::Skip => continue,

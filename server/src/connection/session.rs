@@ -14,6 +14,7 @@ use super::limits::{ConnectionSettings, Limits, Meter};
 use crate::auth::Access;
 use crate::metrics::CloseReason;
 use crate::protocol::{self, AwarenessSize, ClientAction};
+use crate::socket::deflate::InflateError;
 use crate::socket::{close, frame, FrameError, Incoming};
 
 /// How often an idle connection with no idle timeout is looked at: never
@@ -71,6 +72,18 @@ impl End {
 impl From<FrameError> for End {
     fn from(err: FrameError) -> Self {
         End::Refused(err.close_code(), err.to_string())
+    }
+}
+
+/// A compressed message that inflates past the size limit ends the connection
+/// with 1009, one that is no deflate data with 1007.
+impl From<InflateError> for End {
+    fn from(err: InflateError) -> Self {
+        let code = match err {
+            InflateError::TooBig(_) => close::TOO_BIG,
+            InflateError::Corrupt(_) => close::INVALID_PAYLOAD,
+        };
+        End::Refused(code, err.to_string())
     }
 }
 
@@ -210,9 +223,17 @@ impl Session {
             // Everything a reader sends is dropped unread, awareness
             // included (docs/protocol.md section 2.5), so it never has a
             // departure to announce.
-            Incoming::Text | Incoming::Binary(_) if self.access != Access::ReadWrite => {
+            Incoming::Text | Incoming::Binary(_) | Incoming::Compressed(_)
+                if self.access != Access::ReadWrite =>
+            {
                 Ok(Reply::Nothing)
             }
+            // The connection inflates compressed messages before they get
+            // here (it may move the work off its thread).
+            Incoming::Compressed(_) => Err(End::Refused(
+                close::INTERNAL,
+                "compressed message not inflated".into(),
+            )),
             Incoming::Text => Err(End::Refused(
                 close::UNSUPPORTED,
                 "text frames are not y-websocket messages".into(),

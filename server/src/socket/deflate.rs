@@ -20,7 +20,7 @@ pub const NAME: &str = "permessage-deflate";
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// The LZ77 window the RFC allows at most, in bits.
-const MAX_WINDOW_BITS: u8 = 15;
+pub(crate) const MAX_WINDOW_BITS: u8 = 15;
 
 /// The smallest window the server compresses with: zlib has no raw deflate
 /// with a 256-byte window, so an offer that limits the server to 8 bits is
@@ -256,9 +256,35 @@ fn inflate_with(
 /// Compress one server message on its own (no context kept, so the bytes are
 /// the same for every member agreed to `window_bits`), without the RFC's
 /// tail: the payload of a frame with RSV1 set.
+///
+/// Each thread keeps one compressor and resets it between messages: a zlib
+/// compressor holds a few hundred kilobytes of tables, which are not worth
+/// allocating and clearing for every message.
 pub fn compress(message: &[u8], window_bits: u8, level: u32) -> Bytes {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<(u8, u32, Compress)>> =
+            const { std::cell::RefCell::new(None) };
+    }
     let bits = window_bits.clamp(MIN_SERVER_WINDOW_BITS, MAX_WINDOW_BITS);
-    let mut compress = Compress::new_with_window_bits(Compression::new(level.min(9)), false, bits);
+    let level = level.min(9);
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let compress = match &mut *cell {
+            Some((b, l, compress)) if *b == bits && *l == level => {
+                compress.reset();
+                compress
+            }
+            slot => {
+                let fresh = Compress::new_with_window_bits(Compression::new(level), false, bits);
+                &mut slot.insert((bits, level, fresh)).2
+            }
+        };
+        compress_with(compress, message)
+    })
+}
+
+/// Raw deflate of `message` with `compress`, sync-flushed, tail removed.
+fn compress_with(compress: &mut Compress, message: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(message.len() / 2 + 64);
     let mut offset = 0;
     loop {

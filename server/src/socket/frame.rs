@@ -3,7 +3,9 @@
 //! a room. Bytes in, messages out: no socket is involved, so the framing is
 //! tested on its own.
 //!
-//! The server negotiates no extension, so every reserved bit must be clear.
+//! The one extension is permessage-deflate (`deflate.rs`): where it was
+//! agreed, RSV1 marks the first frame of a compressed message, which is
+//! handed on still compressed; every other reserved bit must be clear.
 //! Client frames must be masked; control frames are answered or noted, data
 //! frames are reassembled from fragments up to the message size limit.
 
@@ -46,6 +48,10 @@ pub mod close {
 pub enum Incoming {
     /// A whole binary message (fragments joined).
     Binary(Bytes),
+    /// A whole binary message compressed with permessage-deflate (its frames'
+    /// payloads joined, the RFC's tail not yet appended): inflated by the
+    /// connection, within the message size limit, before it is used.
+    Compressed(Bytes),
     /// A whole text message: y-websocket speaks binary only, so it is refused
     /// (or dropped, from a reader). Its content is not kept.
     Text,
@@ -90,13 +96,29 @@ impl FrameError {
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_message_size: usize,
-    /// The opcode and bytes of a message whose fragments are still arriving.
-    fragments: Option<(u8, BytesMut)>,
+    /// Whether permessage-deflate was agreed (RSV1 may mark a message).
+    deflate: bool,
+    /// A message whose fragments are still arriving.
+    fragments: Option<Fragments>,
 }
+
+/// The opcode, compression and bytes so far of a fragmented message.
+#[derive(Debug)]
+struct Fragments {
+    opcode: u8,
+    compressed: bool,
+    bytes: BytesMut,
+}
+
+/// First-byte bits of a frame header.
+const FIN: u8 = 0x80;
+/// RSV1: the message is compressed (permessage-deflate).
+const RSV1: u8 = 0x40;
 
 /// A frame header, parsed.
 struct Header {
     fin: bool,
+    compressed: bool,
     opcode: u8,
     mask: [u8; 4],
     header_len: usize,
@@ -104,10 +126,12 @@ struct Header {
 }
 
 impl FrameDecoder {
-    /// A decoder refusing messages over `max_message_size` bytes.
-    pub fn new(max_message_size: usize) -> Self {
+    /// A decoder refusing messages over `max_message_size` bytes, taking
+    /// compressed messages when permessage-deflate was agreed.
+    pub fn new(max_message_size: usize, deflate: bool) -> Self {
         Self {
             max_message_size,
+            deflate,
             fragments: None,
         }
     }
@@ -116,7 +140,7 @@ impl FrameDecoder {
     /// `Ok(None)` when more bytes are needed.
     pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
         loop {
-            let Some(header) = parse_header(buffer)? else {
+            let Some(header) = parse_header(buffer, self.deflate)? else {
                 return Ok(None);
             };
             let is_control = header.opcode & 0x8 != 0;
@@ -128,23 +152,7 @@ impl FrameDecoder {
                     return Err(FrameError::Protocol("control frame over 125 bytes"));
                 }
             } else {
-                let so_far = self.fragments.as_ref().map_or(0, |(_, b)| b.len() as u64);
-                let size = so_far.saturating_add(header.payload_len);
-                if size > self.max_message_size as u64 {
-                    return Err(FrameError::TooBig {
-                        size,
-                        limit: self.max_message_size,
-                    });
-                }
-                match (header.opcode, &self.fragments) {
-                    (opcode::CONTINUATION, None) => {
-                        return Err(FrameError::Protocol("continuation without a message"))
-                    }
-                    (opcode::TEXT | opcode::BINARY, Some(_)) => {
-                        return Err(FrameError::Protocol("new message inside a fragmented one"))
-                    }
-                    _ => {}
-                }
+                self.check_data(&header)?;
             }
             // The payload length fits in memory: it is under the message limit
             // or at most 125 bytes.
@@ -165,41 +173,85 @@ impl FrameDecoder {
                         (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                     return Ok(Some(Incoming::Close(code)));
                 }
-                opcode::BINARY if header.fin => {
-                    return Ok(Some(Incoming::Binary(payload.freeze())))
+                opcode::BINARY | opcode::TEXT if header.fin => {
+                    return Ok(Some(message(header.opcode, header.compressed, payload)))
                 }
-                opcode::TEXT if header.fin => return Ok(Some(Incoming::Text)),
-                opcode::BINARY | opcode::TEXT => self.fragments = Some((header.opcode, payload)),
+                opcode::BINARY | opcode::TEXT => {
+                    self.fragments = Some(Fragments {
+                        opcode: header.opcode,
+                        compressed: header.compressed,
+                        bytes: payload,
+                    })
+                }
                 _ => {
                     // A continuation (the only data opcode left).
-                    let Some((kind, mut message)) = self.fragments.take() else {
+                    let Some(mut fragments) = self.fragments.take() else {
                         return Err(FrameError::Protocol("continuation without a message"));
                     };
-                    message.extend_from_slice(&payload);
+                    fragments.bytes.extend_from_slice(&payload);
                     if !header.fin {
-                        self.fragments = Some((kind, message));
+                        self.fragments = Some(fragments);
                         continue;
                     }
-                    return Ok(Some(if kind == opcode::TEXT {
-                        Incoming::Text
-                    } else {
-                        Incoming::Binary(message.freeze())
-                    }));
+                    let Fragments {
+                        opcode,
+                        compressed,
+                        bytes,
+                    } = fragments;
+                    return Ok(Some(message(opcode, compressed, bytes)));
                 }
             }
         }
     }
 }
 
+/// A whole data message as handed on: text without its content.
+fn message(opcode: u8, compressed: bool, payload: BytesMut) -> Incoming {
+    match (opcode, compressed) {
+        (opcode::TEXT, _) => Incoming::Text,
+        (_, true) => Incoming::Compressed(payload.freeze()),
+        (_, false) => Incoming::Binary(payload.freeze()),
+    }
+}
+
+impl FrameDecoder {
+    /// Whether a data frame with `header` may come now: the message stays
+    /// under the size limit, and continues or starts as it should.
+    fn check_data(&self, header: &Header) -> Result<(), FrameError> {
+        let so_far = self.fragments.as_ref().map_or(0, |f| f.bytes.len() as u64);
+        let size = so_far.saturating_add(header.payload_len);
+        if size > self.max_message_size as u64 {
+            return Err(FrameError::TooBig {
+                size,
+                limit: self.max_message_size,
+            });
+        }
+        match (header.opcode, &self.fragments) {
+            (opcode::CONTINUATION, None) => {
+                Err(FrameError::Protocol("continuation without a message"))
+            }
+            (opcode::TEXT | opcode::BINARY, Some(_)) => {
+                Err(FrameError::Protocol("new message inside a fragmented one"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The header at the start of `buffer`, or `None` when it is not complete.
-fn parse_header(buffer: &[u8]) -> Result<Option<Header>, FrameError> {
+/// RSV1 is accepted on the first frame of a data message when `deflate` was
+/// agreed (RFC 7692 section 6), and nowhere else.
+fn parse_header(buffer: &[u8], deflate: bool) -> Result<Option<Header>, FrameError> {
     let [first, second, ..] = *buffer else {
         return Ok(None);
     };
-    if first & 0x70 != 0 {
+    let opcode = first & 0x0F;
+    let compressed = first & RSV1 != 0;
+    if first & 0x30 != 0
+        || (compressed && !(deflate && matches!(opcode, opcode::TEXT | opcode::BINARY)))
+    {
         return Err(FrameError::Protocol("reserved bits set"));
     }
-    let opcode = first & 0x0F;
     if !matches!(
         opcode,
         opcode::CONTINUATION
@@ -238,7 +290,8 @@ fn parse_header(buffer: &[u8]) -> Result<Option<Header>, FrameError> {
         return Ok(None);
     };
     Ok(Some(Header {
-        fin: first & 0x80 != 0,
+        fin: first & FIN != 0,
+        compressed,
         opcode,
         mask: [mask[0], mask[1], mask[2], mask[3]],
         header_len: mask_at + 4,
@@ -264,8 +317,13 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 
 /// A server frame (never masked, never fragmented) carrying `payload`.
 fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+    encode_with(FIN | opcode, payload)
+}
+
+/// A server frame whose first byte is `first` (FIN, RSV1, opcode).
+fn encode_with(first: u8, payload: &[u8]) -> Bytes {
     let mut frame = Vec::with_capacity(payload.len() + 10);
-    frame.push(0x80 | opcode);
+    frame.push(first);
     match payload.len() {
         len @ 0..=125 => frame.push(len as u8),
         len @ 126..=0xFFFF => {
@@ -284,6 +342,12 @@ fn encode(opcode: u8, payload: &[u8]) -> Bytes {
 /// A binary frame carrying one y-websocket message.
 pub fn binary(message: &[u8]) -> Bytes {
     encode(opcode::BINARY, message)
+}
+
+/// A binary frame carrying one y-websocket message compressed with
+/// permessage-deflate (RSV1 set; `compressed` without the RFC's tail).
+pub fn compressed_binary(compressed: &[u8]) -> Bytes {
+    encode_with(FIN | RSV1 | opcode::BINARY, compressed)
 }
 
 /// A ping frame.
@@ -344,7 +408,7 @@ mod tests {
         for len in [0, 1, 7, 8, 125, 126, 1000, 0xFFFF, 0x10000, 200_000] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             let frame = client_frame(true, opcode::BINARY, &payload, [1, 2, 3, 4]);
-            let mut decoder = FrameDecoder::new(1 << 20);
+            let mut decoder = FrameDecoder::new(1 << 20, false);
             let got = decode_all(&mut decoder, &frame).unwrap();
             assert_eq!(
                 got,
@@ -360,7 +424,7 @@ mod tests {
         let mut bytes = client_frame(true, opcode::BINARY, &payload, [9, 8, 7, 6]);
         bytes.extend(client_frame(true, opcode::PING, b"p", [1, 1, 1, 1]));
         for cut in 0..bytes.len() {
-            let mut decoder = FrameDecoder::new(1024);
+            let mut decoder = FrameDecoder::new(1024, false);
             let mut buffer = BytesMut::from(&bytes[..cut]);
             let mut got = Vec::new();
             while let Some(m) = decoder.decode(&mut buffer).unwrap() {
@@ -393,7 +457,7 @@ mod tests {
             [5, 6, 7, 8],
         ));
         bytes.extend(client_frame(true, opcode::CONTINUATION, b"e", [0; 4]));
-        let got = decode_all(&mut FrameDecoder::new(10), &bytes).unwrap();
+        let got = decode_all(&mut FrameDecoder::new(10, false), &bytes).unwrap();
         assert_eq!(
             got,
             vec![
@@ -408,7 +472,7 @@ mod tests {
         let mut bytes = client_frame(true, opcode::CLOSE, &[0x03, 0xE8, b'b', b'y'], [3; 4]);
         bytes.extend(client_frame(true, opcode::PONG, b"x", [3; 4]));
         bytes.extend(client_frame(true, opcode::CLOSE, b"", [3; 4]));
-        let got = decode_all(&mut FrameDecoder::new(10), &bytes).unwrap();
+        let got = decode_all(&mut FrameDecoder::new(10, false), &bytes).unwrap();
         assert_eq!(
             got,
             vec![
@@ -425,7 +489,7 @@ mod tests {
         bytes.extend(client_frame(true, opcode::CONTINUATION, b"lo", [2; 4]));
         bytes.extend(client_frame(true, opcode::TEXT, b"!", [3; 4]));
         bytes.extend(client_frame(true, opcode::BINARY, b"b", [4; 4]));
-        let got = decode_all(&mut FrameDecoder::new(100), &bytes).unwrap();
+        let got = decode_all(&mut FrameDecoder::new(100, false), &bytes).unwrap();
         assert_eq!(
             got,
             vec![
@@ -439,7 +503,7 @@ mod tests {
     #[test]
     fn oversized_messages_are_refused_from_their_header() {
         let header = &client_frame(true, opcode::BINARY, &[0; 2000], [0; 4])[..8];
-        let err = decode_all(&mut FrameDecoder::new(1000), header).unwrap_err();
+        let err = decode_all(&mut FrameDecoder::new(1000, false), header).unwrap_err();
         assert_eq!(
             err,
             FrameError::TooBig {
@@ -451,7 +515,7 @@ mod tests {
         // Fragments count together.
         let mut bytes = client_frame(false, opcode::BINARY, &[0; 600], [0; 4]);
         bytes.extend(client_frame(true, opcode::CONTINUATION, &[0; 600], [0; 4]));
-        let err = decode_all(&mut FrameDecoder::new(1000), &bytes).unwrap_err();
+        let err = decode_all(&mut FrameDecoder::new(1000, false), &bytes).unwrap_err();
         assert_eq!(
             err,
             FrameError::TooBig {
@@ -484,9 +548,54 @@ mod tests {
             ("long ping", long_ping),
             ("interleaved", interleaved),
         ] {
-            let err = decode_all(&mut FrameDecoder::new(1000), &bytes).unwrap_err();
+            let err = decode_all(&mut FrameDecoder::new(1000, false), &bytes).unwrap_err();
             assert!(matches!(err, FrameError::Protocol(_)), "{name}: {err:?}");
             assert_eq!(err.close_code(), 1002, "{name}");
+        }
+    }
+
+    /// `frame` with RSV1 set.
+    fn rsv1(mut frame: Vec<u8>) -> Vec<u8> {
+        frame[0] |= RSV1;
+        frame
+    }
+
+    #[test]
+    fn rsv1_marks_compressed_messages_only_where_deflate_was_agreed() {
+        let mask = [1, 2, 3, 4];
+        let whole = rsv1(client_frame(true, opcode::BINARY, b"zzz", mask));
+        let got = decode_all(&mut FrameDecoder::new(100, true), &whole).unwrap();
+        assert_eq!(got, vec![Incoming::Compressed(Bytes::from_static(b"zzz"))]);
+        // Fragmented: RSV1 on the first frame only, the payloads joined.
+        let mut fragmented = rsv1(client_frame(false, opcode::BINARY, b"ab", mask));
+        fragmented.extend(client_frame(true, opcode::PING, b"p", mask));
+        fragmented.extend(client_frame(true, opcode::CONTINUATION, b"cd", mask));
+        let got = decode_all(&mut FrameDecoder::new(100, true), &fragmented).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Incoming::Ping(Bytes::from_static(b"p")),
+                Incoming::Compressed(Bytes::from_static(b"abcd"))
+            ]
+        );
+        // Uncompressed messages still come as they are.
+        let plain = client_frame(true, opcode::BINARY, b"x", mask);
+        let got = decode_all(&mut FrameDecoder::new(100, true), &plain).unwrap();
+        assert_eq!(got, vec![Incoming::Binary(Bytes::from_static(b"x"))]);
+        // Refused: RSV1 without the extension, on a continuation, on a
+        // control frame; RSV2 and RSV3 always.
+        let mut on_continuation = client_frame(false, opcode::BINARY, b"a", mask);
+        on_continuation.extend(rsv1(client_frame(true, opcode::CONTINUATION, b"b", mask)));
+        let mut rsv2 = client_frame(true, opcode::BINARY, b"x", mask);
+        rsv2[0] |= 0x20;
+        for (deflate, bytes) in [
+            (false, whole.clone()),
+            (true, on_continuation),
+            (true, rsv1(client_frame(true, opcode::PING, b"", mask))),
+            (true, rsv2),
+        ] {
+            let err = decode_all(&mut FrameDecoder::new(100, deflate), &bytes).unwrap_err();
+            assert_eq!(err, FrameError::Protocol("reserved bits set"));
         }
     }
 
@@ -499,6 +608,7 @@ mod tests {
         let frame = binary(&[7; 70_000]);
         assert_eq!(&frame[..2], &[0x82, 127]);
         assert_eq!(&frame[2..10], &70_000u64.to_be_bytes());
+        assert_eq!(compressed_binary(b"ab").as_ref(), b"\xc2\x02ab");
         assert_eq!(ping(b"").as_ref(), b"\x89\x00");
         assert_eq!(pong(b"x").as_ref(), b"\x8a\x01x");
         assert_eq!(close(1001, "bye").as_ref(), b"\x88\x05\x03\xe9bye");

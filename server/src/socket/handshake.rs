@@ -1,9 +1,7 @@
 //! The WebSocket opening handshake (RFC 6455 section 4.2): which upgrade
-//! requests are acceptable, and the `101 Switching Protocols` answer.
-//!
-//! The server offers no extension (permessage-deflate included): y-websocket
-//! messages are small, and compressing each one would cost more CPU than the
-//! bytes it saves; clients that offer it simply go without.
+//! requests are acceptable, and the `101 Switching Protocols` answer. The one
+//! extension, permessage-deflate, is agreed in `deflate.rs` and its answer
+//! added to this one.
 
 use axum::http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,

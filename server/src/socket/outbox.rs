@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::room_frame::{Delivery, RoomFrame};
 use crate::metrics::{self, Metrics};
 
 /// Most frames handed to one `writev`.
@@ -49,6 +50,8 @@ pub struct Outbox {
     /// Wakes the connection's task when frames wait or the outbox stopped.
     wake: Notify,
     capacity: usize,
+    /// Plain or compressed room frames, as the client agreed.
+    delivery: Delivery,
     /// Bytes written and queue depths are counted here.
     metrics: Arc<Metrics>,
 }
@@ -61,13 +64,21 @@ struct State {
     written: usize,
     /// While the initial sync is not sent, room frames queue behind it.
     held: bool,
+    /// Frames at the front of the queue that do not count against the
+    /// capacity: the initial sync, however many messages it takes.
+    exempt: usize,
     stopped: Option<Stopped>,
 }
 
 impl Outbox {
     /// An outbox for `socket`, holding room frames until [`Outbox::release`],
-    /// counting into `metrics`.
-    pub fn new(socket: Arc<TcpStream>, capacity: usize, metrics: Arc<Metrics>) -> Self {
+    /// writing them as `delivery` says, counting into `metrics`.
+    pub fn new(
+        socket: Arc<TcpStream>,
+        capacity: usize,
+        delivery: Delivery,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             socket,
             state: Mutex::new(State {
@@ -76,6 +87,7 @@ impl Outbox {
             }),
             wake: Notify::new(),
             capacity: capacity.max(1),
+            delivery,
             metrics,
         }
     }
@@ -84,15 +96,28 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hand room frames to this client: written at once when nothing waits
-    /// before them, queued otherwise. `false` when the outbox takes no more
-    /// (the member should leave the room); the connection is woken to close.
-    pub fn deliver(&self, frames: &[Bytes]) -> bool {
+    /// Hand room frames to this client, plain or compressed as it agreed:
+    /// written at once when nothing waits before them, queued otherwise.
+    /// `false` when the outbox takes no more (the member should leave the
+    /// room); the connection is woken to close.
+    pub fn deliver(&self, frames: &[Arc<RoomFrame>]) -> bool {
+        if let [one] = frames {
+            return self.deliver_frames(&[one.for_member(&self.delivery)]);
+        }
+        let frames: Vec<Bytes> = frames
+            .iter()
+            .map(|f| f.for_member(&self.delivery))
+            .collect();
+        self.deliver_frames(&frames)
+    }
+
+    /// [`Outbox::deliver`] of frames made for this client.
+    fn deliver_frames(&self, frames: &[Bytes]) -> bool {
         let mut state = self.lock();
         if state.stopped.is_some() {
             return false;
         }
-        if state.queue.len() + frames.len() > self.capacity {
+        if state.queue.len() - state.exempt + frames.len() > self.capacity {
             state.stopped = Some(Stopped::FellBehind);
             drop(state);
             self.wake.notify_one();
@@ -149,13 +174,20 @@ impl Outbox {
     }
 
     /// Put the initial sync in front of the room frames that queued while it
-    /// loaded, and let room frames through from now on.
-    pub fn release(&self, initial: impl IntoIterator<Item = Bytes>) {
+    /// loaded, let room frames through from now on, and wake the connection
+    /// to write. The initial sync does not count against the capacity: a
+    /// client steadily taking a large document is not behind its room.
+    pub fn release(&self, initial: &[Arc<RoomFrame>]) {
         let mut state = self.lock();
         let waiting = std::mem::take(&mut state.queue);
-        state.queue.extend(initial);
+        state
+            .queue
+            .extend(initial.iter().map(|f| f.for_member(&self.delivery)));
+        state.exempt = initial.len();
         state.queue.extend(waiting);
         state.held = false;
+        drop(state);
+        self.wake.notify_one();
     }
 
     /// Take no more room frames: the connection is closing.
@@ -170,6 +202,7 @@ impl Outbox {
         let mut state = self.lock();
         let keep = usize::from(state.written > 0);
         state.queue.truncate(keep);
+        state.exempt = state.exempt.min(keep);
     }
 
     /// Why the outbox stopped taking frames, if it did.
@@ -203,6 +236,7 @@ impl Outbox {
                         }
                         n -= front.len();
                         state.queue.pop_front();
+                        state.exempt = state.exempt.saturating_sub(1);
                     }
                     state.written = n;
                 }
@@ -282,23 +316,48 @@ mod tests {
         buf
     }
 
+    fn room_frame(message: &'static [u8]) -> Arc<RoomFrame> {
+        RoomFrame::new(Bytes::from_static(message))
+    }
+
+    fn outbox(socket: Arc<TcpStream>, capacity: usize) -> Outbox {
+        Outbox::new(socket, capacity, Delivery::plain(), Arc::default())
+    }
+
     #[tokio::test]
     async fn held_frames_follow_the_initial_sync() {
         let (server, mut client) = pair().await;
-        let outbox = Outbox::new(server, 8, Arc::default());
-        assert!(outbox.deliver(&[Bytes::from_static(b"room")]));
-        outbox.release([Bytes::from_static(b"sync1"), Bytes::from_static(b"sync2")]);
+        let outbox = outbox(server, 8);
+        assert!(outbox.deliver(&[room_frame(b"room")]));
+        outbox.release(&[room_frame(b"sync1"), room_frame(b"sync2")]);
         assert_eq!(outbox.flush().unwrap(), Flushed::Empty);
-        assert!(outbox.deliver(&[Bytes::from_static(b"live")]));
-        assert_eq!(read_exactly(&mut client, 18).await, b"sync1sync2roomlive");
+        assert!(outbox.deliver(&[room_frame(b"live")]));
+        assert_eq!(
+            read_exactly(&mut client, 26).await,
+            b"\x82\x05sync1\x82\x05sync2\x82\x04room\x82\x04live"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_initial_sync_does_not_count_against_the_capacity() {
+        let (server, _client) = pair().await;
+        let outbox = outbox(server, 2);
+        let big = RoomFrame::new(Bytes::from(vec![7u8; 1 << 20]));
+        let sync: Vec<_> = (0..40).map(|_| Arc::clone(&big)).collect();
+        outbox.release(&sync);
+        assert_eq!(outbox.flush().unwrap(), Flushed::Pending);
+        assert!(outbox.deliver(&[room_frame(b"a")]));
+        assert!(outbox.deliver(&[room_frame(b"b")]));
+        assert!(!outbox.deliver(&[room_frame(b"c")]), "a third room frame");
+        assert_eq!(outbox.stopped(), Some(Stopped::FellBehind));
     }
 
     #[tokio::test]
     async fn a_member_that_does_not_read_falls_behind_without_blocking() {
         let (server, _client) = pair().await;
-        let outbox = Outbox::new(server, 4, Arc::default());
-        outbox.release([]);
-        let frame = Bytes::from(vec![7u8; 1 << 20]);
+        let outbox = outbox(server, 4);
+        outbox.release(&[]);
+        let frame = RoomFrame::new(Bytes::from(vec![7u8; 1 << 20]));
         let mut delivered = 0;
         // The kernel buffers take some; then frames queue, then the outbox stops.
         while outbox.deliver(std::slice::from_ref(&frame)) {
@@ -307,15 +366,17 @@ mod tests {
         }
         assert_eq!(outbox.stopped(), Some(Stopped::FellBehind));
         assert!(outbox.queued() <= 4);
-        assert!(!outbox.deliver(&[Bytes::from_static(b"x")]));
+        assert!(!outbox.deliver(&[room_frame(b"x")]));
     }
 
     #[tokio::test]
     async fn queued_frames_are_written_whole_and_in_order_once_writable() {
         let (server, mut client) = pair().await;
-        let outbox = Arc::new(Outbox::new(server, 10_000, Arc::default()));
-        outbox.release([]);
-        let frames: Vec<Bytes> = (0..200u8).map(|i| Bytes::from(vec![i; 100_000])).collect();
+        let outbox = Arc::new(outbox(server, 10_000));
+        outbox.release(&[]);
+        let frames: Vec<_> = (0..200u8)
+            .map(|i| RoomFrame::new(Bytes::from(vec![i; 100_000])))
+            .collect();
         let reader = tokio::spawn(async move {
             let mut all = Vec::new();
             client.read_to_end(&mut all).await.unwrap();
@@ -329,7 +390,7 @@ mod tests {
         }
         drop(outbox);
         let all = reader.await.unwrap();
-        let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.plain().to_vec()).collect();
         assert_eq!(all.len(), expected.len());
         assert!(all == expected);
     }
