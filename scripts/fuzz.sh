@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${SECONDS_PER_TARGET:-600}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(client_frame frame_decoder stream_entry merge token)
+  targets=(client_frame frame_decoder inflate stream_entry merge token)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 nice -n 19 cargo +nightly fuzz build --release

@@ -53,8 +53,11 @@ pub struct LoadedDoc {
 
 impl LoadedDoc {
     /// The messages a client receives when it opens the room (docs/protocol.md §2.3):
-    /// sync step 1, sync step 2, then awareness if any state is known.
-    pub fn initial_messages(&self) -> Result<InitialSync, LoadError> {
+    /// sync step 1, sync step 2, then awareness if any state is known. A
+    /// document larger than `chunk_size` bytes goes as several sync update
+    /// messages each under it (at struct boundaries; a single larger struct
+    /// alone in its message), the last part as sync step 2.
+    pub fn initial_messages(&self, chunk_size: usize) -> Result<InitialSync, LoadError> {
         let (state_vector, update) = guarded("encoding the initial sync", || {
             let txn = self.doc.transact();
             (
@@ -63,11 +66,18 @@ impl LoadedDoc {
             )
         })?;
         let states = self.awareness.to_update(false);
-        let mut messages = vec![
-            protocol::encode_sync_step1(&state_vector),
-            protocol::encode_sync_step2(&update),
-        ];
-        drop(update);
+        let mut messages = vec![protocol::encode_sync_step1(&state_vector)];
+        if update.len() > chunk_size {
+            let mut parts =
+                protocol::split_update_v1(&update, chunk_size).map_err(LoadError::Encode)?;
+            drop(update);
+            let last = parts.pop().unwrap_or_default();
+            messages.extend(parts.iter().map(|part| protocol::encode_sync_update(part)));
+            drop(parts);
+            messages.push(protocol::encode_sync_step2(&last));
+        } else {
+            messages.push(protocol::encode_sync_step2(&update));
+        }
         if !states.entries.is_empty() {
             messages.push(protocol::encode_awareness_message(&states));
         }

@@ -196,6 +196,10 @@ pub struct WebsocketConfig {
     /// zlib level of server messages, 1 (fastest) to 9 (smallest).
     #[serde(deserialize_with = "number_or_string")]
     pub deflate_level: u32,
+    /// Bytes above which a document's initial sync is sent in several
+    /// messages.
+    #[serde(deserialize_with = "number_or_string")]
+    pub sync_chunk_size: usize,
 }
 
 impl WebsocketConfig {
@@ -227,6 +231,7 @@ impl WebsocketConfig {
                 level: self.deflate_level,
                 ..DeflateSettings::default()
             },
+            sync_chunk_size: self.sync_chunk_size,
         }
     }
 }
@@ -252,6 +257,7 @@ impl Default for WebsocketConfig {
             permessage_deflate: deflate.enabled,
             deflate_min_size: deflate.min_size,
             deflate_level: deflate.level,
+            sync_chunk_size: ConnectionSettings::default().sync_chunk_size,
         }
     }
 }
@@ -365,6 +371,9 @@ impl Config {
         }
         if self.websocket.max_message_size < 1024 {
             return invalid("websocket.max_message_size", "must be at least 1024 bytes");
+        }
+        if self.websocket.sync_chunk_size < 1024 {
+            return invalid("websocket.sync_chunk_size", "must be at least 1024 bytes");
         }
         if !(1..=9).contains(&self.websocket.deflate_level) {
             return invalid("websocket.deflate_level", "must be 1 to 9");

@@ -164,6 +164,13 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| parse(&mut c.websocket.deflate_level, v),
     },
     Setting {
+        key: "[websocket] sync_chunk_size",
+        env: &["WS_SYNC_CHUNK_SIZE"],
+        default: "`1048576`",
+        meaning: "bytes above which a document's initial sync is sent as several update messages each under it, then sync step 2, so that a client on a slow link keeps receiving messages and never hits y-websocket's 30 s silence timeout",
+        apply: |c, v| parse(&mut c.websocket.sync_chunk_size, v),
+    },
+    Setting {
         key: "[websocket] threads",
         env: &["WS_THREADS"],
         default: "`0`",

@@ -22,6 +22,11 @@ pub struct ConnectionSettings {
     /// permessage-deflate: whether it is negotiated, and how frames are
     /// compressed.
     pub deflate: DeflateSettings,
+    /// A document whose initial sync is larger than this many bytes is sent
+    /// as several update messages each under it, then sync step 2, so that
+    /// a client on a slow link keeps receiving messages (y-websocket clients
+    /// reconnect after 30 s without one).
+    pub sync_chunk_size: usize,
 }
 
 impl Default for ConnectionSettings {
@@ -32,6 +37,7 @@ impl Default for ConnectionSettings {
             idle_timeout: Duration::from_secs(60),
             limits: Limits::default(),
             deflate: DeflateSettings::default(),
+            sync_chunk_size: 1024 * 1024,
         }
     }
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Access, Authenticator};
-use crate::load::load_doc;
+use crate::load::{load_doc, InitialSync};
 use crate::log_text::bounded;
 use crate::metrics::{self, Metrics};
 use crate::rooms::{Membership, Rooms};
@@ -184,6 +184,40 @@ pub async fn serve(
     Box::pin(connection.close(end, membership)).await;
 }
 
+/// Load `room`'s document and make its initial sync: encoded, cut into
+/// messages under the sync chunk size, framed and compressed once, off the
+/// connection's thread (a large document takes a while), for every joiner
+/// that opens the room meanwhile.
+async fn load_initial_sync(
+    state: &AppState,
+    stream_key: &str,
+    room: &str,
+) -> Result<InitialSync, String> {
+    let doc = load_doc(
+        state.streams.as_ref(),
+        state.storage.as_ref(),
+        stream_key,
+        room,
+        DOC_ID,
+    )
+    .await
+    .map_err(|err| err.to_string())?;
+    metrics::inc(&state.metrics.document_loads);
+    let settings = state.settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let sync = doc
+            .initial_messages(settings.sync_chunk_size)
+            .map_err(|err| err.to_string())?;
+        drop(doc);
+        for frame in &sync.frames {
+            frame.prepare(&settings.deflate);
+        }
+        Ok(sync)
+    })
+    .await
+    .map_err(|err| format!("making the initial sync failed: {err}"))?
+}
+
 impl Connection {
     /// Load the document (shared with whoever opens the room meanwhile) and
     /// queue step 1, step 2 and the awareness states ahead of room frames;
@@ -194,19 +228,11 @@ impl Connection {
         let (room, stream_key) = (&self.room, &self.stream_key);
         // Boxed: the load is large and lives only now, so it stays out of the
         // connection's future for the rest of its life.
-        let loaded = Box::pin(state.rooms.initial_sync(stream_key, || async {
-            load_doc(
-                state.streams.as_ref(),
-                state.storage.as_ref(),
-                stream_key,
-                room,
-                DOC_ID,
-            )
-            .await
-            .and_then(|doc| doc.initial_messages())
-            .inspect(|_| metrics::inc(&state.metrics.document_loads))
-            .map_err(|err| err.to_string())
-        }))
+        let loaded = Box::pin(
+            state
+                .rooms
+                .initial_sync(stream_key, || load_initial_sync(state, stream_key, room)),
+        )
         .await;
         let sync = match loaded {
             Ok((sync, moved)) => {
