@@ -38,6 +38,11 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
+    /// Offset of the next byte to read, so callers can cut out what they just read.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
     /// Number of bytes not read yet.
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos

@@ -2,7 +2,8 @@
 //!
 //! Everything here is pure (no I/O): decoding and encoding of client messages, the
 //! decision of what a client message turns into in Redis, awareness state handling,
-//! and the merge applied to messages read from a stream before they are relayed.
+//! the merge applied to messages read from a stream before they are relayed, and the
+//! split of a large update into smaller ones, each under a message size bound.
 //! Byte layouts follow the y-redis 0.1.6 captures in `fixtures/yredis-0.1.6/`.
 
 mod awareness;
@@ -11,6 +12,7 @@ mod error;
 mod guard;
 mod merge;
 mod message;
+mod split;
 mod update;
 
 #[cfg(test)]
@@ -26,3 +28,4 @@ pub use message::{
     AwarenessSize, ClientAction, Message, SyncMessage, MESSAGE_AUTH, MESSAGE_AWARENESS,
     MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
 };
+pub use split::split_update_v1;

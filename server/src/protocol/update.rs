@@ -14,6 +14,9 @@
 //! accepted bytes are stored in Redis and relayed to clients: JavaScript instances of the
 //! fleet and browsers apply them too.
 //!
+//! The walk also tells where each struct and the delete set lie, which is all the update
+//! splitter (`super::split`) needs to cut an update into smaller ones.
+//!
 //! This is a check of one update on its own. Whether an update is consistent with a
 //! document (for example, whether the parent it names is a shared type) is only known
 //! when it is applied, so code applying updates to a document must still expect errors.
@@ -37,11 +40,7 @@ fn read_err(e: ReadError) -> Reason {
 
 /// Check that `payload` is a Yjs v1 update that both Yjs and yrs can read.
 pub(crate) fn check_update_v1(payload: &[u8]) -> Result<(), Reason> {
-    let mut r = Reader::new(payload);
-    walk_update(&mut r)?;
-    if !r.is_empty() {
-        return Err("trailing bytes".into());
-    }
+    walk_update_v1(payload, |_| {})?;
     guard_yrs("decoder", || Update::decode_v1(payload).map(drop))
 }
 
@@ -88,27 +87,75 @@ fn read_client(r: &mut Reader<'_>) -> Result<u64, Reason> {
     Ok(value)
 }
 
-/// Walk a whole v1 update (structs, then delete set) the way Yjs's `UpdateDecoderV1`
-/// reads it. Every loop iteration consumes at least one byte, so counts are bounded by
-/// the input length.
-fn walk_update(r: &mut Reader<'_>) -> Result<(), Reason> {
+/// Where one struct lies in a v1 update, as the walk finds it: what the update
+/// splitter needs to copy the struct's bytes into a smaller update without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StructSpan {
+    /// Which client section of the update holds the struct, counted from 0 in input
+    /// order; consecutive structs of one section are consecutive bytes.
+    pub(super) section: u64,
+    /// The client id of the section.
+    pub(super) client: u64,
+    /// The clock of the struct's first unit, as the walk computes it from the section's
+    /// starting clock and the lengths of the structs before it.
+    pub(super) clock: u64,
+    /// Offset of the struct's first byte in the update.
+    pub(super) start: usize,
+    /// Offset just past the struct's last byte in the update.
+    pub(super) end: usize,
+}
+
+/// Walk a whole v1 update, refusing trailing bytes, and report each struct to
+/// `on_struct` in input order. Returns the offset of the delete set, which runs to
+/// the end of `update`. Shared by the check and the splitter so that both read the
+/// layout the same way.
+pub(super) fn walk_update_v1(
+    update: &[u8],
+    on_struct: impl FnMut(StructSpan),
+) -> Result<usize, Reason> {
+    let mut r = Reader::new(update);
+    walk_structs(&mut r, on_struct)?;
+    let delete_set = r.position();
+    walk_delete_set(&mut r)?;
+    if !r.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok(delete_set)
+}
+
+/// Walk the structs of a v1 update (everything before the delete set) the way Yjs's
+/// `UpdateDecoderV1` reads them. Every loop iteration consumes at least one byte, so
+/// counts are bounded by the input length.
+fn walk_structs(r: &mut Reader<'_>, mut on_struct: impl FnMut(StructSpan)) -> Result<(), Reason> {
     let clients = read_u32(r)?;
-    for _ in 0..clients {
+    for section in 0..clients {
         let structs = read_u32(r)?;
         let client = read_client(r)?;
         let mut clock = read_u32(r)?;
         for _ in 0..structs {
+            let start = r.position();
             let len = walk_struct(r, client, clock)?;
             if len == 0 {
                 return Err(format!("empty struct at {client}:{clock}"));
             }
+            on_struct(StructSpan {
+                section,
+                client,
+                clock,
+                start,
+                end: r.position(),
+            });
             clock = clock
                 .checked_add(len)
                 .filter(|c| *c <= u64::from(u32::MAX))
                 .ok_or_else(|| Reason::from("clock out of range"))?;
         }
     }
-    // Delete set.
+    Ok(())
+}
+
+/// Walk the delete set that ends a v1 update.
+fn walk_delete_set(r: &mut Reader<'_>) -> Result<(), Reason> {
     let clients = read_u32(r)?;
     for _ in 0..clients {
         read_client(r)?;
