@@ -41,7 +41,11 @@ fn prose(seed: usize, bytes: usize) -> String {
     while text.len() < bytes {
         n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         text.push_str(words[(n >> 33) % words.len()]);
-        text.push(if (n >> 20).is_multiple_of(9) { '.' } else { ' ' });
+        text.push(if (n >> 20).is_multiple_of(9) {
+            '.'
+        } else {
+            ' '
+        });
     }
     text
 }

@@ -1,10 +1,11 @@
 // An unmodified y-websocket provider (2.x as `y-websocket`, 3.x as
 // `y-websocket3`) on Node's `ws`, opening a room with a large document.
 // Usage: node slow_link_provider.mjs <serverUrl> <room> <package>
-// Prints JSON once synced: how many connections the provider opened, how many
-// messages it received, and the size of map `m`. A provider closes a
-// connection on which no message arrived for 30 s and opens a new one, so
-// `connections` is 1 only when the document arrived without such a silence.
+// Prints JSON once synced: how many connections the provider opened and
+// closed itself, how many messages it received, and the size of map `m`. A
+// provider closes a connection on which no message arrived for 30 s (and
+// opens a new one), so `closes` is 0 only when the document arrived without
+// such a silence.
 import { createRequire } from 'node:module'
 import path from 'node:path'
 
@@ -17,13 +18,20 @@ const WebSocket = require('ws')
 
 let connections = 0
 let messages = 0
+let closes = 0
 class CountedWebSocket extends WebSocket {
   constructor (...args) {
     super(...args)
     connections += 1
     this.addEventListener('message', () => { messages += 1 })
   }
+
+  close (...args) {
+    closes += 1
+    super.close(...args)
+  }
 }
+const started = Date.now()
 const doc = new Y.Doc()
 const provider = new WebsocketProvider(serverUrl, room, doc, { WebSocketPolyfill: CountedWebSocket })
 const timer = setTimeout(() => {
@@ -33,7 +41,7 @@ const timer = setTimeout(() => {
 provider.on('sync', (synced) => {
   if (!synced) return
   clearTimeout(timer)
-  console.log(JSON.stringify({ connections, messages, entries: doc.getMap('m').size }))
+  console.log(JSON.stringify({ connections, closes, messages, entries: doc.getMap("m").size, ms: Date.now() - started }))
   provider.destroy()
   setTimeout(() => process.exit(0), 100)
 })
