@@ -308,6 +308,16 @@ impl JsClient<'_> {
         Ok(())
     }
 
+    /// The WebSocket extensions the server agreed to on the provider's
+    /// connection (empty when none), `None` while it has no connection.
+    pub async fn extensions(&self) -> Result<Option<String>> {
+        let answer = self
+            .sidecar
+            .call("clientExtensions", json!({ "client": self.name }))
+            .await?;
+        Ok(answer.as_str().map(str::to_string))
+    }
+
     /// The doc's content `{t, m, a}` as yjs sees it.
     pub async fn content(&self) -> Result<Value> {
         self.sidecar

@@ -3,7 +3,8 @@
 //! JavaScript servers on one Redis, both real y-websocket providers (through the
 //! sidecar; every script has a 2.1.0 and a 3.1.0 provider) and Rust clients
 //! (`testkit::YClient`). Every client converges to the same content, read with yrs
-//! and with yjs.
+//! and with yjs. The providers offer permessage-deflate, as browsers do, and every
+//! server agrees to it, so the group runs compressed between providers and servers.
 
 mod common;
 
@@ -204,6 +205,12 @@ async fn run_script(
                     .open_provider(&name, &server.ws_base(), room, None, version)
                     .await
                     .with_context(|| format!("client {i} on {}", server.name()))?;
+                // Every provider offers permessage-deflate, and servers of
+                // both languages agree to it.
+                let extensions = client.extensions().await?.unwrap_or_default();
+                if !extensions.starts_with("permessage-deflate") {
+                    bail!("client {i} on {}: extensions {extensions:?}", server.name());
+                }
                 Client::Js {
                     client,
                     online: true,

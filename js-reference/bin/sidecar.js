@@ -69,6 +69,7 @@ const commands = {
   clientDisconnect: args => clients.disconnect(args),
   clientConnect: args => clients.connect(args),
   clientContent: args => clients.content(args),
+  clientExtensions: args => clients.extensions(args),
   clientAwarenessStates: args => clients.awarenessStates(args),
   clientClose: args => clients.close(args),
   clientWaitSynced: args => clients.waitSynced(args)

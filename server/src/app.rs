@@ -152,7 +152,7 @@ impl Instance {
         // `start` returns is served, not refused.
         let start = match bus {
             Bus::Ready(streams) => Start::Assembled(parts.assemble(streams, &connected, &gate)),
-            pending => Start::Pending(pending, parts),
+            pending => Start::Pending(pending, Box::new(parts)),
         };
         let task = tokio::spawn(run(stop.clone(), start, connected, gate, serving));
         Ok(Self {
@@ -434,6 +434,7 @@ impl Assembled {
                 Arc::clone(&streams),
                 Arc::clone(&state.rooms),
                 Arc::clone(&state.metrics),
+                state.settings.coalesce_window,
                 subscriber_stop.clone(),
             ))
         });
@@ -468,7 +469,7 @@ impl Assembled {
 /// start, so the first client is served at once), or waiting for Redis.
 enum Start {
     Assembled(Assembled),
-    Pending(Bus, Parts),
+    Pending(Bus, Box<Parts>),
 }
 
 impl Start {

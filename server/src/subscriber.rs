@@ -15,14 +15,22 @@ use crate::streams::{StreamReader, READ_BLOCK};
 /// Read every followed stream, merge each stream's new messages and deliver
 /// them to the room, until `shutdown` is cancelled. Read errors are logged and
 /// retried with a growing pause, so a Redis restart is survived.
+///
+/// A read that returns entries at once found them waiting: the rooms are
+/// busier than one read per entry. The next read then starts `window` after
+/// this one did, so that it returns more entries, merged into fewer frames,
+/// for fewer reads of every followed stream (each costs Redis work per
+/// stream). A read that waited for its entries is followed at once.
 pub async fn run<R: StreamReader + ?Sized>(
     streams: Arc<R>,
     rooms: Arc<Rooms>,
     metrics: Arc<Metrics>,
+    window: Duration,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        let started = tokio::time::Instant::now();
         let follows = rooms.follows();
         let positions: Vec<_> = follows
             .iter()
@@ -36,6 +44,7 @@ pub async fn run<R: StreamReader + ?Sized>(
         match read {
             Ok(batches) => {
                 backoff = Duration::from_millis(100);
+                let busy = !batches.is_empty() && started.elapsed() < window;
                 let entries: usize = batches.iter().map(|b| b.entries.len()).sum();
                 metrics.read_batch_entries.observe(entries as f64);
                 for batch in batches {
@@ -57,6 +66,12 @@ pub async fn run<R: StreamReader + ?Sized>(
                     // Once per stream and read, for its oldest entry.
                     let lag_ms = now_ms().saturating_sub(first.id.ms);
                     metrics::observe(&metrics.delivery_lag_seconds, Duration::from_millis(lag_ms));
+                }
+                if busy {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep_until(started + window) => {}
+                    }
                 }
             }
             Err(err) => {

@@ -120,6 +120,16 @@ export class Clients {
     return waitSynced(entry, timeoutMs)
   }
 
+  /**
+   * The WebSocket extensions the server agreed to on the provider's current
+   * connection (`ws` offers permessage-deflate, as browsers do).
+   * @param {{ client: string }} args
+   */
+  extensions ({ client }) {
+    const { ws } = this.get(client).provider
+    return ws == null ? null : ws.extensions
+  }
+
   /** @param {{ client: string, timeoutMs?: number }} args */
   waitSynced ({ client, timeoutMs = 10000 }) {
     return waitSynced(this.get(client), timeoutMs)

@@ -200,6 +200,9 @@ pub struct WebsocketConfig {
     /// messages.
     #[serde(deserialize_with = "number_or_string")]
     pub sync_chunk_size: usize,
+    /// Milliseconds between stream reads while they find entries waiting.
+    #[serde(deserialize_with = "number_or_string")]
+    pub coalesce_window: u64,
 }
 
 impl WebsocketConfig {
@@ -232,6 +235,7 @@ impl WebsocketConfig {
                 ..DeflateSettings::default()
             },
             sync_chunk_size: self.sync_chunk_size,
+            coalesce_window: Duration::from_millis(self.coalesce_window),
         }
     }
 }
@@ -258,6 +262,7 @@ impl Default for WebsocketConfig {
             deflate_min_size: deflate.min_size,
             deflate_level: deflate.level,
             sync_chunk_size: ConnectionSettings::default().sync_chunk_size,
+            coalesce_window: ConnectionSettings::default().coalesce_window.as_millis() as u64,
         }
     }
 }

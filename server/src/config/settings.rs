@@ -171,6 +171,13 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| parse(&mut c.websocket.sync_chunk_size, v),
     },
     Setting {
+        key: "[websocket] coalesce_window",
+        env: &["WS_COALESCE_WINDOW"],
+        default: "`5`",
+        meaning: "ms between stream reads while they find updates waiting (busy rooms): what arrives meanwhile goes to each member merged, in one frame; a read that waited for updates is followed at once, so at light load nothing waits; 0 = read again at once",
+        apply: |c, v| parse(&mut c.websocket.coalesce_window, v),
+    },
+    Setting {
         key: "[websocket] threads",
         env: &["WS_THREADS"],
         default: "`0`",

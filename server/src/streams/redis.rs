@@ -1,5 +1,6 @@
 //! Every role of [`super::Streams`] on a real Redis, byte-compatible with y-redis 0.1.6.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,6 +55,9 @@ pub struct RedisStreams {
     commands: ConnectionManager,
     reader: Mutex<Option<Reader>>,
     reader_id: std::sync::Mutex<Option<i64>>,
+    /// The last read's command up to its ids, reused while the followed
+    /// streams stay the same: with a thousand rooms, its keys are most of it.
+    read_command: std::sync::Mutex<Option<ReadCommand>>,
     append: Script,
     reconnects: Reconnects,
     /// Redis's `run_id` when these streams connected, before any client was served.
@@ -117,6 +121,27 @@ struct Reader {
     connection: MultiplexedConnection,
 }
 
+/// `XREAD COUNT … BLOCK … STREAMS <keys>` for one set of followed streams
+/// (the same `Arc`s, in the same order) and one block time.
+struct ReadCommand {
+    streams: Vec<Arc<str>>,
+    block: Duration,
+    command: redis::Cmd,
+}
+
+impl ReadCommand {
+    /// Whether this command reads exactly `positions`' streams, blocking as long.
+    fn reads(&self, positions: &[(Arc<str>, StreamId)], block: Duration) -> bool {
+        self.block == block
+            && self.streams.len() == positions.len()
+            && self
+                .streams
+                .iter()
+                .zip(positions)
+                .all(|(a, (b, _))| Arc::ptr_eq(a, b))
+    }
+}
+
 impl RedisStreams {
     /// Connect to `url` and make sure the worker group exists.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StreamError> {
@@ -138,6 +163,7 @@ impl RedisStreams {
             commands,
             reader: Mutex::new(None),
             reader_id: std::sync::Mutex::new(None),
+            read_command: std::sync::Mutex::new(None),
             append: Script::new(APPEND_SCRIPT),
             reconnects: Reconnects::default(),
             first_run_id: None,
@@ -214,6 +240,31 @@ impl RedisStreams {
             connection: connection.clone(),
         });
         Ok(connection)
+    }
+
+    /// The read's command without its ids: the cached one when the followed
+    /// streams did not change, built anew (and cached) otherwise.
+    fn read_command(&self, positions: &[(Arc<str>, StreamId)], block: Duration) -> redis::Cmd {
+        let mut cached = self.read_command.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(read) = cached.as_ref().filter(|read| read.reads(positions, block)) {
+            return read.command.clone();
+        }
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS");
+        for (stream, _) in positions {
+            command.arg(&**stream);
+        }
+        *cached = Some(ReadCommand {
+            streams: positions.iter().map(|(s, _)| Arc::clone(s)).collect(),
+            block,
+            command: command.clone(),
+        });
+        command
     }
 
     async fn forget_reader(&self) {
@@ -326,18 +377,12 @@ impl StreamReader for RedisStreams {
             return Ok(Vec::new());
         }
         let mut connection = self.reader_connection().await?;
-        let mut command = redis::cmd("XREAD");
-        command
-            .arg("COUNT")
-            .arg(READ_COUNT)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS");
-        for (stream, _) in positions {
-            command.arg(&**stream);
-        }
+        let mut command = self.read_command(positions, block);
+        let mut id_text = String::with_capacity(32);
         for (_, id) in positions {
-            command.arg(id.to_string());
+            id_text.clear();
+            let _ = write!(id_text, "{id}");
+            command.arg(id_text.as_str());
         }
         let reply: Value = match command.query_async(&mut connection).await {
             Ok(reply) => reply,
