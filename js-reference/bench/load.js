@@ -254,6 +254,11 @@ async function main () {
   // Send at the fixed rate: every millisecond or so, whatever is due.
   let seq = 0
   let maxLag = 0
+  // Bytes the clients' sockets read (what the server put on the wire) and
+  // frames they received, at the start of the measured window.
+  const bytesRead = () => sockets.reduce((sum, ws) => sum + ws._socket.bytesRead, 0)
+  let bytesAtStart = 0
+  let framesAtStart = 0
   let cpuStart = null
   let wallStart = 0
   let wallEnd = 0
@@ -265,6 +270,8 @@ async function main () {
       while (seq < due) {
         if (seq === warmupCount) {
           emit({ event: 'start' })
+          bytesAtStart = bytesRead()
+          framesAtStart = frames
           cpuStart = process.cpuUsage()
           wallStart = performance.now()
         }
@@ -289,6 +296,8 @@ async function main () {
     await sleep(5)
   }
   emit({ event: 'end' })
+  const windowBytes = bytesRead() - bytesAtStart
+  const windowFrames = frames - framesAtStart
   const drainSecs = (performance.now() - wallEnd) / 1000
   const cpu = process.cpuUsage(cpuStart)
 
@@ -309,6 +318,8 @@ async function main () {
       maxMs: sorted.length ? sorted[sorted.length - 1] : null,
       maxSendLagMs: maxLag,
       frames,
+      windowFrames,
+      windowBytes,
       closed,
       // Connections on which the server accepted permessage-deflate.
       deflated: sockets.filter((ws) => ws.extensions.includes('permessage-deflate')).length,

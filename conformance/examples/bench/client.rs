@@ -29,9 +29,10 @@ fn config() -> WebSocketConfig {
 }
 
 /// Connect, send sync step 1 and wait for the server's sync step 2: the
-/// initial sync of a new y-websocket client. Returns the socket and the step 2
-/// frame.
-pub async fn connect_synced(url: &str) -> Result<(Socket, Vec<u8>)> {
+/// initial sync of a new y-websocket client. Returns the socket and the bytes
+/// of the document's messages: step 2, and the sync updates a server sends
+/// before it when it cuts a large document into several messages.
+pub async fn connect_synced(url: &str) -> Result<(Socket, usize)> {
     let work = async {
         let (mut socket, _) =
             tokio_tungstenite::connect_async_with_config(url, Some(config()), true)
@@ -40,10 +41,14 @@ pub async fn connect_synced(url: &str) -> Result<(Socket, Vec<u8>)> {
         socket
             .send(Message::Binary(SYNC_STEP_1.to_vec().into()))
             .await?;
+        let mut document = 0;
         loop {
             match socket.next().await {
                 Some(Ok(Message::Binary(frame))) if frame.starts_with(&[0, 1]) => {
-                    return Ok((socket, frame.to_vec()));
+                    return Ok((socket, document + frame.len()));
+                }
+                Some(Ok(Message::Binary(frame))) if frame.starts_with(&[0, 2]) => {
+                    document += frame.len();
                 }
                 Some(Ok(_)) => {}
                 Some(Err(err)) => bail!("{url}: {err} before the initial sync"),

@@ -54,15 +54,14 @@ pub async fn run(server: &Member, pid: u32) -> Result<Outcome> {
     let mut failure = None;
     for level in LEVELS {
         let first = held.len();
-        let opened: Vec<Result<(client::Socket, Vec<u8>)>> =
-            futures_util::stream::iter(first..level)
-                .map(|i| {
-                    let url = server.url(&format!("idle-{}", i % ROOMS));
-                    async move { client::connect_synced(&url).await }
-                })
-                .buffer_unordered(OPEN_CONCURRENCY)
-                .collect()
-                .await;
+        let opened: Vec<Result<(client::Socket, usize)>> = futures_util::stream::iter(first..level)
+            .map(|i| {
+                let url = server.url(&format!("idle-{}", i % ROOMS));
+                async move { client::connect_synced(&url).await }
+            })
+            .buffer_unordered(OPEN_CONCURRENCY)
+            .collect()
+            .await;
         for result in opened {
             match result {
                 Ok((socket, _)) => held.push(client::hold(socket)),

@@ -68,6 +68,13 @@ pub struct Report {
     /// inflates latencies).
     pub max_send_lag_ms: f64,
     pub frames: u64,
+    /// Frames the clients received, and bytes their sockets read (frame
+    /// headers included, compressed where deflate was agreed), in the
+    /// measured window.
+    #[serde(default)]
+    pub window_frames: u64,
+    #[serde(default)]
+    pub window_bytes: u64,
     /// Connections the server closed during the run.
     pub closed: u64,
     /// Connections on which the server accepted permessage-deflate.

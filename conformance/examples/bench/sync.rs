@@ -63,13 +63,10 @@ fn large_update() -> Vec<u8> {
 
 async fn time_sync(url: &str) -> Result<f64> {
     let started = Instant::now();
-    let (mut socket, step2) = client::connect_synced(url).await?;
+    let (mut socket, document) = client::connect_synced(url).await?;
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    if step2.len() < ENTRIES * VALUE_LEN {
-        bail!(
-            "the initial sync carried {} bytes, not the whole document",
-            step2.len()
-        );
+    if document < ENTRIES * VALUE_LEN {
+        bail!("the initial sync carried {document} bytes, not the whole document");
     }
     let _ = socket.close(None).await;
     Ok(elapsed)

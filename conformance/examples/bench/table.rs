@@ -14,6 +14,8 @@ pub enum Target {
     Equals(f64),
     /// At least this.
     AtLeast(f64),
+    /// At most this.
+    AtMost(f64),
 }
 
 impl Target {
@@ -24,6 +26,7 @@ impl Target {
             Target::AtMostJsOver(d) => format!("≤ JS/{d}"),
             Target::Equals(v) => format!("= {v:.1}"),
             Target::AtLeast(v) => format!("≥ {v}"),
+            Target::AtMost(v) => format!("≤ {v}"),
         }
     }
 
@@ -53,6 +56,13 @@ impl Target {
                     "met".into()
                 } else {
                     format!("missed by {:.4}", (rust - v).abs())
+                }
+            }
+            Target::AtMost(v) => {
+                if rust <= *v {
+                    "met".into()
+                } else {
+                    format!("missed: {:.2}× the target", rust / v)
                 }
             }
             Target::AtLeast(v) => {
