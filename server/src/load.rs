@@ -57,7 +57,10 @@ impl LoadedDoc {
     /// document larger than `chunk_size` bytes goes as several sync update
     /// messages each under it (at struct boundaries; a single larger struct
     /// alone in its message), the last part as sync step 2.
-    pub fn initial_messages(&self, chunk_size: usize) -> Result<InitialSync, LoadError> {
+    ///
+    /// Takes the document: it is dropped as soon as it is encoded, so that a
+    /// large one is not held next to its parts.
+    pub fn initial_messages(self, chunk_size: usize) -> Result<InitialSync, LoadError> {
         let (state_vector, update) = guarded("encoding the initial sync", || {
             let txn = self.doc.transact();
             (
@@ -65,46 +68,65 @@ impl LoadedDoc {
                 txn.encode_state_as_update_v1(&StateVector::default()),
             )
         })?;
+        drop(self.doc);
         let states = self.awareness.to_update(false);
-        let mut messages = vec![protocol::encode_sync_step1(&state_vector)];
+        let sync = |subtype, payload: &[u8]| {
+            let prefix = protocol::sync_message_prefix(subtype, payload.len());
+            RoomFrame::of_pieces(&[&prefix, payload])
+        };
+        let mut frames = vec![sync(protocol::SYNC_STEP1, &state_vector)];
         if update.len() > chunk_size {
-            let mut parts =
+            let parts =
                 protocol::split_update_v1(&update, chunk_size).map_err(LoadError::Encode)?;
             drop(update);
-            let last = parts.pop().unwrap_or_default();
-            messages.extend(parts.iter().map(|part| protocol::encode_sync_update(part)));
-            drop(parts);
-            messages.push(protocol::encode_sync_step2(&last));
+            let count = parts.len();
+            for (i, part) in parts.into_iter().enumerate() {
+                let subtype = if i + 1 == count {
+                    protocol::SYNC_STEP2
+                } else {
+                    protocol::SYNC_UPDATE
+                };
+                frames.push(sync(subtype, &part));
+            }
         } else {
-            messages.push(protocol::encode_sync_step2(&update));
+            frames.push(sync(protocol::SYNC_STEP2, &update));
         }
         if !states.entries.is_empty() {
-            messages.push(protocol::encode_awareness_message(&states));
+            frames.push(RoomFrame::new(Bytes::from(
+                protocol::encode_awareness_message(&states),
+            )));
         }
         Ok(InitialSync {
-            frames: messages
-                .into_iter()
-                .map(|m| RoomFrame::new(Bytes::from(m)))
-                .collect(),
+            frames,
             last_id: self.last_id,
         })
     }
 
     /// The whole document as a v2 update and its v1 state vector, as stored.
     ///
-    /// Encoded as v1 and converted to v2: yrs 0.28's v2 encoder writes a
-    /// document that misses updates of a client (a gap in its clock: updates
-    /// that followed ones missing from the stream, say after Redis lost its data
-    /// under an open connection) as bytes its own decoder refuses. Stored like
-    /// that, the item is unreadable, and the document is lost once the stream
-    /// is trimmed. The v1 encoding of the same document decodes, and what
-    /// follows the gap is integrated once the missing updates arrive.
+    /// A document that misses updates of a client (a gap in its clock: updates
+    /// that followed ones missing from the stream, say after Redis lost its
+    /// data under an open connection) is encoded as v1 and converted to v2:
+    /// yrs 0.28's v2 encoder writes such a document as bytes its own decoder
+    /// refuses. Stored like that, the item is unreadable, and the document is
+    /// lost once the stream is trimmed. The v1 encoding of the same document
+    /// decodes, and what follows the gap is integrated once the missing
+    /// updates arrive. A document without a gap (nearly all) is encoded as v2
+    /// directly: the conversion decodes the whole document once more, which
+    /// for a large one costs several times its size in memory.
     pub fn stored_state(&self) -> Result<(Vec<u8>, Vec<u8>), LoadError> {
         let (update, state_vector) = guarded("encoding the document", || {
             let txn = self.doc.transact();
-            let update = Update::decode_v1(&txn.encode_state_as_update_v1(&StateVector::default()))
-                .map(|update| update.encode_v2())
-                .map_err(|err| err.to_string());
+            let v1 = txn.encode_state_as_update_v1(&StateVector::default());
+            let update = match protocol::has_gap_v1(&v1) {
+                Ok(false) => {
+                    drop(v1);
+                    Ok(txn.encode_state_as_update_v2(&StateVector::default()))
+                }
+                _ => Update::decode_v1(&v1)
+                    .map(|update| update.encode_v2())
+                    .map_err(|err| err.to_string()),
+            };
             (update, txn.state_vector().encode_v1())
         })?;
         Ok((update.map_err(LoadError::Encode)?, state_vector))
@@ -341,6 +363,11 @@ mod tests {
         let loaded = load_doc(&streams, &storage, key, "gap", "index")
             .await
             .unwrap();
+        let v1 = loaded
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert_eq!(protocol::has_gap_v1(&v1), Ok(true), "the gap is seen");
         let (stored, _) = loaded.stored_state().unwrap();
 
         let reader = Doc::new();

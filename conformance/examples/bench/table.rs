@@ -26,7 +26,7 @@ impl Target {
             Target::AtMostJsOver(d) => format!("≤ JS/{d}"),
             Target::Equals(v) => format!("= {v:.1}"),
             Target::AtLeast(v) => format!("≥ {v}"),
-            Target::AtMost(v) => format!("≤ {v}"),
+            Target::AtMost(v) => format!("≤ {v:.0}"),
         }
     }
 

@@ -208,7 +208,6 @@ async fn load_initial_sync(
         let sync = doc
             .initial_messages(settings.sync_chunk_size)
             .map_err(|err| err.to_string())?;
-        drop(doc);
         for frame in &sync.frames {
             frame.prepare(&settings.deflate);
         }

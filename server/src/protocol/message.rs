@@ -247,6 +247,17 @@ fn encode_message(kind: u64, subtype: Option<u64>, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The bytes of a sync message of `subtype` before its payload of
+/// `payload_len` bytes: for writing a large message straight into its frame
+/// instead of copying its payload twice.
+pub fn sync_message_prefix(subtype: u64, payload_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12);
+    write_var_u64(&mut out, MESSAGE_SYNC);
+    write_var_u64(&mut out, subtype);
+    write_var_u64(&mut out, payload_len as u64);
+    out
+}
+
 /// Sync step1 carrying a v1 state vector; the server sends it on open so the client
 /// answers with what the server misses.
 pub fn encode_sync_step1(state_vector_v1: &[u8]) -> Vec<u8> {

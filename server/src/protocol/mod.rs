@@ -25,7 +25,8 @@ pub use merge::merge_messages;
 pub use message::{
     client_action, decode_message, decode_stream_entry, encode_awareness_message,
     encode_awareness_removal, encode_sync_step1, encode_sync_step2, encode_sync_update,
-    AwarenessSize, ClientAction, Message, SyncMessage, MESSAGE_AUTH, MESSAGE_AWARENESS,
-    MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
+    sync_message_prefix, AwarenessSize, ClientAction, Message, SyncMessage, MESSAGE_AUTH,
+    MESSAGE_AWARENESS, MESSAGE_QUERY_AWARENESS, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
 };
 pub use split::split_update_v1;
+pub use update::has_gap_v1;

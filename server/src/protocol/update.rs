@@ -105,6 +105,20 @@ pub(super) struct StructSpan {
     pub(super) end: usize,
 }
 
+/// Whether a v1 update holds a skip (a gap in a client's clocks: structs that
+/// follow ones it does not have), found by the structural walk, without
+/// decoding the update.
+pub fn has_gap_v1(update: &[u8]) -> Result<bool, Reason> {
+    let mut gap = false;
+    walk_update_v1(update, |span| {
+        gap |= update.get(span.start) == Some(&SKIP_INFO)
+    })?;
+    Ok(gap)
+}
+
+/// The info byte of a skip struct.
+const SKIP_INFO: u8 = 10;
+
 /// Walk a whole v1 update, refusing trailing bytes, and report each struct to
 /// `on_struct` in input order. Returns the offset of the delete set, which runs to
 /// the end of `update`. Shared by the check and the splitter so that both read the

@@ -344,6 +344,31 @@ pub fn binary(message: &[u8]) -> Bytes {
     encode(opcode::BINARY, message)
 }
 
+/// A binary frame carrying the message made of `pieces`, written straight
+/// into the frame (a large message is not copied twice), and where in the
+/// frame the message starts.
+pub fn binary_of(pieces: &[&[u8]]) -> (Bytes, usize) {
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut frame = Vec::with_capacity(len + 10);
+    frame.push(FIN | opcode::BINARY);
+    match len {
+        0..=125 => frame.push(len as u8),
+        126..=0xFFFF => {
+            frame.push(126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    let start = frame.len();
+    for piece in pieces {
+        frame.extend_from_slice(piece);
+    }
+    (Bytes::from(frame), start)
+}
+
 /// A binary frame carrying one y-websocket message compressed with
 /// permessage-deflate (RSV1 set; `compressed` without the RFC's tail).
 pub fn compressed_binary(compressed: &[u8]) -> Bytes {

@@ -57,6 +57,18 @@ impl RoomFrame {
         })
     }
 
+    /// A frame of the message made of `pieces` (a message header and a large
+    /// payload, say), framed at once: the message is the frame's own bytes,
+    /// so it is held once, not twice.
+    pub fn of_pieces(pieces: &[&[u8]]) -> Arc<Self> {
+        let (plain, start) = frame::binary_of(pieces);
+        Arc::new(Self {
+            message: plain.slice(start..),
+            plain: OnceLock::from(plain),
+            deflated: OnceLock::new(),
+        })
+    }
+
     /// The y-websocket message the frame carries.
     pub fn message(&self) -> &[u8] {
         &self.message
