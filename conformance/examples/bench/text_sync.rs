@@ -44,7 +44,11 @@ fn text_update() -> Vec<u8> {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             paragraph.push_str(words[(n >> 33) as usize % words.len()]);
-            paragraph.push(if (n >> 20).is_multiple_of(11) { '.' } else { ' ' });
+            paragraph.push(if (n >> 20).is_multiple_of(11) {
+                '.'
+            } else {
+                ' '
+            });
         }
         paragraph.push('\n');
         written += paragraph.len();
