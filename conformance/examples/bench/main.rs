@@ -454,7 +454,16 @@ async fn measure_storm(server: &Member, pid: u32) -> Result<Vec<Metric>> {
 /// Start a fresh fleet of one `lang` server and run `scenario` on it.
 async fn measure(lang: Lang, scenario: &Scenario, options: &Options) -> Result<Vec<Metric>> {
     let builder = match lang {
-        Lang::Rust => Fleet::builder().rust_servers(1),
+        Lang::Rust => {
+            // `WS_*` settings of the benchmark's environment reach the Rust
+            // server (to compare settings; the default run sets none).
+            std::env::vars()
+                .filter(|(name, _)| name.starts_with("WS_"))
+                .fold(
+                    Fleet::builder().rust_servers(1),
+                    |builder, (name, value)| builder.env(&name, &value),
+                )
+        }
         Lang::Js => Fleet::builder().js_servers(1),
     };
     let fleet = builder
