@@ -174,7 +174,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "[websocket] coalesce_window",
         env: &["WS_COALESCE_WINDOW"],
         default: "`5`",
-        meaning: "ms between stream reads while they find updates waiting (busy rooms): what arrives meanwhile goes to each member merged, in one frame; a read that waited for updates is followed at once, so at light load nothing waits; 0 = read again at once",
+        meaning: "ms between stream reads while rooms are busy (a room getting an update per window, or reads returning an entry per 64 streams read, judged over the last 100 ms): what arrives meanwhile goes to each member merged, in one frame, and Redis serves fewer reads; at light load, and after a read that waited, the next read starts at once; 0 = never pace",
         apply: |c, v| parse(&mut c.websocket.coalesce_window, v),
     },
     Setting {

@@ -27,11 +27,10 @@ pub struct ConnectionSettings {
     /// a client on a slow link keeps receiving messages (y-websocket clients
     /// reconnect after 30 s without one).
     pub sync_chunk_size: usize,
-    /// While a stream read finds entries waiting (the rooms are busy), the
-    /// next read starts this long after the previous one, so that what
-    /// arrives meanwhile goes out merged, one frame per member, instead of a
-    /// frame per update. A read that had to wait for entries is followed at
-    /// once: at light load nothing waits. Zero: never.
+    /// While the rooms are busy (`subscriber.rs` says when), the next stream
+    /// read starts this long after the previous one, so that what arrives
+    /// meanwhile goes out merged, one frame per member, instead of a frame
+    /// per update. At light load nothing waits. Zero: never.
     pub coalesce_window: Duration,
 }
 
