@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
@@ -36,7 +37,16 @@ struct Room {
     generation: u64,
     members: Members,
     load: Option<SharedLoad>,
+    /// The last initial sync made, and when, while nothing was delivered to
+    /// the room after it: a joiner within [`SYNC_REUSE`] gets it as it is,
+    /// so that joiners arriving one after another (not only together) share
+    /// one load and one copy of the document.
+    last_sync: Option<(InitialSync, Instant)>,
 }
+
+/// How long an initial sync is given to later joiners while the room gets
+/// nothing new; afterwards the document is loaded again (and the copy let go).
+const SYNC_REUSE: Duration = Duration::from_secs(5);
 
 /// One stream the subscriber follows, as seen when its read starts.
 #[derive(Debug, Clone)]
@@ -86,6 +96,7 @@ impl Rooms {
             generation: 0,
             members: Arc::new(Vec::new()),
             load: None,
+            last_sync: None,
         });
         let mut members = Vec::with_capacity(room.members.len() + 1);
         members.extend(room.members.iter().cloned());
@@ -134,6 +145,15 @@ impl Rooms {
             let Some(room) = rooms.get_mut(stream) else {
                 return Err("room closed while opening".to_string());
             };
+            match &room.last_sync {
+                Some((sync, made)) if made.elapsed() < SYNC_REUSE => {
+                    if room.position == Some(sync.last_id) {
+                        return Ok((sync.clone(), false));
+                    }
+                }
+                Some(_) => room.last_sync = None,
+                None => {}
+            }
             Arc::clone(room.load.get_or_insert_with(|| Arc::new(OnceCell::new())))
         };
         let result = cell.get_or_init(load).await.clone();
@@ -152,6 +172,9 @@ impl Rooms {
                     room.generation += 1;
                     moved = true;
                 }
+                if room.position == Some(sync.last_id) {
+                    room.last_sync = Some((sync.clone(), Instant::now()));
+                }
             }
         }
         result.map(|sync| (sync, moved))
@@ -169,6 +192,15 @@ impl Rooms {
                 })
             })
             .collect()
+    }
+
+    /// Forget every room's last initial sync, so that the next open loads
+    /// (tests of what loads do to the position).
+    #[cfg(test)]
+    fn forget_last_syncs(&self) {
+        for room in self.lock().values_mut() {
+            room.last_sync = None;
+        }
     }
 
     /// Number of rooms with at least one member.
@@ -194,6 +226,8 @@ impl Rooms {
             if room.generation == follow.generation {
                 room.position = Some(last_id);
             }
+            // The room moved on: a later joiner needs what was delivered.
+            room.last_sync = None;
             Arc::clone(&room.members)
         };
         let mut delivered = 0;
@@ -275,7 +309,19 @@ mod tests {
             assert_eq!(sync.last_id.ms, 7);
         }
         assert_eq!(loads.load(Ordering::SeqCst), 1);
-        // A later open loads again.
+        // A later open while the room got nothing new is given the same sync.
+        let (again, _) = rooms
+            .initial_sync("s", || async {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok(sync(8))
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.last_id.ms, 7);
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        // Once the room moved on, an open loads again.
+        let follow = rooms.follows()[0].clone();
+        rooms.deliver(&follow, StreamId { ms: 8, seq: 0 }, &[]);
         rooms
             .initial_sync("s", || async {
                 loads.fetch_add(1, Ordering::SeqCst);
@@ -297,12 +343,14 @@ mod tests {
             .unwrap();
         assert!(moved);
         assert_eq!(rooms.follows()[0].after.ms, 10);
+        rooms.forget_last_syncs();
         let (_, moved) = rooms
             .initial_sync("s", || async { Ok(sync(20)) })
             .await
             .unwrap();
         assert!(!moved, "a newer load does not skip entries");
         assert_eq!(rooms.follows()[0].after.ms, 10);
+        rooms.forget_last_syncs();
         let (_, moved) = rooms
             .initial_sync("s", || async { Ok(sync(5)) })
             .await
@@ -321,6 +369,7 @@ mod tests {
             .await
             .unwrap();
         let follow = rooms.follows()[0].clone();
+        rooms.forget_last_syncs();
         rooms
             .initial_sync("s", || async { Ok(sync(3)) })
             .await
