@@ -146,13 +146,13 @@ impl Rooms {
                 return Err("room closed while opening".to_string());
             };
             match &room.last_sync {
-                Some((sync, made)) if made.elapsed() < SYNC_REUSE => {
-                    if room.position == Some(sync.last_id) {
-                        return Ok((sync.clone(), false));
-                    }
+                Some((sync, made))
+                    if made.elapsed() < SYNC_REUSE && room.position == Some(sync.last_id) =>
+                {
+                    return Ok((sync.clone(), false));
                 }
-                Some(_) => room.last_sync = None,
-                None => {}
+                Some((_, made)) if made.elapsed() >= SYNC_REUSE => room.last_sync = None,
+                _ => {}
             }
             Arc::clone(room.load.get_or_insert_with(|| Arc::new(OnceCell::new())))
         };
