@@ -34,6 +34,7 @@ pub async fn watch<H: Health + ?Sized>(
                 tracing::warn!(
                     "redis restarted; closing connections so that clients send their documents again"
                 );
+                state.rooms.forget_last_syncs();
                 state.bus_restarts.send_modify(|restarts| *restarts += 1);
             }
             known = Some(id);

@@ -194,10 +194,11 @@ impl Rooms {
             .collect()
     }
 
-    /// Forget every room's last initial sync, so that the next open loads
-    /// (tests of what loads do to the position).
-    #[cfg(test)]
-    fn forget_last_syncs(&self) {
+    /// Forget every room's last initial sync, so that the next open loads:
+    /// after a Redis restart, a sync made before it would tell reconnecting
+    /// clients that the server has what Redis lost, and they would not send
+    /// it again.
+    pub fn forget_last_syncs(&self) {
         for room in self.lock().values_mut() {
             room.last_sync = None;
         }
