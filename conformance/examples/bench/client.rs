@@ -61,6 +61,34 @@ pub async fn connect_synced(url: &str) -> Result<(Socket, usize)> {
         .with_context(|| format!("{url}: no sync step 2 within {SYNC_TIMEOUT:?}"))?
 }
 
+/// Connect to `url`, send `update` as a sync update and wait up to `within`
+/// for the server to send it back, which it does once the update is in the
+/// room's stream. Returns the writer's socket, still open.
+pub async fn write_document(url: &str, update: &[u8], within: Duration) -> Result<Socket> {
+    let (mut writer, _) = connect_synced(url).await?;
+    writer
+        .send(Message::Binary(update_message(update).into()))
+        .await
+        .context("sending the document")?;
+    tokio::time::timeout(within, async {
+        loop {
+            match writer.next().await {
+                Some(Ok(Message::Binary(frame)))
+                    if frame.starts_with(&[0, 2]) && frame.len() >= update.len() =>
+                {
+                    return Ok(());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => bail!("writing the document: {err}"),
+                None => bail!("the server closed the writer's connection"),
+            }
+        }
+    })
+    .await
+    .with_context(|| format!("the document did not come back within {within:?}"))??;
+    Ok(writer)
+}
+
 /// Keep a connection open and read (and drop) whatever arrives, until it closes
 /// or the returned task is aborted.
 pub fn hold(mut socket: Socket) -> tokio::task::JoinHandle<()> {

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use conformance::Member;
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 use yrs::{Doc, Map, Transact};
 
 use crate::client;
@@ -63,28 +61,7 @@ fn peak_kib(pid: u32) -> Option<u64> {
 pub async fn run(server: &Member, pid: u32) -> Result<Outcome> {
     let url = server.url("join-storm");
     let update = large_update();
-    let (mut writer, _) = client::connect_synced(&url).await?;
-    writer
-        .send(Message::Binary(client::update_message(&update).into()))
-        .await
-        .context("sending the document")?;
-    // The server sends the update back once it is in the room's stream.
-    tokio::time::timeout(Duration::from_secs(120), async {
-        loop {
-            match writer.next().await {
-                Some(Ok(Message::Binary(frame)))
-                    if frame.starts_with(&[0, 2]) && frame.len() >= update.len() =>
-                {
-                    return Ok(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => bail!("writing the document: {err}"),
-                None => bail!("the server closed the writer's connection"),
-            }
-        }
-    })
-    .await
-    .context("the document did not come back within 120 s")??;
+    let mut writer = client::write_document(&url, &update, Duration::from_secs(120)).await?;
     let _ = writer.close(None).await;
     drop(writer);
     // Let the room close, so that the storm loads it anew.

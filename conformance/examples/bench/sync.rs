@@ -4,10 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use conformance::Member;
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 use yrs::{Doc, Map, Transact};
 
 use crate::client;
@@ -85,30 +83,7 @@ async fn repeat(url: &str) -> Result<Times> {
 pub async fn run(server: &Member) -> Result<Outcome> {
     let url = server.url("sync-5mb");
     let update = large_update();
-    let message = client::update_message(&update);
-    let (mut writer, _) = client::connect_synced(&url).await?;
-    writer
-        .send(Message::Binary(message.into()))
-        .await
-        .context("sending the document")?;
-    // The server sends the update back once it is in the room's stream.
-    let deadline = Duration::from_secs(60);
-    tokio::time::timeout(deadline, async {
-        loop {
-            match writer.next().await {
-                Some(Ok(Message::Binary(frame)))
-                    if frame.starts_with(&[0, 2]) && frame.len() >= update.len() =>
-                {
-                    return Ok(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => bail!("writing the document: {err}"),
-                None => bail!("the server closed the writer's connection"),
-            }
-        }
-    })
-    .await
-    .context("the document did not come back within 60 s")??;
+    let mut writer = client::write_document(&url, &update, Duration::from_secs(60)).await?;
 
     let room_open = repeat(&url).await?;
     let _ = writer.close(None).await;

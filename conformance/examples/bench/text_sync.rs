@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use conformance::Member;
-use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio_tungstenite::tungstenite::Message;
 use yrs::{Doc, Text, Transact};
 
 use crate::client;
@@ -61,27 +59,7 @@ fn text_update() -> Vec<u8> {
 pub async fn run(server: &Member) -> Result<Outcome> {
     let url = server.url("text-sync");
     let update = text_update();
-    let (mut writer, _) = client::connect_synced(&url).await?;
-    writer
-        .send(Message::Binary(client::update_message(&update).into()))
-        .await
-        .context("sending the document")?;
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match writer.next().await {
-                Some(Ok(Message::Binary(frame)))
-                    if frame.starts_with(&[0, 2]) && frame.len() >= update.len() =>
-                {
-                    return Ok(());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => bail!("writing the document: {err}"),
-                None => bail!("the server closed the writer's connection"),
-            }
-        }
-    })
-    .await
-    .context("the document did not come back within 60 s")??;
+    let mut writer = client::write_document(&url, &update, Duration::from_secs(60)).await?;
     let dir = conformance::paths::js_dir()?;
     let output = tokio::process::Command::new("node")
         .arg("bench/sync_bytes.js")
