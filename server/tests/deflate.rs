@@ -50,13 +50,6 @@ fn prose(seed: usize, bytes: usize) -> String {
     text
 }
 
-/// A counter's value in a `/metrics` page.
-fn counter(page: &str, name: &str) -> u64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in the metrics page"))
-}
-
 #[tokio::test]
 async fn a_node_ws_provider_agrees_to_deflate_and_both_directions_are_compressed() {
     let data = tempfile::tempdir().unwrap();

@@ -38,6 +38,19 @@ fn large_doc(entries: usize) -> Doc {
     doc
 }
 
+/// Write a [`large_doc`] of `entries` into `room` through a client that
+/// leaves once the server appended it.
+async fn write_large_doc(instance: &websocket::app::Instance, room: &str, entries: usize) {
+    let writer = YClient::connect_with(room, large_doc(entries), None)
+        .await
+        .unwrap();
+    writer.wait_synced(SOON).await.unwrap();
+    eventually("the document appended", SOON, || async {
+        counter(&scrape(instance).await, "yws_messages_appended_total") == 1
+    })
+    .await;
+}
+
 /// Bytes per second the slow link forwards from the server to the client.
 const LINK_RATE: u64 = 100 * 1024;
 
@@ -93,17 +106,7 @@ async fn a_document_too_large_for_30_s_of_a_slow_link_syncs_on_the_first_connect
     let room = url(&instance, "large");
     // About 5.6 MB, which deflate takes to 4.2 MB: 42 s at the link's rate.
     const ENTRIES: usize = 52_000;
-    let writer = YClient::connect_with(&room, large_doc(ENTRIES), None)
-        .await
-        .unwrap();
-    writer.wait_synced(SOON).await.unwrap();
-    eventually("the document appended", SOON, || async {
-        scrape(&instance)
-            .await
-            .contains("yws_messages_appended_total 1")
-    })
-    .await;
-    drop(writer);
+    write_large_doc(&instance, &room, ENTRIES).await;
 
     // Unmodified y-websocket 2.x and 3.x providers, each behind its own slow link.
     let upstream = instance.local_addr.unwrap();
@@ -161,27 +164,12 @@ async fn fifty_joiners_of_a_large_document_share_one_load() {
     let instance = start(&cfg).await;
     let room = url(&instance, "storm");
     const ENTRIES: usize = 12_000;
-    let writer = YClient::connect_with(&room, large_doc(ENTRIES), None)
-        .await
-        .unwrap();
-    writer.wait_synced(SOON).await.unwrap();
-    eventually("the document appended", SOON, || async {
-        scrape(&instance)
-            .await
-            .contains("yws_messages_appended_total 1")
-    })
-    .await;
-    drop(writer);
+    write_large_doc(&instance, &room, ENTRIES).await;
     eventually("the room closed", SOON, || async {
         scrape(&instance).await.contains("yws_rooms_open 0")
     })
     .await;
-    let loads = |page: &str| -> u64 {
-        page.lines()
-            .find_map(|l| l.strip_prefix("yws_document_loads_total "))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
+    let loads = |page: &str| counter(page, "yws_document_loads_total");
     let before = loads(&scrape(&instance).await);
 
     // Redis holds every command but ours for two seconds: all fifty join

@@ -55,6 +55,13 @@ pub fn url(instance: &Instance, room: &str) -> String {
     format!("ws://{addr}/{room}")
 }
 
+/// A counter's value in a `/metrics` page (which must hold it).
+pub fn counter(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in the metrics page"))
+}
+
 /// The text of the instance's `/metrics` (which must answer 200).
 pub async fn scrape(instance: &Instance) -> String {
     let ops = format!(
