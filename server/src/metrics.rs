@@ -137,15 +137,18 @@ pub enum StorageOperation {
     Delete,
     /// The stored document's state vector.
     StateVector,
+    /// Keep, list, read, name or delete versions of a document (its history).
+    History,
 }
 
 impl StorageOperation {
     /// Every operation, in label order.
-    const ALL: [StorageOperation; 4] = [
+    const ALL: [StorageOperation; 5] = [
         StorageOperation::Load,
         StorageOperation::Put,
         StorageOperation::Delete,
         StorageOperation::StateVector,
+        StorageOperation::History,
     ];
 
     /// The label value.
@@ -155,6 +158,7 @@ impl StorageOperation {
             StorageOperation::Put => "put",
             StorageOperation::Delete => "delete",
             StorageOperation::StateVector => "state_vector",
+            StorageOperation::History => "history",
         }
     }
 }
@@ -179,7 +183,7 @@ pub struct StorageSeries {
 /// The storage series of one backend, one per [`StorageOperation`].
 #[derive(Debug, Clone)]
 pub struct StorageMetrics {
-    series: [StorageSeries; 4],
+    series: [StorageSeries; 5],
 }
 
 impl StorageMetrics {

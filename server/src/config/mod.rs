@@ -81,6 +81,85 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Operations endpoints (metrics, health).
     pub metrics: MetricsConfig,
+    /// The document HTTP API under `/api` (docs/api.md).
+    pub api: ApiConfig,
+    /// The versions the worker keeps of each document, and for how long.
+    pub history: HistoryConfig,
+}
+
+/// `[api]`: the document HTTP API on the WebSocket port (docs/api.md).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve `/api/...` at all.
+    pub enabled: bool,
+    /// The shared secret every request must carry in `X-API-Secret` (or as a
+    /// `Bearer` token); unset = no secret. Never logged.
+    pub secret: Option<String>,
+    /// Largest request body, in bytes.
+    #[serde(deserialize_with = "number_or_string")]
+    pub max_body: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secret: None,
+            max_body: 100 * 1024 * 1024,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("enabled", &self.enabled)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
+/// `[history]`: the versions a Rust worker keeps of every document it
+/// compacts, and the retention `cleanup` applies (docs/api.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Keep a version per compaction that changed a document.
+    pub enabled: bool,
+    /// Hours during which every version is kept.
+    #[serde(deserialize_with = "number_or_string")]
+    pub keep_all_hours: u64,
+    /// Days, after those hours, during which one version an hour is kept.
+    #[serde(deserialize_with = "number_or_string")]
+    pub hourly_days: u64,
+    /// Days, after those, during which one version a day is kept; 0 = forever.
+    #[serde(deserialize_with = "number_or_string")]
+    pub daily_days: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keep_all_hours: 24,
+            hourly_days: 30,
+            daily_days: 0,
+        }
+    }
+}
+
+impl HistoryConfig {
+    /// The retention these settings describe.
+    pub fn retention(&self) -> crate::storage::Retention {
+        const HOUR: u64 = 3_600_000;
+        crate::storage::Retention {
+            keep_all_ms: self.keep_all_hours * HOUR,
+            hourly_ms: self.hourly_days * 24 * HOUR,
+            daily_ms: (self.daily_days > 0).then(|| self.daily_days * 24 * HOUR),
+        }
+    }
 }
 
 /// `[metrics]`: `/metrics`, `/healthz` and `/readyz` on their own port.
@@ -203,6 +282,9 @@ pub struct WebsocketConfig {
     /// Milliseconds between stream reads while they find entries waiting.
     #[serde(deserialize_with = "number_or_string")]
     pub coalesce_window: u64,
+    /// The `Origin`s a WebSocket upgrade may come from; empty = any. An
+    /// upgrade without an `Origin` header (not a browser) is not checked.
+    pub allowed_origins: Vec<String>,
 }
 
 impl WebsocketConfig {
@@ -263,6 +345,7 @@ impl Default for WebsocketConfig {
             deflate_level: deflate.level,
             sync_chunk_size: ConnectionSettings::default().sync_chunk_size,
             coalesce_window: ConnectionSettings::default().coalesce_window.as_millis() as u64,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -388,6 +471,12 @@ impl Config {
         }
         if self.websocket.max_handshakes == 0 {
             return invalid("websocket.max_handshakes", "must be at least 1");
+        }
+        if self.api.max_body < 1024 {
+            return invalid("api.max_body", "must be at least 1024 bytes");
+        }
+        if self.api.secret.as_deref().is_some_and(str::is_empty) {
+            return invalid("api.secret", "must not be empty");
         }
         if self.auth.public_key.is_some() != self.auth.perm_callback.is_some() {
             return invalid(

@@ -314,6 +314,65 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| text(&mut c.worker.update_callback, v),
     },
     Setting {
+        key: "[websocket] allowed_origins",
+        env: &["WS_ALLOWED_ORIGINS"],
+        default: "unset",
+        meaning: "comma-separated `Origin`s WebSocket upgrades may come from, e.g. `https://app.example.com`; others get 403; unset = any (requests without `Origin` are not checked)",
+        apply: |c, v| {
+            c.websocket.allowed_origins = list(v);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "[api] enabled",
+        env: &["WS_API"],
+        default: "`true`",
+        meaning: "serve the document HTTP API under `/api` (docs/api.md)",
+        apply: |c, v| parse_flag(&mut c.api.enabled, v),
+    },
+    Setting {
+        key: "[api] secret",
+        env: &["WS_API_SECRET", "API_SECRET"],
+        default: "unset",
+        meaning: "shared secret of the document API, sent as `X-API-Secret` (or `Authorization: Bearer`); never logged; unset = no secret",
+        apply: |c, v| text(&mut c.api.secret, v),
+    },
+    Setting {
+        key: "[api] max_body",
+        env: &["WS_API_MAX_BODY"],
+        default: "`104857600`",
+        meaning: "largest document API request body, bytes",
+        apply: |c, v| parse(&mut c.api.max_body, v),
+    },
+    Setting {
+        key: "[history] enabled",
+        env: &["WS_HISTORY"],
+        default: "`true`",
+        meaning: "the worker keeps a version of each document per compaction that changed it",
+        apply: |c, v| parse_flag(&mut c.history.enabled, v),
+    },
+    Setting {
+        key: "[history] keep_all_hours",
+        env: &["WS_HISTORY_KEEP_ALL_HOURS"],
+        default: "`24`",
+        meaning: "hours every version is kept",
+        apply: |c, v| parse(&mut c.history.keep_all_hours, v),
+    },
+    Setting {
+        key: "[history] hourly_days",
+        env: &["WS_HISTORY_HOURLY_DAYS"],
+        default: "`30`",
+        meaning: "days after those during which one version an hour is kept",
+        apply: |c, v| parse(&mut c.history.hourly_days, v),
+    },
+    Setting {
+        key: "[history] daily_days",
+        env: &["WS_HISTORY_DAILY_DAYS"],
+        default: "`0`",
+        meaning: "days after those during which one version a day is kept; `0` = forever (named snapshots and the latest version are always kept)",
+        apply: |c, v| parse(&mut c.history.daily_days, v),
+    },
+    Setting {
         key: "[metrics] port",
         env: &["METRICS_PORT"],
         default: "unset",
@@ -368,6 +427,24 @@ where
             .parse()
             .map_err(|err| format!("{value:?}: {err}"))?,
     );
+    Ok(())
+}
+
+/// A comma-separated list, entries trimmed, empty entries dropped.
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// [`flag`] into a plain `bool`.
+fn parse_flag(slot: &mut bool, value: &str) -> Result<(), String> {
+    let mut parsed = None;
+    flag(&mut parsed, value)?;
+    *slot = parsed.unwrap_or(*slot);
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{Storage, StorageError, StoredItem};
+use super::{Storage, StorageError, StoredItem, Version};
 use crate::metrics::{self, Metrics, StorageMetrics, StorageOperation};
 
 /// A storage that observes `yws_storage_operation_seconds` and counts
@@ -84,6 +84,73 @@ impl Storage for Metered {
         self.measure(
             StorageOperation::StateVector,
             self.inner.state_vector(room, docid),
+        )
+        .await
+    }
+
+    async fn put_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: &Version,
+        update: &[u8],
+    ) -> Result<(), StorageError> {
+        self.measure(
+            StorageOperation::History,
+            self.inner.put_version(room, docid, version, update),
+        )
+        .await
+    }
+
+    async fn versions(&self, room: &str, docid: &str) -> Result<Vec<Version>, StorageError> {
+        self.measure(StorageOperation::History, self.inner.versions(room, docid))
+            .await
+    }
+
+    async fn load_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.measure(
+            StorageOperation::History,
+            self.inner.load_version(room, docid, version),
+        )
+        .await
+    }
+
+    async fn name_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        self.measure(
+            StorageOperation::History,
+            self.inner.name_version(room, docid, version, name),
+        )
+        .await
+    }
+
+    async fn delete_versions(
+        &self,
+        room: &str,
+        docid: &str,
+        versions: &[u64],
+    ) -> Result<(), StorageError> {
+        self.measure(
+            StorageOperation::History,
+            self.inner.delete_versions(room, docid, versions),
+        )
+        .await
+    }
+
+    async fn documents_with_history(&self) -> Result<Vec<(String, String)>, StorageError> {
+        self.measure(
+            StorageOperation::History,
+            self.inner.documents_with_history(),
         )
         .await
     }

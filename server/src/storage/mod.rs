@@ -18,6 +18,7 @@ use crate::streams::encode_uri_component;
 pub mod config;
 pub mod fs;
 pub mod gcs;
+mod history;
 mod http;
 pub mod memory;
 mod metered;
@@ -28,6 +29,7 @@ pub mod postgres;
 pub mod s3;
 
 pub use config::{StorageBackend, StorageConfig};
+pub use history::{Retention, Version};
 pub use metered::Metered;
 pub use open::{open_metered, open_storage, OPEN_TIMEOUT};
 
@@ -86,6 +88,65 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A short name for logs and metrics ("memory", "fs", "gcs", ...).
     fn name(&self) -> &'static str;
+
+    /// Keep `update` (a v2 update, the whole document) as `version` of
+    /// (room, docid), replacing a version of the same number.
+    async fn put_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: &Version,
+        update: &[u8],
+    ) -> Result<(), StorageError> {
+        let _ = (room, docid, version, update);
+        Err(StorageError::Config("history is not implemented".into()))
+    }
+
+    /// Every kept version of (room, docid), oldest first; empty without any.
+    async fn versions(&self, room: &str, docid: &str) -> Result<Vec<Version>, StorageError> {
+        let _ = (room, docid);
+        Err(StorageError::Config("history is not implemented".into()))
+    }
+
+    /// The v2 update kept as `version`; `None` when there is no such version.
+    async fn load_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let _ = (room, docid, version);
+        Err(StorageError::Config("history is not implemented".into()))
+    }
+
+    /// Give `version` a name, making it a snapshot kept until deleted;
+    /// `false` when there is no such version.
+    async fn name_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        let _ = (room, docid, version, name);
+        Err(StorageError::Config("history is not implemented".into()))
+    }
+
+    /// Delete the given versions of (room, docid); unknown ones are ignored.
+    async fn delete_versions(
+        &self,
+        room: &str,
+        docid: &str,
+        versions: &[u64],
+    ) -> Result<(), StorageError> {
+        let _ = (room, docid, versions);
+        Err(StorageError::Config("history is not implemented".into()))
+    }
+
+    /// Every (room, docid) that has kept versions, for a cleanup of all.
+    async fn documents_with_history(&self) -> Result<Vec<(String, String)>, StorageError> {
+        Err(StorageError::Config("history is not implemented".into()))
+    }
 
     /// The v1-encoded state vector of the stored document, `None` when it was never
     /// stored. Lets a caller learn what storage already holds without shipping the

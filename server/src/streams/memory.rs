@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 
 use super::StreamId;
 use super::{
-    Append, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
-    StreamReader, TaskQueue, WorkerTask, READ_COUNT,
+    Append, CloseOrder, Control, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError,
+    StreamPage, StreamReader, TaskQueue, WorkerTask, READ_COUNT,
 };
 
 /// The same streams, ids, worker queue and pending list as the Redis layout,
@@ -130,6 +130,11 @@ impl Append for MemoryStreams {
             });
         }
         self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<(), StreamError> {
+        self.state().streams.remove(stream);
         Ok(())
     }
 }
@@ -269,3 +274,17 @@ impl TaskQueue for MemoryStreams {
 
 /// Always answers, never restarts: the defaults.
 impl Health for MemoryStreams {}
+
+#[async_trait]
+impl Control for MemoryStreams {
+    async fn publish_close(&self, order: &CloseOrder) -> Result<(), StreamError> {
+        let _ = order;
+        Err(StreamError::Reply("control is not implemented".into()))
+    }
+
+    async fn close_orders(
+        &self,
+    ) -> Result<futures_util::stream::BoxStream<'static, CloseOrder>, StreamError> {
+        Err(StreamError::Reply("control is not implemented".into()))
+    }
+}

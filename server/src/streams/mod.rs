@@ -104,6 +104,10 @@ pub trait Append: Keyspace {
     /// Append one message to a doc stream; a new stream also gets a compaction
     /// task, parked under the consumer `pending` (docs/protocol.md §3).
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError>;
+
+    /// Delete a doc stream and everything in it (the document API's delete).
+    /// Its compaction task, if any, finds the stream empty and is dropped.
+    async fn delete_stream(&self, stream: &str) -> Result<(), StreamError>;
 }
 
 /// The subscriber's blocking read over every stream an instance follows.
@@ -196,9 +200,46 @@ pub trait Health: Send + Sync + 'static {
     }
 }
 
+/// An order to close connections on every Rust instance of the fleet: the
+/// document API's `close` and `DELETE` (docs/api.md). y-redis instances do not
+/// hear it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CloseOrder {
+    /// The doc stream key whose connections close.
+    pub stream: String,
+    /// Only the connections of this user (the token's `yuserid`); `None`: all.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The WebSocket close code: [`CLOSE_REVOKED`] or [`CLOSE_DELETED`].
+    pub code: u16,
+    /// The close frame's reason (short UTF-8).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Close code of a connection whose permission was revoked or whose token
+/// expired (as yjs/yhub).
+pub const CLOSE_REVOKED: u16 = 4401;
+/// Close code of a connection whose document was deleted.
+pub const CLOSE_DELETED: u16 = 4404;
+
+/// Orders to the whole fleet, through the streams' server.
+#[async_trait]
+pub trait Control: Send + Sync + 'static {
+    /// Tell every instance of the fleet, this one included, to close the
+    /// connections `order` names.
+    async fn publish_close(&self, order: &CloseOrder) -> Result<(), StreamError>;
+
+    /// The orders published from now on, as they arrive; the stream ends when
+    /// the streams' server went away (subscribe again then).
+    async fn close_orders(
+        &self,
+    ) -> Result<futures_util::stream::BoxStream<'static, CloseOrder>, StreamError>;
+}
+
 /// Every role at once, for the wiring of an instance that hands one connection
 /// to Redis (or the embedded streams) to connections, subscriber, worker and
 /// health checks; implemented for whatever implements all the roles.
-pub trait Streams: Append + StreamReader + History + TaskQueue + Health {}
+pub trait Streams: Append + StreamReader + History + TaskQueue + Health + Control {}
 
-impl<T: Append + StreamReader + History + TaskQueue + Health> Streams for T {}
+impl<T: Append + StreamReader + History + TaskQueue + Health + Control> Streams for T {}

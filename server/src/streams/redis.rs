@@ -14,8 +14,8 @@ use tokio::sync::Mutex;
 
 use super::StreamId;
 use super::{
-    Append, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError, StreamPage,
-    StreamReader, TaskQueue, WorkerTask, READ_COUNT,
+    Append, CloseOrder, Control, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError,
+    StreamPage, StreamReader, TaskQueue, WorkerTask, READ_COUNT,
 };
 use crate::metrics::Count;
 
@@ -362,6 +362,32 @@ impl Append for RedisStreams {
             })
             .await?;
         Ok(())
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<(), StreamError> {
+        let _: i64 = self
+            .retrying(|mut connection| async move {
+                redis::cmd("DEL")
+                    .arg(stream)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Control for RedisStreams {
+    async fn publish_close(&self, order: &CloseOrder) -> Result<(), StreamError> {
+        let _ = order;
+        Err(StreamError::Reply("control is not implemented".into()))
+    }
+
+    async fn close_orders(
+        &self,
+    ) -> Result<futures_util::stream::BoxStream<'static, CloseOrder>, StreamError> {
+        Err(StreamError::Reply("control is not implemented".into()))
     }
 }
 
