@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Authenticator};
-use crate::config::Config;
+use crate::api::ApiState;
+use crate::config::{ApiConfig, Config, HistoryConfig};
 use crate::connection::{AppState, ConnectionSettings};
 use crate::gate::Gate;
 use crate::listener::{self, ListenerSettings};
@@ -147,6 +148,8 @@ impl Instance {
             metrics,
             worker: roles.worker.then(|| worker_settings(config)).transpose()?,
             embedded,
+            api: (roles.serve && config.api.enabled).then(|| config.api.clone()),
+            history: config.history.clone(),
         };
         // Assembled now when the bus answers, so the first client after
         // `start` returns is served, not refused.
@@ -234,6 +237,9 @@ fn open_auth(config: &Config, roles: Roles) -> Result<Option<Authenticator>, Sta
     };
     if roles.serve && auth.is_none() {
         tracing::warn!("no AUTH_PUBLIC_KEY configured: every client may read and write every room");
+    }
+    if roles.serve && config.api.enabled && auth.is_none() && config.api.secret.is_none() {
+        tracing::warn!("no WS_API_SECRET or AUTH_PUBLIC_KEY configured: the document API under /api is open to everyone");
     }
     Ok(auth)
 }
@@ -356,6 +362,9 @@ struct Parts {
     metrics: Arc<Metrics>,
     worker: Option<WorkerSettings>,
     embedded: bool,
+    /// The document API's settings, when it is served.
+    api: Option<ApiConfig>,
+    history: HistoryConfig,
 }
 
 impl Parts {
@@ -374,6 +383,8 @@ impl Parts {
             metrics,
             worker,
             embedded,
+            api,
+            history,
         } = self;
         let _ = connected.set(Arc::clone(&streams));
         let worker = worker.map(|settings| {
@@ -396,7 +407,18 @@ impl Parts {
             })
         });
         if let Some(state) = &state {
-            gate.open(upgrade::router(Arc::clone(state)));
+            let api = api.map(|api| {
+                Arc::new(ApiState {
+                    streams: Arc::clone(&streams),
+                    storage: Arc::clone(&storage),
+                    auth: state.auth.clone(),
+                    secret: api.secret,
+                    max_body: api.max_body,
+                    history: history.enabled,
+                    retention: history.retention(),
+                })
+            });
+            gate.open(upgrade::router(Arc::clone(state), api));
         }
         Assembled {
             streams,

@@ -19,9 +19,14 @@ use crate::metrics::Refusal;
 use crate::socket::deflate;
 use crate::socket::handshake::{self, Rejection};
 
-/// The router: every path is a room.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().fallback(upgrade).with_state(state)
+/// The router: the document API under `/api/` when it is served, and every
+/// other one-segment path is a room.
+pub fn router(state: Arc<AppState>, api: Option<Arc<crate::api::ApiState>>) -> Router {
+    let rooms = Router::new().fallback(upgrade).with_state(state);
+    match api {
+        Some(api) => crate::api::router(api).merge(rooms),
+        None => rooms,
+    }
 }
 
 /// The room of a request path: its one segment, not percent-decoded

@@ -30,3 +30,9 @@ pub use message::{
 };
 pub use split::split_update_v1;
 pub use update::has_gap_v1;
+
+/// Check that `update` is a Yjs v1 update that both Yjs and yrs read, as a
+/// client's updates are checked before they are appended.
+pub fn check_update(update: &[u8]) -> Result<(), String> {
+    update::check_update_v1(update)
+}
