@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
 use crate::connection::{AppState, ConnectionSettings};
+use crate::control;
 use crate::gate::Gate;
 use crate::listener::{self, ListenerSettings};
 use crate::metrics::{Count, Metrics, Refusal};
@@ -147,6 +148,7 @@ impl Instance {
             metrics,
             worker: roles.worker.then(|| worker_settings(config)).transpose()?,
             embedded,
+            allowed_origins: config.websocket.allowed_origins.clone(),
         };
         // Assembled now when the bus answers, so the first client after
         // `start` returns is served, not refused.
@@ -356,6 +358,7 @@ struct Parts {
     metrics: Arc<Metrics>,
     worker: Option<WorkerSettings>,
     embedded: bool,
+    allowed_origins: Vec<String>,
 }
 
 impl Parts {
@@ -374,6 +377,7 @@ impl Parts {
             metrics,
             worker,
             embedded,
+            allowed_origins,
         } = self;
         let _ = connected.set(Arc::clone(&streams));
         let worker = worker.map(|settings| {
@@ -393,6 +397,7 @@ impl Parts {
                 shutdown: CancellationToken::new(),
                 bus_restarts: tokio::sync::watch::Sender::new(0),
                 metrics,
+                allowed_origins,
             })
         });
         if let Some(state) = &state {
@@ -445,6 +450,13 @@ impl Assembled {
                 subscriber_stop.clone(),
             ))
         });
+        let control = state.as_ref().map(|state| {
+            tokio::spawn(control::watch(
+                Arc::clone(&streams),
+                Arc::clone(&state.rooms),
+                subscriber_stop.clone(),
+            ))
+        });
         let worker_stop = CancellationToken::new();
         let worker_task = worker.clone().map(|worker| {
             let token = worker_stop.clone();
@@ -460,6 +472,7 @@ impl Assembled {
             subscriber_stop,
             subscriber,
             restarts,
+            control,
             embedded,
         }
     }
@@ -532,6 +545,7 @@ struct Running {
     subscriber_stop: CancellationToken,
     subscriber: Option<JoinHandle<()>>,
     restarts: Option<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
     embedded: bool,
 }
 
@@ -569,9 +583,12 @@ impl Running {
             _ => Ok(()),
         };
 
-        // 4. The subscriber and the restart watch stop reading.
+        // 4. The subscriber, the restart watch and the close orders stop reading.
         self.subscriber_stop.cancel();
-        for task in [self.subscriber, self.restarts].into_iter().flatten() {
+        for task in [self.subscriber, self.restarts, self.control]
+            .into_iter()
+            .flatten()
+        {
             let _ = task.await;
         }
         // 5. Connections to Redis and storage are released when dropped here.
