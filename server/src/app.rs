@@ -21,7 +21,7 @@ use crate::ops::{self, OpsState};
 use crate::restarts;
 use crate::rooms::Rooms;
 use crate::storage::{open_metered, Storage, StorageError};
-use crate::streams::{MemoryStreams, RedisStreams, StreamError, Streams};
+use crate::streams::{CloseOrder, MemoryStreams, RedisStreams, StreamError, Streams};
 use crate::subscriber;
 use crate::upgrade;
 use crate::worker::{Unstored, UpdateCallback, Worker, WorkerError, WorkerSettings};
@@ -75,6 +75,10 @@ pub struct Instance {
     /// How long clients are still served once shutdown began.
     drain: Duration,
     task: JoinHandle<Result<(), ShutdownError>>,
+    /// The streams, once connected.
+    connected: Arc<OnceLock<Arc<dyn Streams>>>,
+    /// This instance's rooms (when serving).
+    rooms: Option<Arc<Rooms>>,
 }
 
 /// How the stop is timed, from the moment the instance stops accepting: each
@@ -142,7 +146,7 @@ impl Instance {
 
         let parts = Parts {
             storage,
-            rooms,
+            rooms: rooms.clone(),
             auth,
             settings: config.websocket.connection_settings(),
             metrics,
@@ -156,7 +160,13 @@ impl Instance {
             Bus::Ready(streams) => Start::Assembled(parts.assemble(streams, &connected, &gate)),
             pending => Start::Pending(pending, Box::new(parts)),
         };
-        let task = tokio::spawn(run(stop.clone(), start, connected, gate, serving));
+        let task = tokio::spawn(run(
+            stop.clone(),
+            start,
+            Arc::clone(&connected),
+            gate,
+            serving,
+        ));
         Ok(Self {
             local_addr,
             metrics_addr,
@@ -164,7 +174,24 @@ impl Instance {
             draining,
             drain: config.websocket.shutdown_drain(),
             task,
+            connected,
+            rooms,
         })
+    }
+
+    /// Tell every instance of the fleet, this one included, to close the
+    /// connections `order` names (docs/protocol.md, the control channel).
+    pub async fn publish_close(&self, order: &CloseOrder) -> Result<(), StreamError> {
+        match self.connected.get() {
+            Some(streams) => streams.publish_close(order).await,
+            None => Err(StreamError::NotConnected),
+        }
+    }
+
+    /// Close the connections of this instance alone that `order` names;
+    /// returns how many were told to close.
+    pub fn close_local(&self, order: &CloseOrder) -> usize {
+        self.rooms.as_ref().map_or(0, |rooms| rooms.close(order))
     }
 
     /// Stop in the documented order and wait until everything has stopped:

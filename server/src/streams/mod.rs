@@ -51,6 +51,10 @@ pub enum StreamError {
     /// The worker group was missing (after a FLUSHALL, say) and has been recreated.
     #[error("worker group was missing and has been recreated")]
     GroupRecreated,
+    /// The streams are not connected yet (Redis has not answered since the
+    /// instance started).
+    #[error("the streams are not connected yet")]
+    NotConnected,
 }
 
 /// Entries of a doc stream read by [`History::read_page`].
