@@ -180,7 +180,7 @@ impl Instance {
     }
 
     /// Tell every instance of the fleet, this one included, to close the
-    /// connections `order` names (docs/protocol.md, the control channel).
+    /// connections `order` names (docs/protocol.md §3.1).
     pub async fn publish_close(&self, order: &CloseOrder) -> Result<(), StreamError> {
         match self.connected.get() {
             Some(streams) => streams.publish_close(order).await,

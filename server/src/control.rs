@@ -1,6 +1,6 @@
 //! Carrying out the fleet's close orders on this instance: every order
 //! published on the streams' control channel closes the connections it names
-//! here (docs/protocol.md, the control channel).
+//! here (docs/protocol.md §3.1).
 
 use std::sync::Arc;
 use std::time::Duration;

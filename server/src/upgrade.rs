@@ -47,16 +47,8 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
             return rejection.into_response();
         }
     };
-    if !origin_allowed(request.headers(), &state.allowed_origins) {
-        tracing::info!(
-            room = %crate::log_text::bounded(&room),
-            origin = %crate::log_text::bounded(
-                request.headers().get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("?")
-            ),
-            "connection refused: origin not allowed"
-        );
-        refused(Refusal::Origin);
-        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    if let Err(refusal) = check_origin(&state, request.headers(), &room) {
+        return refusal;
     }
     let (client, subprotocol) = match &state.auth {
         // Without auth an offered subprotocol is answered with its first
@@ -147,6 +139,21 @@ async fn serve_upgraded(
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP socket"),
     }
+}
+
+/// Refuse with 403 a request from an origin not allowed (counted and logged).
+fn check_origin(state: &AppState, headers: &HeaderMap, room: &str) -> Result<(), Response> {
+    if origin_allowed(headers, &state.allowed_origins) {
+        return Ok(());
+    }
+    let origin = headers.get(ORIGIN).and_then(|o| o.to_str().ok());
+    tracing::info!(
+        room = %crate::log_text::bounded(room),
+        origin = %crate::log_text::bounded(origin.unwrap_or("?")),
+        "connection refused: origin not allowed"
+    );
+    state.metrics.refused(Refusal::Origin);
+    Err((StatusCode::FORBIDDEN, "origin not allowed\n").into_response())
 }
 
 /// Whether a request may upgrade from where it comes: any when `allowed` is

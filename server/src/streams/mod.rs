@@ -2,7 +2,7 @@
 //! workers find them (docs/protocol.md §3).
 //!
 //! The streams are split by role ([`Append`], [`StreamReader`], [`History`],
-//! [`TaskQueue`], [`Health`], all keyed under one [`Keyspace`]), so that each
+//! [`TaskQueue`], [`Health`], [`Control`], all keyed under one [`Keyspace`]), so that each
 //! caller asks for what it uses and an implementation can provide one role at a
 //! time; [`Streams`] is all of them. Two implementations provide every role:
 //! [`RedisStreams`] for fleets (byte-compatible with y-redis 0.1.6 instances on
