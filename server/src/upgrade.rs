@@ -47,7 +47,7 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
             return rejection.into_response();
         }
     };
-    if let Err(refusal) = check_origin(&state, request.headers(), &room) {
+    if let Some(refusal) = refuse_origin(&state, request.headers(), &room) {
         return refusal;
     }
     let (client, subprotocol) = match &state.auth {
@@ -141,10 +141,11 @@ async fn serve_upgraded(
     }
 }
 
-/// Refuse with 403 a request from an origin not allowed (counted and logged).
-fn check_origin(state: &AppState, headers: &HeaderMap, room: &str) -> Result<(), Response> {
+/// The 403 refusing a request from an origin not allowed (counted and
+/// logged); `None` for a request that may go on.
+fn refuse_origin(state: &AppState, headers: &HeaderMap, room: &str) -> Option<Response> {
     if origin_allowed(headers, &state.allowed_origins) {
-        return Ok(());
+        return None;
     }
     let origin = headers.get(ORIGIN).and_then(|o| o.to_str().ok());
     tracing::info!(
@@ -153,7 +154,7 @@ fn check_origin(state: &AppState, headers: &HeaderMap, room: &str) -> Result<(),
         "connection refused: origin not allowed"
     );
     state.metrics.refused(Refusal::Origin);
-    Err((StatusCode::FORBIDDEN, "origin not allowed\n").into_response())
+    Some((StatusCode::FORBIDDEN, "origin not allowed\n").into_response())
 }
 
 /// Whether a request may upgrade from where it comes: any when `allowed` is
