@@ -14,6 +14,7 @@ use crate::auth::{AuthError, Authenticator};
 use crate::api::ApiState;
 use crate::config::{ApiConfig, Config, HistoryConfig};
 use crate::connection::{AppState, ConnectionSettings};
+use crate::control;
 use crate::gate::Gate;
 use crate::listener::{self, ListenerSettings};
 use crate::metrics::{Count, Metrics, Refusal};
@@ -21,7 +22,7 @@ use crate::ops::{self, OpsState};
 use crate::restarts;
 use crate::rooms::Rooms;
 use crate::storage::{open_metered, Storage, StorageError};
-use crate::streams::{MemoryStreams, RedisStreams, StreamError, Streams};
+use crate::streams::{CloseOrder, MemoryStreams, RedisStreams, StreamError, Streams};
 use crate::subscriber;
 use crate::upgrade;
 use crate::worker::{Unstored, UpdateCallback, Worker, WorkerError, WorkerSettings};
@@ -75,6 +76,10 @@ pub struct Instance {
     /// How long clients are still served once shutdown began.
     drain: Duration,
     task: JoinHandle<Result<(), ShutdownError>>,
+    /// The streams, once connected.
+    connected: Arc<OnceLock<Arc<dyn Streams>>>,
+    /// This instance's rooms (when serving).
+    rooms: Option<Arc<Rooms>>,
 }
 
 /// How the stop is timed, from the moment the instance stops accepting: each
@@ -142,7 +147,7 @@ impl Instance {
 
         let parts = Parts {
             storage,
-            rooms,
+            rooms: rooms.clone(),
             auth,
             settings: config.websocket.connection_settings(),
             metrics,
@@ -150,6 +155,7 @@ impl Instance {
             embedded,
             api: (roles.serve && config.api.enabled).then(|| config.api.clone()),
             history: config.history.clone(),
+            allowed_origins: config.websocket.allowed_origins.clone(),
         };
         // Assembled now when the bus answers, so the first client after
         // `start` returns is served, not refused.
@@ -157,7 +163,13 @@ impl Instance {
             Bus::Ready(streams) => Start::Assembled(parts.assemble(streams, &connected, &gate)),
             pending => Start::Pending(pending, Box::new(parts)),
         };
-        let task = tokio::spawn(run(stop.clone(), start, connected, gate, serving));
+        let task = tokio::spawn(run(
+            stop.clone(),
+            start,
+            Arc::clone(&connected),
+            gate,
+            serving,
+        ));
         Ok(Self {
             local_addr,
             metrics_addr,
@@ -165,7 +177,24 @@ impl Instance {
             draining,
             drain: config.websocket.shutdown_drain(),
             task,
+            connected,
+            rooms,
         })
+    }
+
+    /// Tell every instance of the fleet, this one included, to close the
+    /// connections `order` names (docs/protocol.md §3.1).
+    pub async fn publish_close(&self, order: &CloseOrder) -> Result<(), StreamError> {
+        match self.connected.get() {
+            Some(streams) => streams.publish_close(order).await,
+            None => Err(StreamError::NotConnected),
+        }
+    }
+
+    /// Close the connections of this instance alone that `order` names;
+    /// returns how many were told to close.
+    pub fn close_local(&self, order: &CloseOrder) -> usize {
+        self.rooms.as_ref().map_or(0, |rooms| rooms.close(order))
     }
 
     /// Stop in the documented order and wait until everything has stopped:
@@ -365,6 +394,7 @@ struct Parts {
     /// The document API's settings, when it is served.
     api: Option<ApiConfig>,
     history: HistoryConfig,
+    allowed_origins: Vec<String>,
 }
 
 impl Parts {
@@ -385,6 +415,7 @@ impl Parts {
             embedded,
             api,
             history,
+            allowed_origins,
         } = self;
         let _ = connected.set(Arc::clone(&streams));
         let worker = worker.map(|settings| {
@@ -404,6 +435,7 @@ impl Parts {
                 shutdown: CancellationToken::new(),
                 bus_restarts: tokio::sync::watch::Sender::new(0),
                 metrics,
+                allowed_origins,
             })
         });
         if let Some(state) = &state {
@@ -467,6 +499,13 @@ impl Assembled {
                 subscriber_stop.clone(),
             ))
         });
+        let control = state.as_ref().map(|state| {
+            tokio::spawn(control::watch(
+                Arc::clone(&streams),
+                Arc::clone(&state.rooms),
+                subscriber_stop.clone(),
+            ))
+        });
         let worker_stop = CancellationToken::new();
         let worker_task = worker.clone().map(|worker| {
             let token = worker_stop.clone();
@@ -482,6 +521,7 @@ impl Assembled {
             subscriber_stop,
             subscriber,
             restarts,
+            control,
             embedded,
         }
     }
@@ -554,6 +594,7 @@ struct Running {
     subscriber_stop: CancellationToken,
     subscriber: Option<JoinHandle<()>>,
     restarts: Option<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
     embedded: bool,
 }
 
@@ -591,9 +632,12 @@ impl Running {
             _ => Ok(()),
         };
 
-        // 4. The subscriber and the restart watch stop reading.
+        // 4. The subscriber, the restart watch and the close orders stop reading.
         self.subscriber_stop.cancel();
-        for task in [self.subscriber, self.restarts].into_iter().flatten() {
+        for task in [self.subscriber, self.restarts, self.control]
+            .into_iter()
+            .flatten()
+        {
             let _ = task.await;
         }
         // 5. Connections to Redis and storage are released when dropped here.

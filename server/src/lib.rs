@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod document;
 pub mod gate;
 pub mod listener;

@@ -38,11 +38,14 @@ pub enum CloseReason {
     Silent,
     /// The server failed it (document not loaded, append failed).
     Error,
+    /// Closed by order: a close order for its document or user (4401, 4404),
+    /// or its token expired (4401).
+    Ordered,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    const ALL: [CloseReason; 7] = [
+    const ALL: [CloseReason; 8] = [
         CloseReason::Client,
         CloseReason::InvalidFrame,
         CloseReason::TooLarge,
@@ -50,6 +53,7 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::Silent,
         CloseReason::Error,
+        CloseReason::Ordered,
     ];
 
     /// The label value.
@@ -62,6 +66,7 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Silent => "silent",
             CloseReason::Error => "error",
+            CloseReason::Ordered => "ordered",
         }
     }
 }
@@ -89,11 +94,13 @@ pub enum Refusal {
     BadRequest,
     /// Redis has not answered yet since the instance started (503).
     Unavailable,
+    /// The request's `Origin` is not in the allowed origins (403).
+    Origin,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    const ALL: [Refusal; 8] = [
+    const ALL: [Refusal; 9] = [
         Refusal::NoToken,
         Refusal::BadToken,
         Refusal::Expired,
@@ -102,6 +109,7 @@ impl Refusal {
         Refusal::NotFound,
         Refusal::BadRequest,
         Refusal::Unavailable,
+        Refusal::Origin,
     ];
 
     /// The label value.
@@ -115,6 +123,7 @@ impl Refusal {
             Refusal::NotFound => "not_found",
             Refusal::BadRequest => "bad_request",
             Refusal::Unavailable => "unavailable",
+            Refusal::Origin => "origin",
         }
     }
 }
@@ -253,9 +262,9 @@ pub struct Metrics {
     /// Seconds one compaction pass took (successful or not).
     pub compaction_seconds: Histogram,
     /// Connections closed, by [`CloseReason`] (indexed as `CloseReason::ALL`).
-    closed: [Count; 7],
+    closed: [Count; 8],
     /// Upgrades refused, by [`Refusal`] (indexed as `Refusal::ALL`).
-    refused: [Count; 8],
+    refused: [Count; 9],
     /// Rooms open here, set when `/metrics` is rendered.
     rooms_open: Gauge,
     /// Storage call latency by backend and operation.

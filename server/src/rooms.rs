@@ -6,21 +6,55 @@
 //! the number of rooms.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 use crate::load::InitialSync;
 use crate::socket::{Outbox, RoomFrame};
-use crate::streams::StreamId;
+use crate::streams::{CloseOrder, StreamId};
 
 /// A load shared by every connection that opens the room while it runs.
 type SharedLoad = Arc<OnceCell<Result<InitialSync, String>>>;
 
 /// The members of a room, replaced as a whole when one joins or leaves, so the
 /// fan-out takes them with one reference count and writes outside the lock.
-type Members = Arc<Vec<Arc<Outbox>>>;
+type Members = Arc<Vec<Member>>;
+
+/// One connection in a room: where its frames go, who it is, and how it is
+/// told to close.
+#[derive(Clone)]
+struct Member {
+    outbox: Arc<Outbox>,
+    /// The token's user id, with auth.
+    user: Option<Arc<str>>,
+    close: Arc<CloseSignal>,
+}
+
+/// An order to close one connection, with the code and reason of its close
+/// frame: set once, and the connection woken.
+#[derive(Default)]
+pub struct CloseSignal {
+    order: OnceLock<(u16, String)>,
+    ordered: CancellationToken,
+}
+
+impl CloseSignal {
+    /// Order the close; `false` when one was ordered already.
+    pub fn order(&self, code: u16, reason: &str) -> bool {
+        let first = self.order.set((code, reason.to_string())).is_ok();
+        self.ordered.cancel();
+        first
+    }
+
+    /// Wait until a close is ordered; its code and reason.
+    pub async fn ordered(&self) -> (u16, String) {
+        self.ordered.cancelled().await;
+        self.order.get().cloned().unwrap_or_default()
+    }
+}
 
 /// Registry of rooms, shared by connections and the subscriber.
 pub struct Rooms {
@@ -64,6 +98,14 @@ pub struct Membership {
     rooms: Arc<Rooms>,
     stream: Arc<str>,
     outbox: Arc<Outbox>,
+    close: Arc<CloseSignal>,
+}
+
+impl Membership {
+    /// Where a close of this connection is ordered ([`Rooms::close`]).
+    pub fn close_signal(&self) -> Arc<CloseSignal> {
+        Arc::clone(&self.close)
+    }
 }
 
 impl Drop for Membership {
@@ -84,9 +126,14 @@ impl Rooms {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Join the room of `stream`, creating it if needed: the room's frames go to
-    /// `outbox` from now on.
-    pub fn join(self: &Arc<Self>, stream: &str, outbox: Arc<Outbox>) -> Membership {
+    /// Join the room of `stream` as `user` (with auth), creating the room if
+    /// needed: the room's frames go to `outbox` from now on.
+    pub fn join(
+        self: &Arc<Self>,
+        stream: &str,
+        outbox: Arc<Outbox>,
+        user: Option<&str>,
+    ) -> Membership {
         let mut rooms = self.lock();
         let key = rooms
             .get_key_value(stream)
@@ -100,12 +147,18 @@ impl Rooms {
         });
         let mut members = Vec::with_capacity(room.members.len() + 1);
         members.extend(room.members.iter().cloned());
-        members.push(Arc::clone(&outbox));
+        let close = Arc::new(CloseSignal::default());
+        members.push(Member {
+            outbox: Arc::clone(&outbox),
+            user: user.map(Arc::from),
+            close: Arc::clone(&close),
+        });
         room.members = Arc::new(members);
         Membership {
             rooms: Arc::clone(self),
             stream: key,
             outbox,
+            close,
         }
     }
 
@@ -115,7 +168,7 @@ impl Rooms {
             let members: Vec<_> = room
                 .members
                 .iter()
-                .filter(|member| !Arc::ptr_eq(member, outbox))
+                .filter(|member| !Arc::ptr_eq(&member.outbox, outbox))
                 .cloned()
                 .collect();
             if members.is_empty() {
@@ -204,6 +257,25 @@ impl Rooms {
         }
     }
 
+    /// Close the connections of this instance that `order` names: every
+    /// member of its stream's room, or only those of its user. Returns how
+    /// many were told to close (a connection already told is not counted
+    /// again).
+    pub fn close(&self, order: &CloseOrder) -> usize {
+        let members = match self.lock().get(order.stream.as_str()) {
+            Some(room) => Arc::clone(&room.members),
+            None => return 0,
+        };
+        members
+            .iter()
+            .filter(|member| match &order.user {
+                None => true,
+                Some(user) => member.user.as_deref() == Some(user.as_str()),
+            })
+            .filter(|member| member.close.order(order.code, &order.reason))
+            .count()
+    }
+
     /// Number of rooms with at least one member.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -233,7 +305,7 @@ impl Rooms {
         };
         let mut delivered = 0;
         for member in members.iter() {
-            if member.deliver(frames) {
+            if member.outbox.deliver(frames) {
                 delivered += frames.len();
             }
         }
@@ -282,7 +354,51 @@ mod tests {
             crate::socket::Delivery::plain(),
             Arc::default(),
         ));
-        (rooms.join(stream, Arc::clone(&outbox)), outbox, client)
+        (
+            rooms.join(stream, Arc::clone(&outbox), None),
+            outbox,
+            client,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_close_order_names_a_room_or_one_user_in_it() {
+        let rooms = Rooms::new();
+        let joined = |stream: &str, user: Option<&str>| {
+            let rooms = Arc::clone(&rooms);
+            let (stream, user) = (stream.to_string(), user.map(str::to_string));
+            async move {
+                let (_, outbox, client) = member(&rooms, "unused", 8).await;
+                let membership = rooms.join(&stream, outbox, user.as_deref());
+                (membership, client)
+            }
+        };
+        let (alice, _a) = joined("s", Some("alice")).await;
+        let (bob, _b) = joined("s", Some("bob")).await;
+        let (other, _o) = joined("t", Some("alice")).await;
+        let order = |user: Option<&str>| CloseOrder {
+            stream: "s".into(),
+            user: user.map(str::to_string),
+            code: 4401,
+            reason: "revoked".into(),
+        };
+        assert_eq!(rooms.close(&order(Some("carol"))), 0);
+        assert_eq!(rooms.close(&order(Some("alice"))), 1);
+        assert_eq!(
+            alice.close_signal().ordered().await,
+            (4401, "revoked".to_string())
+        );
+        assert_eq!(rooms.close(&order(None)), 1, "alice was told already");
+        let (code, reason) = bob.close_signal().ordered().await;
+        assert_eq!((code, reason.as_str()), (4401, "revoked"));
+        let unordered =
+            tokio::time::timeout(Duration::from_millis(50), other.close_signal().ordered()).await;
+        assert!(unordered.is_err(), "another room is not closed");
+        let missing = CloseOrder {
+            stream: "none".into(),
+            ..order(None)
+        };
+        assert_eq!(rooms.close(&missing), 0);
     }
 
     #[tokio::test]

@@ -5,16 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header::SEC_WEBSOCKET_EXTENSIONS;
-use axum::http::{StatusCode, Uri};
+use axum::http::header::{ORIGIN, SEC_WEBSOCKET_EXTENSIONS};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
-use crate::auth::{self, Access, AuthError};
-use crate::connection::{self, AppState};
+use crate::auth::{self, AuthError};
+use crate::connection::{self, AppState, Client};
 use crate::metrics::Refusal;
 use crate::socket::deflate;
 use crate::socket::handshake::{self, Rejection};
@@ -52,13 +52,15 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
             return rejection.into_response();
         }
     };
-    let (access, subprotocol, user) = match &state.auth {
+    if let Some(refusal) = refuse_origin(&state, request.headers(), &room) {
+        return refusal;
+    }
+    let (client, subprotocol) = match &state.auth {
         // Without auth an offered subprotocol is answered with its first
         // entry, as y-redis answers.
         None => (
-            Access::ReadWrite,
+            Client::anonymous(),
             auth::first_offered_subprotocol(request.headers()),
-            None,
         ),
         Some(authenticator) => {
             // Refused before anything is upgraded: a plain 401.
@@ -74,7 +76,14 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
                 return StatusCode::UNAUTHORIZED.into_response();
             };
             match authenticator.authorize(&room, &token.token).await {
-                Ok(grant) => (grant.access, token.subprotocol, Some(grant.user_id)),
+                Ok(grant) => (
+                    Client {
+                        access: grant.access,
+                        user: Some(grant.user_id),
+                        expires_at: grant.expires_at,
+                    },
+                    token.subprotocol,
+                ),
                 Err(err) => {
                     refused(refusal_of(&err));
                     return StatusCode::UNAUTHORIZED.into_response();
@@ -102,7 +111,7 @@ async fn upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Re
     }
     let token = state.connections.token();
     tokio::spawn(async move {
-        serve_upgraded(on_upgrade, state, room, access, user, deflate).await;
+        serve_upgraded(on_upgrade, state, room, client, deflate).await;
         drop(token);
     });
     response
@@ -113,8 +122,7 @@ async fn serve_upgraded(
     on_upgrade: hyper::upgrade::OnUpgrade,
     state: Arc<AppState>,
     room: String,
-    access: Access,
-    user: Option<String>,
+    client: Client,
     deflate: Option<deflate::Agreed>,
 ) {
     let upgraded = match on_upgrade.await {
@@ -129,13 +137,52 @@ async fn serve_upgraded(
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let socket = parts.io.into_inner();
-            let span = connection_span(&room, socket.peer_addr().ok(), user.as_deref());
-            connection::serve(socket, parts.read_buf, state, room, access, deflate)
+            let span = connection_span(&room, socket.peer_addr().ok(), client.user.as_deref());
+            connection::serve(socket, parts.read_buf, state, room, client, deflate)
                 .instrument(span)
                 .await
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP socket"),
     }
+}
+
+/// The 403 refusing a request from an origin not allowed (counted and
+/// logged); `None` for a request that may go on.
+fn refuse_origin(state: &AppState, headers: &HeaderMap, room: &str) -> Option<Response> {
+    if origin_allowed(headers, &state.allowed_origins) {
+        return None;
+    }
+    let origin = headers.get(ORIGIN).and_then(|o| o.to_str().ok());
+    tracing::info!(
+        room = %crate::log_text::bounded(room),
+        origin = %crate::log_text::bounded(origin.unwrap_or("?")),
+        "connection refused: origin not allowed"
+    );
+    state.metrics.refused(Refusal::Origin);
+    Some((StatusCode::FORBIDDEN, "origin not allowed\n").into_response())
+}
+
+/// Whether a request may upgrade from where it comes: any when `allowed` is
+/// empty; else its `Origin` header, when it has one, must be one of `allowed`
+/// (compared as ASCII case-insensitive text, a trailing `/` ignored). A
+/// request without `Origin` is no browser's and is not checked.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/');
+    allowed.iter().any(|allowed| {
+        allowed
+            .trim()
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(origin)
+    })
 }
 
 /// The metrics label of an auth failure.
@@ -181,6 +228,26 @@ fn connection_span(room: &str, peer: Option<SocketAddr>, user: Option<&str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_checked_only_when_listed_and_sent() {
+        let with = |origin: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ORIGIN, origin.parse().unwrap());
+            headers
+        };
+        let allowed = vec!["https://app.example.com".to_string()];
+        assert!(origin_allowed(&with("https://evil.example"), &[]));
+        assert!(origin_allowed(&HeaderMap::new(), &allowed));
+        assert!(origin_allowed(&with("https://app.example.com"), &allowed));
+        assert!(origin_allowed(&with("HTTPS://App.Example.com/"), &allowed));
+        assert!(!origin_allowed(
+            &with("https://app.example.com:8443"),
+            &allowed
+        ));
+        assert!(!origin_allowed(&with("http://app.example.com"), &allowed));
+        assert!(!origin_allowed(&with("null"), &allowed));
+    }
 
     #[test]
     fn a_room_is_one_raw_path_segment() {

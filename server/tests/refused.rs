@@ -11,7 +11,7 @@ use testkit::callback::Reply;
 use testkit::{Handshake, PermissionCallback};
 use websocket::auth::{generate_key_pair, mint_token};
 
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 9] = [
     "no_token",
     "bad_token",
     "expired",
@@ -20,6 +20,7 @@ const REASONS: [&str; 8] = [
     "not_found",
     "bad_request",
     "unavailable",
+    "origin",
 ];
 
 /// The refusals by reason in a `/metrics` text.
@@ -77,6 +78,7 @@ async fn each_refused_upgrade_counts_its_reason() {
     cfg.auth.public_key = Some(public);
     cfg.auth.perm_callback = Some(callback.url().to_string());
     cfg.auth.perm_timeout = 2000;
+    cfg.websocket.allowed_origins = vec!["https://app.example.com".into()];
     let instance = start(&cfg).await;
 
     callback.reply("doc", "alice", Reply::grant("rw"));
@@ -103,6 +105,38 @@ async fn each_refused_upgrade_counts_its_reason() {
         }
     })
     .await;
+    // From an allowed origin, or with no Origin at all (above): accepted.
+    expect_refusal(&instance, "none", || async {
+        let origin = [("Origin", "https://app.example.com")];
+        match RawClient::try_connect_with_headers(&with("doc", &token), &origin)
+            .await
+            .unwrap()
+        {
+            Handshake::Accepted { client, .. } => client.close().await,
+            Handshake::Refused { status, .. } => panic!("refused with {status}"),
+        }
+    })
+    .await;
+    // From another origin: 403, before auth (a good token or none).
+    for target in [with("doc", &token), doc.clone()] {
+        expect_refusal(&instance, "origin", || async {
+            let origin = [("Origin", "https://elsewhere.example")];
+            match RawClient::try_connect_with_headers(&target, &origin)
+                .await
+                .unwrap()
+            {
+                Handshake::Refused {
+                    status,
+                    upgrade_header,
+                } => {
+                    assert_eq!(status, 403);
+                    assert!(!upgrade_header);
+                }
+                Handshake::Accepted { .. } => panic!("another origin was accepted"),
+            }
+        })
+        .await;
+    }
     expect_refusal(&instance, "no_token", || async {
         assert_eq!(refused_status(&doc, None).await, 401);
     })

@@ -160,6 +160,8 @@ pub struct RawClient {
     socket: Socket,
     /// The close code received, once the server closed.
     pub close_code: Option<u16>,
+    /// The reason of the server's close frame, once it closed with one.
+    pub close_reason: Option<String>,
 }
 
 impl RawClient {
@@ -168,6 +170,7 @@ impl RawClient {
         Ok(Self {
             socket: connect_socket(url, None).await?,
             close_code: None,
+            close_reason: None,
         })
     }
 
@@ -196,6 +199,7 @@ impl RawClient {
         Ok(Self {
             socket,
             close_code: None,
+            close_reason: None,
         })
     }
 
@@ -204,6 +208,7 @@ impl RawClient {
         Ok(Self {
             socket: connect_socket(url, Some(protocols)).await?,
             close_code: None,
+            close_reason: None,
         })
     }
 
@@ -212,11 +217,25 @@ impl RawClient {
     /// or the HTTP status of the refusal. Other failures (nothing listening, a
     /// broken response) are errors.
     pub async fn try_connect(url: &str, protocols: Option<&str>) -> Result<Handshake> {
+        let headers: &[(&str, &str)] = match protocols {
+            Some(protocols) => &[("Sec-WebSocket-Protocol", protocols)],
+            None => &[],
+        };
+        Self::try_connect_with_headers(url, headers).await
+    }
+
+    /// [`RawClient::try_connect`] with these extra request headers (an
+    /// `Origin`, say).
+    pub async fn try_connect_with_headers(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Handshake> {
         let mut request = url.into_client_request()?;
-        if let Some(protocols) = protocols {
-            request
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocols)?);
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())?,
+                HeaderValue::from_str(value)?,
+            );
         }
         match tokio_tungstenite::connect_async(request).await {
             Ok((socket, response)) => {
@@ -228,6 +247,7 @@ impl RawClient {
                     client: Box::new(Self {
                         socket,
                         close_code: None,
+                        close_reason: None,
                     }),
                     protocol,
                 })
@@ -264,7 +284,9 @@ impl RawClient {
             match next {
                 Ok(Message::Binary(b)) => return Some(b.to_vec()),
                 Ok(Message::Close(frame)) => {
-                    self.close_code = Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005));
+                    self.close_code =
+                        Some(frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005));
+                    self.close_reason = frame.map(|f| f.reason.to_string());
                     return None;
                 }
                 Ok(_) => continue,
@@ -295,7 +317,9 @@ impl RawClient {
             }
             match tokio::time::timeout_at(deadline, self.socket.next()).await {
                 Ok(Some(Ok(Message::Close(frame)))) => {
-                    self.close_code = Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005));
+                    self.close_code =
+                        Some(frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005));
+                    self.close_reason = frame.map(|f| f.reason.to_string());
                 }
                 Ok(Some(Ok(_))) => continue,
                 Ok(Some(Err(_))) | Ok(None) => {

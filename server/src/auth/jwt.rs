@@ -226,8 +226,18 @@ pub(super) fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
-/// Verifies `token` against `key` at time `now_ms` and returns its `yuserid`.
-pub(super) fn verify(key: &PublicKey, token: &str, now_ms: u64) -> Result<String, AuthError> {
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Verified {
+    /// Its `yuserid`.
+    pub(super) user_id: String,
+    /// Its `exp`, whole milliseconds since the epoch (a fractional `exp` is
+    /// valid through its whole millisecond, as lib0 compares it).
+    pub(super) expires_at: Option<u64>,
+}
+
+/// Verifies `token` against `key` at time `now_ms`: its `yuserid` and `exp`.
+pub(super) fn verify(key: &PublicKey, token: &str, now_ms: u64) -> Result<Verified, AuthError> {
     let parts: Vec<&str> = token.split('.').collect();
     let [header_b64, payload_b64, signature_b64] = parts.as_slice() else {
         return Err(AuthError::Malformed(format!(
@@ -262,8 +272,8 @@ pub(super) fn verify(key: &PublicKey, token: &str, now_ms: u64) -> Result<String
     let serde_json::Value::Object(claims) = payload else {
         return Err(AuthError::Malformed("payload is not a JSON object".into()));
     };
-    match claims.get("exp") {
-        None | Some(serde_json::Value::Null) => {}
+    let expires_at = match claims.get("exp") {
+        None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Number(exp)) => {
             // lib0 compares its millisecond clock with exp; a seconds-based exp is
             // therefore always in the past.
@@ -271,15 +281,23 @@ pub(super) fn verify(key: &PublicKey, token: &str, now_ms: u64) -> Result<String
             if now_ms as f64 > exp {
                 return Err(AuthError::Expired);
             }
+            // Not past, so at least `now_ms`; `as` saturates what no u64 holds.
+            Some(exp.floor() as u64)
         }
         Some(_) => return Err(AuthError::Malformed("exp is not a number".into())),
-    }
-    match claims.get("yuserid") {
-        None | Some(serde_json::Value::Null) => Err(AuthError::MissingUserId),
-        Some(serde_json::Value::String(user)) if user.is_empty() => Err(AuthError::MissingUserId),
-        Some(serde_json::Value::String(user)) => Ok(user.clone()),
-        Some(_) => Err(AuthError::Malformed("yuserid is not a string".into())),
-    }
+    };
+    let user_id = match claims.get("yuserid") {
+        None | Some(serde_json::Value::Null) => return Err(AuthError::MissingUserId),
+        Some(serde_json::Value::String(user)) if user.is_empty() => {
+            return Err(AuthError::MissingUserId)
+        }
+        Some(serde_json::Value::String(user)) => user.clone(),
+        Some(_) => return Err(AuthError::Malformed("yuserid is not a string".into())),
+    };
+    Ok(Verified {
+        user_id,
+        expires_at,
+    })
 }
 
 fn decode_json(part: &str, name: &str) -> Result<serde_json::Value, AuthError> {

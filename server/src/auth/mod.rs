@@ -74,6 +74,10 @@ pub struct Grant {
     pub user_id: String,
     /// Whether the user may write to the room.
     pub access: Access,
+    /// The token's `exp` claim, in milliseconds since the epoch (y-redis's
+    /// unit), whole milliseconds: the token is valid up to and including
+    /// that millisecond. `None`: it never expires.
+    pub expires_at: Option<u64>,
 }
 
 /// A token found in an upgrade request, with the place it came from, so that the
@@ -190,7 +194,7 @@ impl Authenticator {
     /// compare it) and its `yuserid`, and returns that user id. Used by
     /// [`Authenticator::authorize`], and on its own where no room is involved.
     pub fn verify_token(&self, token: &str) -> Result<String, AuthError> {
-        let result = jwt::verify(&self.inner.key, token, jwt::now_millis());
+        let result = jwt::verify(&self.inner.key, token, jwt::now_millis()).map(|v| v.user_id);
         if let Err(e) = &result {
             tracing::debug!(reason = %e, "auth token rejected");
         }
@@ -219,9 +223,16 @@ impl Authenticator {
     }
 
     async fn authorize_inner(&self, room: &str, token: &str) -> Result<Grant, AuthError> {
-        let user_id = jwt::verify(&self.inner.key, token, jwt::now_millis())?;
+        let jwt::Verified {
+            user_id,
+            expires_at,
+        } = jwt::verify(&self.inner.key, token, jwt::now_millis())?;
         let access = self.ask_callback(room, &user_id).await?;
-        Ok(Grant { user_id, access })
+        Ok(Grant {
+            user_id,
+            access,
+            expires_at,
+        })
     }
 
     async fn ask_callback(&self, room: &str, user_id: &str) -> Result<Access, AuthError> {

@@ -345,7 +345,26 @@ fn exp_is_compared_in_milliseconds() {
     // The boundary: expired only once the clock has passed exp.
     let key = jwt::PublicKey::from_jwk(&public).unwrap();
     let at = token("1000".into());
-    assert_eq!(jwt::verify(&key, &at, 1000).unwrap(), "u");
+    let verified = jwt::verify(&key, &at, 1000).unwrap();
+    assert_eq!(verified.user_id, "u");
+    assert_eq!(
+        verified.expires_at,
+        Some(1000),
+        "exp is carried, in milliseconds"
+    );
+    let fractional = token("1000.5".into());
+    assert_eq!(
+        jwt::verify(&key, &fractional, 1000).unwrap().expires_at,
+        Some(1000),
+        "valid through its whole millisecond"
+    );
+    assert!(jwt::verify(&key, &fractional, 1001).is_err());
+    assert_eq!(
+        jwt::verify(&key, &token("null".into()), 1000)
+            .unwrap()
+            .expires_at,
+        None
+    );
     assert!(matches!(
         jwt::verify(&key, &at, 1001),
         Err(AuthError::Expired)

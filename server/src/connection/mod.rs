@@ -29,11 +29,11 @@ use crate::auth::{Access, Authenticator};
 use crate::load::{load_doc, InitialSync};
 use crate::log_text::bounded;
 use crate::metrics::{self, Metrics};
-use crate::rooms::{Membership, Rooms};
+use crate::rooms::{CloseSignal, Membership, Rooms};
 use crate::socket::deflate::{Agreed, Inflater};
 use crate::socket::{close, Delivery, Flushed, FrameDecoder, Incoming, Outbox, Stopped};
 use crate::storage::Storage;
-use crate::streams::{self, Streams, DOC_ID};
+use crate::streams::{self, Streams, CLOSE_REVOKED, DOC_ID};
 use session::{AfterClose, End, Reply, Rest, Session};
 
 /// What every connection of this instance shares.
@@ -57,7 +57,35 @@ pub struct AppState {
     pub bus_restarts: tokio::sync::watch::Sender<u64>,
     /// This instance's counters.
     pub metrics: Arc<Metrics>,
+    /// The `Origin`s an upgrade may come from; empty: any.
+    pub allowed_origins: Vec<String>,
 }
+
+/// Who a connection serves, as its upgrade established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// What it may do in the room.
+    pub access: Access,
+    /// The token's user id, with auth.
+    pub user: Option<String>,
+    /// When its token expires, in milliseconds since the epoch (the token's
+    /// `exp`): the connection closes with 4401 once that instant passed.
+    pub expires_at: Option<u64>,
+}
+
+impl Client {
+    /// A client of a server without auth: it may write, and nothing expires.
+    pub fn anonymous() -> Self {
+        Self {
+            access: Access::ReadWrite,
+            user: None,
+            expires_at: None,
+        }
+    }
+}
+
+/// The close reason of a connection whose token expired.
+const TOKEN_EXPIRED: &str = "token expired";
 
 /// How long the close frame may take to leave before the client counts as
 /// stuck.
@@ -77,6 +105,10 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// buffer holds, so all a reset client had sent fits, while a client that keeps
 /// sending after the close cannot hold its connection open.
 const READ_REST_BUDGET: usize = 16 * 1024 * 1024;
+
+/// A far instant for a timer that is never polled (a token that does not
+/// expire).
+const UNUSED_TIMER: Duration = Duration::from_secs(3600);
 
 /// Bytes a read takes from the socket at most.
 const READ_CHUNK: usize = 8 * 1024;
@@ -108,6 +140,9 @@ fn log_end(end: &End, room: &str) {
         End::Refused(code, reason) => {
             tracing::warn!(%room, code, %reason, "closing the connection")
         }
+        End::Ordered(code, reason) => {
+            tracing::info!(%room, code, reason = %bounded(reason), "closing the connection by order")
+        }
     }
 }
 
@@ -126,6 +161,21 @@ struct Connection {
     incoming: BytesMut,
     /// What the client's frames, the ticks and the end call for.
     session: Session,
+    /// Where a close of this connection is ordered.
+    close_signal: Arc<CloseSignal>,
+    /// When the client's token expires.
+    expires: Option<tokio::time::Instant>,
+}
+
+/// The instant `expires_at` (milliseconds since the epoch, valid up to and
+/// including that millisecond) passes; `None` when it is too far off to tell.
+fn expiry(expires_at: u64) -> Option<tokio::time::Instant> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let left = Duration::from_millis(expires_at.saturating_sub(now_ms).saturating_add(1));
+    tokio::time::Instant::now().checked_add(left)
 }
 
 /// Serve one upgraded connection of `room` until the client leaves, the
@@ -137,7 +187,7 @@ pub async fn serve(
     read_ahead: Bytes,
     state: Arc<AppState>,
     room: String,
-    access: Access,
+    client: Client,
     deflate: Option<Agreed>,
 ) {
     metrics::inc(&state.metrics.connections_total);
@@ -158,7 +208,9 @@ pub async fn serve(
     // Join before loading (docs/protocol.md section 2.3), so that nothing
     // falls between the load and the live read; room frames wait in the outbox
     // until the initial sync is out.
-    let membership = state.rooms.join(&stream_key, Arc::clone(&outbox));
+    let membership = state
+        .rooms
+        .join(&stream_key, Arc::clone(&outbox), client.user.as_deref());
     // Copied out, and let go: the bytes share hyper's whole read buffer.
     metrics::add(&state.metrics.received_bytes, read_ahead.len() as u64);
     let incoming = BytesMut::from(&read_ahead[..]);
@@ -166,7 +218,9 @@ pub async fn serve(
     let mut connection = Connection {
         decoder: FrameDecoder::new(state.settings.max_message_size, deflate.is_some()),
         inflater: deflate.as_ref().map(Inflater::new),
-        session: Session::new(&state.settings, access, Instant::now()),
+        session: Session::new(&state.settings, client.access, Instant::now()),
+        close_signal: membership.close_signal(),
+        expires: client.expires_at.and_then(expiry),
         state,
         socket,
         outbox,
@@ -265,11 +319,23 @@ impl Connection {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut write_blocked = false;
         let mut bus_restarts = self.state.bus_restarts.subscribe();
+        let close_signal = Arc::clone(&self.close_signal);
+        let ordered = close_signal.ordered();
+        tokio::pin!(ordered);
+        let expired = tokio::time::sleep_until(
+            self.expires
+                .unwrap_or_else(|| tokio::time::Instant::now() + UNUSED_TIMER),
+        );
+        tokio::pin!(expired);
         loop {
             let step = tokio::select! {
                 biased;
                 _ = self.state.shutdown.cancelled() => return End::Shutdown,
                 _ = bus_restarts.changed() => return End::BusRestarted,
+                (code, reason) = &mut ordered => return End::Ordered(code, reason),
+                _ = &mut expired, if self.expires.is_some() => {
+                    return End::Ordered(CLOSE_REVOKED, TOKEN_EXPIRED.into())
+                }
                 _ = self.outbox.woken() => self.write_out(&mut write_blocked),
                 ready = self.outbox.writable(), if write_blocked => match ready {
                     Ok(()) => self.write_out(&mut write_blocked),

@@ -16,6 +16,7 @@ use crate::metrics::CloseReason;
 use crate::protocol::{self, AwarenessSize, ClientAction};
 use crate::socket::deflate::InflateError;
 use crate::socket::{close, frame, FrameError, Incoming};
+use crate::streams::CLOSE_DELETED;
 
 /// How often an idle connection with no idle timeout is looked at: never
 /// closed, so only rarely woken.
@@ -39,6 +40,11 @@ pub enum End {
     BusRestarted,
     /// The client or the bus failed it: close with this code and reason.
     Refused(u16, String),
+    /// Closed by order, with this code and reason: a close order for its
+    /// document or user, or its token expired. What the client sends
+    /// afterwards is dropped; a deleted document's stream is not written to
+    /// again, not even the awareness departure.
+    Ordered(u16, String),
 }
 
 impl End {
@@ -63,6 +69,7 @@ impl End {
             End::Refused(close::INTERNAL, _) | End::BusRestarted => CloseReason::Error,
             End::Refused(close::TOO_BIG | close::POLICY, _) => CloseReason::TooLarge,
             End::Refused(..) => CloseReason::InvalidFrame,
+            End::Ordered(..) => CloseReason::Ordered,
         }
     }
 }
@@ -286,12 +293,15 @@ impl Session {
             End::Shutdown => close_frame(close::GOING_AWAY, "server shutting down"),
             End::FellBehind => close_frame(close::TRY_AGAIN_LATER, "too far behind, reconnect"),
             End::BusRestarted => close_frame(close::INTERNAL, "redis restarted, reconnect"),
-            End::Refused(code, reason) => close_frame(*code, reason),
+            End::Refused(code, reason) | End::Ordered(code, reason) => close_frame(*code, reason),
         };
-        // A refused client's further messages are dropped; anyone else's, sent
-        // before it saw the close (or before its reset: a reset does not take
-        // back what this kernel received), are appended.
-        self.keep_rest = !matches!(end, End::Refused(..));
+        // A refused or ordered-out client's further messages are dropped;
+        // anyone else's, sent before it saw the close (or before its reset: a
+        // reset does not take back what this kernel received), are appended.
+        self.keep_rest = !matches!(end, End::Refused(..) | End::Ordered(..));
+        if matches!(end, End::Ordered(CLOSE_DELETED, _)) {
+            self.awareness = None;
+        }
         let rest = match frame {
             Some(frame) => Rest::CloseFrame {
                 frame,
@@ -324,7 +334,8 @@ impl Session {
     }
 
     /// The awareness removal announcing that this client left, for the first
-    /// client id it sent, at its latest clock; `None` when it sent none.
+    /// client id it sent, at its latest clock; `None` when it sent none, or
+    /// when its document was deleted (the removal would make the stream anew).
     pub fn departure(&self) -> Option<Vec<u8>> {
         self.awareness
             .map(|(client_id, clock)| protocol::encode_awareness_removal(client_id, clock))
@@ -751,6 +762,11 @@ mod tests {
                 Some((1008, "over 3 messages per second")),
                 CloseReason::TooLarge,
             ),
+            (
+                End::Ordered(4401, "token expired".into()),
+                Some((4401, "token expired")),
+                CloseReason::Ordered,
+            ),
             (End::ClientGone, None, CloseReason::Client),
             (End::Silent, None, CloseReason::Silent),
         ];
@@ -760,7 +776,8 @@ mod tests {
             let sent = match &ending.rest {
                 Rest::CloseFrame { frame, keep } => {
                     let (code, text) = close_frame(frame);
-                    assert_eq!(*keep, !matches!(end, End::Refused(..)), "{end:?}");
+                    let dropped = matches!(end, End::Refused(..) | End::Ordered(..));
+                    assert_eq!(*keep, !dropped, "{end:?}");
                     Some((code, text))
                 }
                 Rest::Received | Rest::Nothing => None,
@@ -772,6 +789,32 @@ mod tests {
             assert_eq!(ending.refused, refused, "{end:?}");
             assert_eq!(ending.fell_behind, end == End::FellBehind, "{end:?}");
         }
+    }
+
+    #[test]
+    fn a_deleted_document_gets_no_departure_and_nothing_after_the_close() {
+        let now = Instant::now();
+        let mut revoked = writer(Limits::default(), now);
+        revoked
+            .receive(Incoming::Binary(awareness(&[(3, 1, "{}")])), now)
+            .unwrap();
+        revoked.ending(&End::Ordered(4401, "revoked".into()));
+        assert!(revoked.departure().is_some(), "the others see it leave");
+        let update = update_message("after the close");
+        assert_eq!(
+            revoked.after_close(Incoming::Binary(update.clone()), now),
+            AfterClose::Skip
+        );
+        let mut deleted = writer(Limits::default(), now);
+        deleted
+            .receive(Incoming::Binary(awareness(&[(3, 1, "{}")])), now)
+            .unwrap();
+        deleted.ending(&End::Ordered(CLOSE_DELETED, "document deleted".into()));
+        assert_eq!(deleted.departure(), None);
+        assert_eq!(
+            deleted.after_close(Incoming::Binary(update), now),
+            AfterClose::Skip
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::stream::{self, BoxStream, StreamExt as _};
+use tokio::sync::{broadcast, Notify};
 
 use super::StreamId;
 use super::{
@@ -21,7 +22,12 @@ pub struct MemoryStreams {
     prefix: String,
     state: std::sync::Mutex<State>,
     changed: Notify,
+    /// Close orders, to every subscriber of this process.
+    control: broadcast::Sender<CloseOrder>,
 }
+
+/// Close orders a subscriber may fall behind by before it misses some.
+const CONTROL_BACKLOG: usize = 1024;
 
 #[derive(Default)]
 struct State {
@@ -74,6 +80,7 @@ impl MemoryStreams {
             prefix: prefix.to_string(),
             state: std::sync::Mutex::new(State::default()),
             changed: Notify::new(),
+            control: broadcast::channel(CONTROL_BACKLOG).0,
         }
     }
 
@@ -278,13 +285,27 @@ impl Health for MemoryStreams {}
 #[async_trait]
 impl Control for MemoryStreams {
     async fn publish_close(&self, order: &CloseOrder) -> Result<(), StreamError> {
-        let _ = order;
-        Err(StreamError::Reply("control is not implemented".into()))
+        // Nobody listening is no error: there is nothing to close.
+        let _ = self.control.send(order.clone());
+        Ok(())
     }
 
-    async fn close_orders(
-        &self,
-    ) -> Result<futures_util::stream::BoxStream<'static, CloseOrder>, StreamError> {
-        Err(StreamError::Reply("control is not implemented".into()))
+    async fn close_orders(&self) -> Result<BoxStream<'static, CloseOrder>, StreamError> {
+        let receiver = self.control.subscribe();
+        Ok(stream::unfold(receiver, |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(order) => return Some((order, receiver)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "close orders came faster than they were carried out; some were missed"
+                        );
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed())
     }
 }

@@ -2,7 +2,7 @@
 //! workers find them (docs/protocol.md §3).
 //!
 //! The streams are split by role ([`Append`], [`StreamReader`], [`History`],
-//! [`TaskQueue`], [`Health`], all keyed under one [`Keyspace`]), so that each
+//! [`TaskQueue`], [`Health`], [`Control`], all keyed under one [`Keyspace`]), so that each
 //! caller asks for what it uses and an implementation can provide one role at a
 //! time; [`Streams`] is all of them. Two implementations provide every role:
 //! [`RedisStreams`] for fleets (byte-compatible with y-redis 0.1.6 instances on
@@ -51,6 +51,10 @@ pub enum StreamError {
     /// The worker group was missing (after a FLUSHALL, say) and has been recreated.
     #[error("worker group was missing and has been recreated")]
     GroupRecreated,
+    /// The streams are not connected yet (Redis has not answered since the
+    /// instance started).
+    #[error("the streams are not connected yet")]
+    NotConnected,
 }
 
 /// Entries of a doc stream read by [`History::read_page`].
@@ -222,6 +226,42 @@ pub struct CloseOrder {
 pub const CLOSE_REVOKED: u16 = 4401;
 /// Close code of a connection whose document was deleted.
 pub const CLOSE_DELETED: u16 = 4404;
+
+impl CloseOrder {
+    /// The order as it travels on the control channel: a JSON object.
+    pub fn to_json(&self) -> String {
+        // A struct of strings and numbers always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// An order read from the control channel; `None` (with a log line, the
+    /// payload bounded) for anything that is no order a close frame can carry:
+    /// not JSON of the order's shape, or a close code a server may not send.
+    pub fn from_json(payload: &[u8]) -> Option<Self> {
+        match serde_json::from_slice::<CloseOrder>(payload) {
+            Ok(order) if sendable_close_code(order.code) => Some(order),
+            Ok(order) => {
+                tracing::warn!(
+                    code = order.code,
+                    "close order with a close code a server may not send, skipped"
+                );
+                None
+            }
+            Err(err) => {
+                let text = String::from_utf8_lossy(payload);
+                tracing::warn!(%err, payload = %crate::log_text::bounded(&text), "unreadable close order, skipped");
+                None
+            }
+        }
+    }
+}
+
+/// Whether a server may send `code` in a close frame (RFC 6455 section 7.4):
+/// the defined codes but those reserved for no frame at all, and the
+/// registered and private ranges 3000 to 4999.
+pub fn sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
 
 /// Orders to the whole fleet, through the streams' server.
 #[async_trait]

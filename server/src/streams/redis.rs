@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt as _};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::sync::Mutex;
@@ -52,6 +53,8 @@ pub struct RedisStreams {
     client: Client,
     prefix: String,
     worker_key: String,
+    /// The pub/sub channel of close orders, `{prefix}:control`.
+    control_key: String,
     commands: ConnectionManager,
     reader: Mutex<Option<Reader>>,
     reader_id: std::sync::Mutex<Option<i64>>,
@@ -160,6 +163,7 @@ impl RedisStreams {
             client,
             prefix: prefix.to_string(),
             worker_key: format!("{prefix}:worker"),
+            control_key: format!("{prefix}:control"),
             commands,
             reader: Mutex::new(None),
             reader_id: std::sync::Mutex::new(None),
@@ -380,14 +384,37 @@ impl Append for RedisStreams {
 #[async_trait]
 impl Control for RedisStreams {
     async fn publish_close(&self, order: &CloseOrder) -> Result<(), StreamError> {
-        let _ = order;
-        Err(StreamError::Reply("control is not implemented".into()))
+        let payload = order.to_json();
+        let payload = payload.as_str();
+        let _: i64 = self
+            .retrying(|mut connection| async move {
+                redis::cmd("PUBLISH")
+                    .arg(&self.control_key)
+                    .arg(payload)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(())
     }
 
-    async fn close_orders(
-        &self,
-    ) -> Result<futures_util::stream::BoxStream<'static, CloseOrder>, StreamError> {
-        Err(StreamError::Reply("control is not implemented".into()))
+    /// A dedicated pub/sub connection subscribed to `{prefix}:control`; the
+    /// stream ends when that connection does.
+    async fn close_orders(&self) -> Result<BoxStream<'static, CloseOrder>, StreamError> {
+        let subscribe = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.control_key).await?;
+            Ok::<_, StreamError>(pubsub)
+        };
+        let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, subscribe)
+            .await
+            .map_err(|_| StreamError::NoAnswer(COMMAND_TIMEOUT))??;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|message| {
+                std::future::ready(CloseOrder::from_json(message.get_payload_bytes()))
+            })
+            .boxed())
     }
 }
 
