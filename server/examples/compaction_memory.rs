@@ -107,6 +107,7 @@ async fn compact(url: &str) -> Result<()> {
             task_debounce: Duration::ZERO,
             min_message_lifetime: Duration::from_secs(60),
             update_callback: None,
+            history: None,
         },
     );
     let before = status_kb("VmRSS:")?;

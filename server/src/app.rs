@@ -323,7 +323,7 @@ async fn serve_websocket(
     Ok((bound, serving))
 }
 
-/// The worker's timing and update callback.
+/// The worker's timing, update callback and history retention.
 fn worker_settings(config: &Config) -> Result<WorkerSettings, StartError> {
     Ok(WorkerSettings {
         task_debounce: config.redis.task_debounce(),
@@ -331,6 +331,7 @@ fn worker_settings(config: &Config) -> Result<WorkerSettings, StartError> {
         update_callback: (config.worker.update_callback.as_deref())
             .map(UpdateCallback::new)
             .transpose()?,
+        history: config.history.enabled.then(|| config.history.retention()),
     })
 }
 

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use testkit::{FakeGcsServer, PostgresServer, S3Server};
 use websocket::config::Config;
 use websocket::storage::{
-    merge_items, object_prefix, open_storage, state_vector_of_update, Storage, StorageBackend,
-    StorageConfig, StorageError, StoredItem,
+    apply_retention, history_prefix, merge_items, object_prefix, open_storage,
+    state_vector_of_update, Retention, Storage, StorageBackend, StorageConfig, StorageError,
+    StoredItem, Version,
 };
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -334,6 +335,221 @@ async fn contract(storage: Arc<dyn Storage>, layout: Layout) {
         Err(StorageError::Corrupt(_)) => {}
         other => panic!("corrupt item gave {other:?}"),
     }
+
+    history_contract(s, &layout).await;
+}
+
+/// What a backend holds outside the history namespace, raw: object or file
+/// names not under `$history/`, or the rows of y-redis's table; `None` for
+/// memory. The second part: object or file names under `$history/`.
+fn raw_view(layout: &Layout) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+    match layout {
+        Layout::Opaque => None,
+        Layout::Objects(list) => {
+            let (history, items) = list().into_iter().partition(|n| n.starts_with("$history/"));
+            Some((items, history))
+        }
+        Layout::Rows(rows) => Some((rows().into_iter().collect(), BTreeSet::new())),
+    }
+}
+
+/// 2023-11-14 22:13:20 UTC.
+const T0: u64 = 1_700_000_000_000;
+
+fn version(number: u64, timestamp: u64, name: Option<&str>) -> Version {
+    Version {
+        version: number,
+        timestamp,
+        name: name.map(str::to_string),
+    }
+}
+
+/// Versions: kept, listed oldest first, loaded, replaced, named, deleted,
+/// thinned by retention, listed by document; in a namespace y-redis never sees.
+async fn history_contract(s: &dyn Storage, layout: &Layout) {
+    let before = raw_view(layout);
+
+    // No versions yet.
+    assert!(s.versions("hist", "index").await.unwrap().is_empty());
+    assert_eq!(s.load_version("hist", "index", 1).await.unwrap(), None);
+    assert!(!s.name_version("hist", "index", 1, "x").await.unwrap());
+    s.delete_versions("hist", "index", &[1]).await.unwrap();
+
+    // Put out of order, listed oldest first, each loaded as stored.
+    let states: Vec<Vec<u8>> = (1..=3u64)
+        .map(|i| text_doc(200 + i, &format!("v{i}")).0)
+        .collect();
+    for n in [2u64, 1, 3] {
+        s.put_version(
+            "hist",
+            "index",
+            &version(n, T0 + n * 1000, None),
+            &states[n as usize - 1],
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        s.versions("hist", "index").await.unwrap(),
+        (1..=3u64)
+            .map(|n| version(n, T0 + n * 1000, None))
+            .collect::<Vec<_>>()
+    );
+    for n in 1..=3u64 {
+        let loaded = s.load_version("hist", "index", n).await.unwrap();
+        assert_eq!(loaded.as_deref(), Some(states[n as usize - 1].as_slice()));
+    }
+    assert_eq!(s.load_version("hist", "index", 4).await.unwrap(), None);
+    assert!(s.versions("hist", "other").await.unwrap().is_empty());
+
+    // The same number again replaces the version.
+    let (again, _) = text_doc(300, "v2 again");
+    s.put_version("hist", "index", &version(2, T0 + 5000, None), &again)
+        .await
+        .unwrap();
+    let versions = s.versions("hist", "index").await.unwrap();
+    assert_eq!(versions.len(), 3);
+    assert_eq!(versions[1], version(2, T0 + 5000, None));
+    let loaded = s.load_version("hist", "index", 2).await.unwrap().unwrap();
+    assert_eq!(apply_all([loaded.as_slice()]), "v2 again");
+
+    // Naming: listed with its name, same content; named again, renamed.
+    assert!(s
+        .name_version("hist", "index", 1, "release 1/ä-x")
+        .await
+        .unwrap());
+    let versions = s.versions("hist", "index").await.unwrap();
+    assert_eq!(versions[0], version(1, T0 + 1000, Some("release 1/ä-x")));
+    assert_eq!(versions.len(), 3);
+    assert_eq!(
+        s.load_version("hist", "index", 1).await.unwrap().as_deref(),
+        Some(states[0].as_slice())
+    );
+    assert!(s.name_version("hist", "index", 1, "final").await.unwrap());
+    assert!(s.name_version("hist", "index", 1, "final").await.unwrap());
+    let versions = s.versions("hist", "index").await.unwrap();
+    assert_eq!(versions[0], version(1, T0 + 1000, Some("final")));
+    assert_eq!(versions.len(), 3);
+    for bad in ["".to_string(), "ä".repeat(100)] {
+        let refused = s.name_version("hist", "index", 1, &bad).await;
+        assert!(
+            matches!(refused, Err(StorageError::Config(_))),
+            "{refused:?}"
+        );
+    }
+
+    // Deleting: only the given versions, unknown ones ignored.
+    s.delete_versions("hist", "index", &[2, 9]).await.unwrap();
+    let numbers: Vec<u64> = s
+        .versions("hist", "index")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(numbers, [1, 3]);
+
+    // Retention keeps the named and the latest version.
+    let nothing = Retention {
+        keep_all_ms: 0,
+        hourly_ms: 0,
+        daily_ms: Some(0),
+    };
+    let far = T0 + 365 * 86_400_000;
+    assert!(apply_retention(s, "hist", "index", &nothing, far)
+        .await
+        .unwrap()
+        .is_empty());
+    s.put_version("hist", "index", &version(4, T0 + 9000, None), &again)
+        .await
+        .unwrap();
+    assert_eq!(
+        apply_retention(s, "hist", "index", &nothing, far)
+            .await
+            .unwrap(),
+        [3]
+    );
+    let numbers: Vec<u64> = s
+        .versions("hist", "index")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(numbers, [1, 4]);
+
+    // Names that need encoding, and names too long to store as they are.
+    for (room, _) in SPECIAL_ROOMS {
+        let (update, _) = text_doc(7, &format!("{room} v1"));
+        s.put_version(room, "hist/ä", &version(1, T0, None), &update)
+            .await
+            .unwrap();
+    }
+    for (room, _) in SPECIAL_ROOMS {
+        assert_eq!(
+            s.versions(room, "hist/ä").await.unwrap(),
+            [version(1, T0, None)]
+        );
+        let loaded = s.load_version(room, "hist/ä", 1).await.unwrap().unwrap();
+        assert_eq!(apply_all([loaded.as_slice()]), format!("{room} v1"));
+    }
+    let long_room = format!("{}h", noise(5_000));
+    s.put_version(&long_room, "index", &version(1, T0, Some("n")), &again)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.versions(&long_room, "index").await.unwrap(),
+        [version(1, T0, Some("n"))]
+    );
+
+    // Every document with versions is listed; every one listed is addressable.
+    let documents = s.documents_with_history().await.unwrap();
+    assert!(documents.contains(&("hist".to_string(), "index".to_string())));
+    for (room, _) in SPECIAL_ROOMS {
+        assert!(
+            documents.contains(&(room.to_string(), "hist/ä".to_string())),
+            "{room:?} not in {documents:?}"
+        );
+    }
+    for (room, doc) in &documents {
+        assert!(
+            !s.versions(room, doc).await.unwrap().is_empty(),
+            "{room:?}/{doc:?}"
+        );
+    }
+
+    // y-redis's view is untouched: no items for these documents, nothing new
+    // outside `$history/`, and versions laid out as documented.
+    assert!(s.load("hist", "index").await.unwrap().is_empty());
+    for (room, _) in SPECIAL_ROOMS {
+        assert!(s.load(room, "hist/ä").await.unwrap().is_empty());
+    }
+    if let (Some((items_before, _)), Some((items_after, history))) = (before, raw_view(layout)) {
+        assert_eq!(items_before, items_after, "history changed y-redis's view");
+        if let Layout::Objects(_) = layout {
+            let prefix = history_prefix("hist", "index");
+            assert_eq!(prefix, "$history/hist/index/");
+            let own: BTreeSet<&String> =
+                history.iter().filter(|n| n.starts_with(&prefix)).collect();
+            let expected = BTreeSet::from([
+                format!("{prefix}00000000000000000001-{}-final", T0 + 1000),
+                format!("{prefix}00000000000000000004-{}", T0 + 9000),
+            ]);
+            assert_eq!(own.into_iter().cloned().collect::<BTreeSet<_>>(), expected);
+            for (_, encoded_room) in SPECIAL_ROOMS {
+                let name =
+                    format!("$history/{encoded_room}/hist%2F%C3%A4/00000000000000000001-{T0}");
+                assert!(history.contains(&name), "no {name} in {history:?}");
+            }
+            assert!(history.iter().all(|n| n.len() <= 1024));
+        }
+    }
+
+    // Deleting every version of a document takes it out of the listing.
+    s.delete_versions("hist", "index", &[1, 4]).await.unwrap();
+    assert!(s.versions("hist", "index").await.unwrap().is_empty());
+    let documents = s.documents_with_history().await.unwrap();
+    assert!(!documents.contains(&("hist".to_string(), "index".to_string())));
 }
 
 fn config(backend: StorageBackend) -> StorageConfig {
@@ -456,6 +672,33 @@ async fn postgres_backend_meets_the_contract() {
         )
         .unwrap();
     assert_eq!(key.trim(), "room,doc,r");
+    // Versions are in a table of their own, names as they are.
+    let history = server
+        .psql("SELECT room, doc, version, ts, name FROM yws_history_v1 ORDER BY room")
+        .unwrap();
+    assert!(
+        history
+            .lines()
+            .any(|row| row == format!("my room|hist/ä|1|{T0}|")),
+        "{history}"
+    );
+    let columns = server
+        .psql(
+            "SELECT column_name, data_type FROM information_schema.columns \
+             WHERE table_name = 'yws_history_v1' ORDER BY ordinal_position",
+        )
+        .unwrap();
+    assert_eq!(
+        columns.lines().collect::<Vec<_>>(),
+        [
+            "room|text",
+            "doc|text",
+            "version|bigint",
+            "ts|bigint",
+            "name|text",
+            "update|bytea"
+        ]
+    );
     // The state vector column holds what put was given.
     let (update, sv) = text_doc(9, "sv column");
     let r = open_storage(&cfg)

@@ -17,7 +17,7 @@ use common::*;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use websocket::storage::fs::FsStorage;
-use websocket::storage::{Storage, StorageError, StoredItem};
+use websocket::storage::{Storage, StorageError, StoredItem, Version};
 use websocket::streams::{Append, MemoryStreams, RedisStreams, Streams};
 use websocket::worker::{Worker, WorkerSettings};
 
@@ -30,6 +30,7 @@ struct Flaky {
     inner: FsStorage,
     fail_load: AtomicBool,
     fail_put: AtomicBool,
+    fail_history: AtomicBool,
     /// How many of the next deletes fail.
     fail_deletes: AtomicUsize,
     failures: AtomicUsize,
@@ -44,6 +45,7 @@ impl Flaky {
             inner: FsStorage::open(dir).await.unwrap(),
             fail_load: AtomicBool::new(false),
             fail_put: AtomicBool::new(false),
+            fail_history: AtomicBool::new(false),
             fail_deletes: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
             deletes: AtomicUsize::new(0),
@@ -126,6 +128,58 @@ impl Storage for Flaky {
     fn name(&self) -> &'static str {
         "flaky"
     }
+
+    async fn put_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: &Version,
+        update: &[u8],
+    ) -> Result<(), StorageError> {
+        if self.fail_history.load(Ordering::SeqCst) {
+            return Err(self.fail("put_version"));
+        }
+        self.inner.put_version(room, docid, version, update).await
+    }
+
+    async fn versions(&self, room: &str, docid: &str) -> Result<Vec<Version>, StorageError> {
+        if self.fail_history.load(Ordering::SeqCst) {
+            return Err(self.fail("versions"));
+        }
+        self.inner.versions(room, docid).await
+    }
+
+    async fn load_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.load_version(room, docid, version).await
+    }
+
+    async fn name_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        self.inner.name_version(room, docid, version, name).await
+    }
+
+    async fn delete_versions(
+        &self,
+        room: &str,
+        docid: &str,
+        versions: &[u64],
+    ) -> Result<(), StorageError> {
+        self.inner.delete_versions(room, docid, versions).await
+    }
+
+    async fn documents_with_history(&self) -> Result<Vec<(String, String)>, StorageError> {
+        self.inner.documents_with_history().await
+    }
 }
 
 /// Everything logged at warn or above, as text.
@@ -203,6 +257,7 @@ fn spawn_worker_on(
             task_debounce,
             min_message_lifetime: LIFETIME,
             update_callback: None,
+            history: None,
         },
     );
     let stop = CancellationToken::new();

@@ -1,5 +1,7 @@
 //! Documents as files: `{dir}/{enc(room)}/{enc(docid)}/{uuid}`, each file one v2
 //! update. The same layout as the object stores, on a local or shared disk.
+//! Versions (history) are files `{dir}/$history/{enc(room)}/{enc(docid)}/{leaf}`
+//! with the object stores' leaf names (`history`).
 //!
 //! Writes are atomic: an item is written to a hidden temporary file (name starting
 //! with `.`), flushed to disk, then renamed into place, and the directory is synced,
@@ -16,7 +18,10 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::{encode_uri_component, names, Storage, StorageError, StoredItem, RELIST_ATTEMPTS};
+use super::history::{self, check_name, decode_component, leaf_name, versions_of_leaves};
+use super::{
+    encode_uri_component, names, Storage, StorageError, StoredItem, Version, RELIST_ATTEMPTS,
+};
 
 /// Stores documents under a directory (default `./data`). Several processes may
 /// share the directory: item names are fresh UUIDs and nothing is rewritten in place.
@@ -63,6 +68,24 @@ impl FsStorage {
     /// The directory holding the items of (room, docid).
     pub fn doc_dir(&self, room: &str, docid: &str) -> PathBuf {
         self.dir.join(path_segment(room)).join(path_segment(docid))
+    }
+
+    /// The directory holding the versions of (room, docid).
+    pub fn history_dir(&self, room: &str, docid: &str) -> PathBuf {
+        self.dir
+            .join(history::HISTORY_ROOT)
+            .join(path_segment(room))
+            .join(path_segment(docid))
+    }
+}
+
+/// The name a [`path_segment`] stands for; `None` for a shortened one.
+fn segment_name(segment: &str) -> Option<String> {
+    match segment {
+        "%" => Some(String::new()),
+        "%2E" => Some(".".to_string()),
+        "%2E%2E" => Some("..".to_string()),
+        _ => decode_component(segment),
     }
 }
 
@@ -189,19 +212,24 @@ pub fn sweep_stale_temps(dir: &Path, age: Duration) -> usize {
 
 /// [`sweep_stale_temps`] in every document directory under `root`
 /// (`{root}/{room}/{docid}`).
+/// The history directories (`{root}/$history/{room}/{docid}`) are swept too.
 fn sweep_all(root: &Path, age: Duration) {
-    let Ok(rooms) = std::fs::read_dir(root) else {
-        return;
-    };
-    let mut removed = 0;
-    for room in rooms.flatten() {
-        let Ok(docs) = std::fs::read_dir(room.path()) else {
-            continue;
+    let sweep = |root: &Path| {
+        let Ok(rooms) = std::fs::read_dir(root) else {
+            return 0;
         };
-        for doc in docs.flatten() {
-            removed += sweep_stale_temps(&doc.path(), age);
+        let mut removed = 0;
+        for room in rooms.flatten() {
+            let Ok(docs) = std::fs::read_dir(room.path()) else {
+                continue;
+            };
+            for doc in docs.flatten() {
+                removed += sweep_stale_temps(&doc.path(), age);
+            }
         }
-    }
+        removed
+    };
+    let removed = sweep(root) + sweep(&root.join(history::HISTORY_ROOT));
     if removed > 0 {
         tracing::info!(
             removed,
@@ -235,6 +263,185 @@ fn write_item(dir: &Path, update: &[u8]) -> Result<String, StorageError> {
         return Err(e.into());
     }
     Ok(reference)
+}
+
+/// Write `bytes` as file `name` in `dir` atomically (temporary file, rename
+/// over any file of that name, directory synced).
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    ensure_dir(dir)?;
+    sweep_stale_temps(dir, STALE_TEMP_AGE);
+    let temp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, dir.join(name))?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// The file names in `dir` (none when it does not exist), hidden ones left out.
+fn file_names(dir: &Path) -> Result<Vec<String>, StorageError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if let Ok(name) = entry.file_name().into_string() {
+            if is_item_name(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The versions in a history directory, each with its file names.
+fn list_versions(dir: &Path) -> Result<Vec<(Version, Vec<String>)>, StorageError> {
+    let names = file_names(dir)?;
+    Ok(versions_of_leaves(names.iter().map(String::as_str)))
+}
+
+fn remove_if_present(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn put_version_file(dir: &Path, version: &Version, update: &[u8]) -> Result<(), StorageError> {
+    let leaf = leaf_name(version);
+    write_file(dir, &leaf, update)?;
+    let replaced = list_versions(dir)?
+        .into_iter()
+        .filter(|(v, _)| v.version == version.version)
+        .flat_map(|(_, files)| files)
+        .filter(|file| *file != leaf);
+    for file in replaced {
+        remove_if_present(&dir.join(file))?;
+    }
+    Ok(())
+}
+
+fn load_version_file(dir: &Path, version: u64) -> Result<Option<Vec<u8>>, StorageError> {
+    for _ in 0..RELIST_ATTEMPTS {
+        let Some((_, files)) = list_versions(dir)?
+            .into_iter()
+            .find(|(v, _)| v.version == version)
+        else {
+            return Ok(None);
+        };
+        // The named file first: it is the one kept when naming was interrupted.
+        let mut vanished = false;
+        for file in files.iter().rev() {
+            match std::fs::read(dir.join(file)) {
+                Ok(update) => return Ok(Some(update)),
+                // Renamed or replaced since the listing.
+                Err(e) if e.kind() == ErrorKind::NotFound => vanished = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !vanished {
+            return Ok(None);
+        }
+    }
+    Err(StorageError::Backend(format!(
+        "version {version} in {} kept changing while being read",
+        dir.display()
+    )))
+}
+
+fn name_version_file(dir: &Path, version: u64, name: &str) -> Result<bool, StorageError> {
+    let Some((kept, files)) = list_versions(dir)?
+        .into_iter()
+        .find(|(v, _)| v.version == version)
+    else {
+        return Ok(false);
+    };
+    let named = Version {
+        name: Some(name.to_string()),
+        ..kept
+    };
+    let leaf = leaf_name(&named);
+    let mut sources = files.iter().filter(|file| **file != leaf);
+    if let Some(first) = sources.next() {
+        if !files.contains(&leaf) {
+            match std::fs::rename(dir.join(first), dir.join(&leaf)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            remove_if_present(&dir.join(first))?;
+        }
+        for other in sources {
+            remove_if_present(&dir.join(other))?;
+        }
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(true)
+}
+
+fn delete_version_files(dir: &Path, versions: &[u64]) -> Result<(), StorageError> {
+    let doomed = list_versions(dir)?
+        .into_iter()
+        .filter(|(v, _)| versions.contains(&v.version))
+        .flat_map(|(_, files)| files);
+    for file in doomed {
+        remove_if_present(&dir.join(file))?;
+    }
+    Ok(())
+}
+
+/// (room, docid) of every history directory under `root` holding a version.
+fn documents_in(root: &Path) -> Result<Vec<(String, String)>, StorageError> {
+    let mut documents = Vec::new();
+    for room in dir_names(root)? {
+        for doc in dir_names(&root.join(&room))? {
+            if list_versions(&root.join(&room).join(&doc))?.is_empty() {
+                continue;
+            }
+            match (segment_name(&room), segment_name(&doc)) {
+                (Some(room), Some(doc)) => documents.push((room, doc)),
+                _ => tracing::debug!(
+                    room = %crate::log_text::bounded(&room),
+                    "history of a shortened room or docid name left out of the listing"
+                ),
+            }
+        }
+    }
+    documents.sort();
+    Ok(documents)
+}
+
+/// The subdirectory names of `dir` (none when it does not exist).
+fn dir_names(dir: &Path) -> Result<Vec<String>, StorageError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 fn delete_items(dir: &Path, references: &[String]) -> Result<(), StorageError> {
@@ -280,6 +487,71 @@ impl Storage for FsStorage {
 
     fn name(&self) -> &'static str {
         "fs"
+    }
+
+    async fn put_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: &Version,
+        update: &[u8],
+    ) -> Result<(), StorageError> {
+        if let Some(name) = &version.name {
+            check_name(name)?;
+        }
+        let dir = self.history_dir(room, docid);
+        let (version, update) = (version.clone(), update.to_vec());
+        blocking(move || put_version_file(&dir, &version, &update)).await
+    }
+
+    async fn versions(&self, room: &str, docid: &str) -> Result<Vec<Version>, StorageError> {
+        let dir = self.history_dir(room, docid);
+        blocking(move || {
+            Ok(list_versions(&dir)?
+                .into_iter()
+                .map(|(version, _)| version)
+                .collect())
+        })
+        .await
+    }
+
+    async fn load_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let dir = self.history_dir(room, docid);
+        blocking(move || load_version_file(&dir, version)).await
+    }
+
+    async fn name_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        check_name(name)?;
+        let dir = self.history_dir(room, docid);
+        let name = name.to_string();
+        blocking(move || name_version_file(&dir, version, &name)).await
+    }
+
+    async fn delete_versions(
+        &self,
+        room: &str,
+        docid: &str,
+        versions: &[u64],
+    ) -> Result<(), StorageError> {
+        let dir = self.history_dir(room, docid);
+        let versions = versions.to_vec();
+        blocking(move || delete_version_files(&dir, &versions)).await
+    }
+
+    async fn documents_with_history(&self) -> Result<Vec<(String, String)>, StorageError> {
+        let root = self.dir.join(history::HISTORY_ROOT);
+        blocking(move || documents_in(&root)).await
     }
 }
 

@@ -202,6 +202,41 @@ mod tests {
         fn name(&self) -> &'static str {
             "postgres"
         }
+        async fn put_version(
+            &self,
+            _: &str,
+            _: &str,
+            _: &Version,
+            _: &[u8],
+        ) -> Result<(), StorageError> {
+            Err(StorageError::Backend("down".into()))
+        }
+        async fn versions(&self, _: &str, _: &str) -> Result<Vec<Version>, StorageError> {
+            Err(StorageError::Backend("down".into()))
+        }
+        async fn load_version(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+        ) -> Result<Option<Vec<u8>>, StorageError> {
+            Err(StorageError::Backend("down".into()))
+        }
+        async fn name_version(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: &str,
+        ) -> Result<bool, StorageError> {
+            Err(StorageError::Backend("down".into()))
+        }
+        async fn delete_versions(&self, _: &str, _: &str, _: &[u64]) -> Result<(), StorageError> {
+            Err(StorageError::Backend("down".into()))
+        }
+        async fn documents_with_history(&self) -> Result<Vec<(String, String)>, StorageError> {
+            Err(StorageError::Backend("down".into()))
+        }
     }
 
     #[tokio::test]

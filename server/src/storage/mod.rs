@@ -29,7 +29,7 @@ pub mod postgres;
 pub mod s3;
 
 pub use config::{StorageBackend, StorageConfig};
-pub use history::{Retention, Version};
+pub use history::{apply_retention, now_ms, to_drop, Retention, Version, MAX_NAME_BYTES};
 pub use metered::Metered;
 pub use open::{open_metered, open_storage, OPEN_TIMEOUT};
 
@@ -97,16 +97,10 @@ pub trait Storage: Send + Sync + 'static {
         docid: &str,
         version: &Version,
         update: &[u8],
-    ) -> Result<(), StorageError> {
-        let _ = (room, docid, version, update);
-        Err(StorageError::Config("history is not implemented".into()))
-    }
+    ) -> Result<(), StorageError>;
 
     /// Every kept version of (room, docid), oldest first; empty without any.
-    async fn versions(&self, room: &str, docid: &str) -> Result<Vec<Version>, StorageError> {
-        let _ = (room, docid);
-        Err(StorageError::Config("history is not implemented".into()))
-    }
+    async fn versions(&self, room: &str, docid: &str) -> Result<Vec<Version>, StorageError>;
 
     /// The v2 update kept as `version`; `None` when there is no such version.
     async fn load_version(
@@ -114,23 +108,18 @@ pub trait Storage: Send + Sync + 'static {
         room: &str,
         docid: &str,
         version: u64,
-    ) -> Result<Option<Vec<u8>>, StorageError> {
-        let _ = (room, docid, version);
-        Err(StorageError::Config("history is not implemented".into()))
-    }
+    ) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Give `version` a name, making it a snapshot kept until deleted;
-    /// `false` when there is no such version.
+    /// `false` when there is no such version. A name that is empty or longer
+    /// than [`MAX_NAME_BYTES`] once encoded is a [`StorageError::Config`].
     async fn name_version(
         &self,
         room: &str,
         docid: &str,
         version: u64,
         name: &str,
-    ) -> Result<bool, StorageError> {
-        let _ = (room, docid, version, name);
-        Err(StorageError::Config("history is not implemented".into()))
-    }
+    ) -> Result<bool, StorageError>;
 
     /// Delete the given versions of (room, docid); unknown ones are ignored.
     async fn delete_versions(
@@ -138,15 +127,13 @@ pub trait Storage: Send + Sync + 'static {
         room: &str,
         docid: &str,
         versions: &[u64],
-    ) -> Result<(), StorageError> {
-        let _ = (room, docid, versions);
-        Err(StorageError::Config("history is not implemented".into()))
-    }
+    ) -> Result<(), StorageError>;
 
-    /// Every (room, docid) that has kept versions, for a cleanup of all.
-    async fn documents_with_history(&self) -> Result<Vec<(String, String)>, StorageError> {
-        Err(StorageError::Config("history is not implemented".into()))
-    }
+    /// Every (room, docid) that has kept versions, for a cleanup of all. Object
+    /// stores and fs cannot tell a room or docid whose stored name was shortened
+    /// (`names`) and leave such documents out (logged at debug); the worker
+    /// still applies the retention to them whenever it keeps a version.
+    async fn documents_with_history(&self) -> Result<Vec<(String, String)>, StorageError>;
 
     /// The v1-encoded state vector of the stored document, `None` when it was never
     /// stored. Lets a caller learn what storage already holds without shipping the
@@ -236,6 +223,12 @@ pub fn object_prefix(room: &str, docid: &str) -> String {
         names::bounded(&encode_uri_component(room), OBJECT_ROOM_MAX),
         names::bounded(&encode_uri_component(docid), OBJECT_DOC_MAX)
     )
+}
+
+/// The object-name prefix of the versions of (room, docid):
+/// `$history/{enc(room)}/{enc(docid)}/`, with [`object_prefix`]'s shortening.
+pub fn history_prefix(room: &str, docid: &str) -> String {
+    format!("{}/{}", history::HISTORY_ROOT, object_prefix(room, docid))
 }
 
 /// Bytes of an object name's room part: with the docid part, two slashes and

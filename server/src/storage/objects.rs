@@ -8,8 +8,11 @@ use async_trait::async_trait;
 use futures_util::{stream, StreamExt};
 use reqwest::StatusCode;
 
+use super::history::{self, check_name, decode_component, leaf_name, versions_of_leaves};
 use super::http::Reply;
-use super::{object_prefix, Storage, StorageError, StoredItem, RELIST_ATTEMPTS};
+use super::{
+    history_prefix, object_prefix, Storage, StorageError, StoredItem, Version, RELIST_ATTEMPTS,
+};
 
 /// How many objects are fetched at once while loading a document.
 const PARALLEL_FETCHES: usize = 8;
@@ -141,6 +144,57 @@ async fn load_objects<S: ObjectStore>(
     )))
 }
 
+/// The versions of (room, docid), each with its object names.
+async fn list_versions<S: ObjectStore>(
+    store: &S,
+    prefix: &str,
+) -> Result<Vec<(Version, Vec<String>)>, StorageError> {
+    let names = list(store, prefix).await?;
+    let leaves = names.iter().filter_map(|name| item_of(prefix, name));
+    Ok(versions_of_leaves(leaves)
+        .into_iter()
+        .map(|(version, leaves)| {
+            let names = leaves.into_iter().map(|leaf| format!("{prefix}{leaf}"));
+            (version, names.collect())
+        })
+        .collect())
+}
+
+/// The object names of one version, `None` when there is no such version.
+async fn version_objects<S: ObjectStore>(
+    store: &S,
+    prefix: &str,
+    version: u64,
+) -> Result<Option<(Version, Vec<String>)>, StorageError> {
+    Ok(list_versions(store, prefix)
+        .await?
+        .into_iter()
+        .find(|(v, _)| v.version == version))
+}
+
+/// (room, docid) of an object name under `$history/`; `None` for a name of
+/// another shape, or whose room or docid was shortened (`names`).
+fn document_of(name: &str) -> Option<(String, String)> {
+    let rest = name
+        .strip_prefix(history::HISTORY_ROOT)?
+        .strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let (room, doc, leaf) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || history::parse_leaf(leaf).is_none() {
+        return None;
+    }
+    match (decode_component(room), decode_component(doc)) {
+        (Some(room), Some(doc)) => Some((room, doc)),
+        _ => {
+            tracing::debug!(
+                object = %crate::log_text::bounded(name),
+                "history of a shortened room or docid name left out of the listing"
+            );
+            None
+        }
+    }
+}
+
 #[async_trait]
 impl<S: ObjectStore> Storage for S {
     async fn load(&self, room: &str, docid: &str) -> Result<Vec<StoredItem>, StorageError> {
@@ -181,6 +235,136 @@ impl<S: ObjectStore> Storage for S {
 
     fn name(&self) -> &'static str {
         S::NAME
+    }
+
+    /// Writes the new object, then deletes other objects of the same number.
+    async fn put_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: &Version,
+        update: &[u8],
+    ) -> Result<(), StorageError> {
+        if let Some(name) = &version.name {
+            check_name(name)?;
+        }
+        let prefix = history_prefix(room, docid);
+        let name = format!("{prefix}{}", leaf_name(version));
+        self.put_object(&name, update).await?;
+        let replaced: Vec<String> = version_objects(self, &prefix, version.version)
+            .await?
+            .map(|(_, names)| names)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|other| *other != name)
+            .collect();
+        if !replaced.is_empty() {
+            self.delete_objects(&replaced).await?;
+        }
+        Ok(())
+    }
+
+    async fn versions(&self, room: &str, docid: &str) -> Result<Vec<Version>, StorageError> {
+        let prefix = history_prefix(room, docid);
+        Ok(list_versions(self, &prefix)
+            .await?
+            .into_iter()
+            .map(|(version, _)| version)
+            .collect())
+    }
+
+    /// The named object first: when naming was interrupted, both hold the
+    /// same bytes. A version renamed between listing and download is looked
+    /// up again.
+    async fn load_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let prefix = history_prefix(room, docid);
+        for _ in 0..RELIST_ATTEMPTS {
+            let Some((_, names)) = version_objects(self, &prefix, version).await? else {
+                return Ok(None);
+            };
+            let mut ordered = names;
+            ordered.sort_by_key(|name| std::cmp::Reverse(name.len()));
+            for name in &ordered {
+                if let Some(update) = get(self, name).await? {
+                    return Ok(Some(update));
+                }
+            }
+        }
+        Err(StorageError::Backend(format!(
+            "{} version {version} under {prefix} kept changing while being read",
+            S::KIND
+        )))
+    }
+
+    /// Downloads the version, writes it under the named object name, then
+    /// deletes the other objects of that number.
+    async fn name_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        check_name(name)?;
+        let prefix = history_prefix(room, docid);
+        let Some((kept, names)) = version_objects(self, &prefix, version).await? else {
+            return Ok(false);
+        };
+        let named = format!(
+            "{prefix}{}",
+            leaf_name(&Version {
+                name: Some(name.to_string()),
+                ..kept
+            })
+        );
+        if !names.contains(&named) {
+            let Some(update) = self.load_version(room, docid, version).await? else {
+                return Ok(false);
+            };
+            self.put_object(&named, &update).await?;
+        }
+        let others: Vec<String> = names.into_iter().filter(|n| *n != named).collect();
+        if !others.is_empty() {
+            self.delete_objects(&others).await?;
+        }
+        Ok(true)
+    }
+
+    async fn delete_versions(
+        &self,
+        room: &str,
+        docid: &str,
+        versions: &[u64],
+    ) -> Result<(), StorageError> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        let prefix = history_prefix(room, docid);
+        let doomed: Vec<String> = list_versions(self, &prefix)
+            .await?
+            .into_iter()
+            .filter(|(v, _)| versions.contains(&v.version))
+            .flat_map(|(_, names)| names)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.delete_objects(&doomed).await
+    }
+
+    async fn documents_with_history(&self) -> Result<Vec<(String, String)>, StorageError> {
+        let root = format!("{}/", history::HISTORY_ROOT);
+        let documents: std::collections::BTreeSet<(String, String)> = list(self, &root)
+            .await?
+            .iter()
+            .filter_map(|name| document_of(name))
+            .collect();
+        Ok(documents.into_iter().collect())
     }
 }
 

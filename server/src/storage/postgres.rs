@@ -9,6 +9,15 @@
 //!
 //! Room and document names are stored as they are (not percent-encoded); an item's
 //! reference is its `r` in decimal.
+//!
+//! Versions (history) live in a table of their own, which y-redis never reads:
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS yws_history_v1 (
+//!     room text, doc text, version bigint, ts bigint, name text, update bytea,
+//!     PRIMARY KEY (room, doc, version)
+//! );
+//! ```
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,8 +27,9 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
+use super::history::check_name;
 use super::http::error_chain;
-use super::{names, Storage, StorageError, StoredItem};
+use super::{names, Storage, StorageError, StoredItem, Version};
 
 /// How long establishing a connection may take before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,6 +66,27 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS yredis_docs_v1 (
     sv bytea,
     PRIMARY KEY (room, doc, r)
 )";
+
+const CREATE_HISTORY_TABLE: &str = "CREATE TABLE IF NOT EXISTS yws_history_v1 (
+    room text,
+    doc text,
+    version bigint,
+    ts bigint,
+    name text,
+    update bytea,
+    PRIMARY KEY (room, doc, version)
+)";
+
+/// A version number or timestamp as a `bigint`.
+fn bigint(value: u64) -> Result<i64, StorageError> {
+    i64::try_from(value).map_err(|_| backend(format!("{value} does not fit a bigint")))
+}
+
+/// A stored `bigint` as a version number or timestamp.
+fn unsigned(value: i64) -> Result<u64, StorageError> {
+    u64::try_from(value)
+        .map_err(|_| StorageError::Corrupt(format!("negative history value {value}")))
+}
 
 /// Documents in the `yredis_docs_v1` table. Holds one connection, shared by all
 /// tasks (tokio-postgres pipelines concurrent statements on it). A lost connection
@@ -95,14 +126,16 @@ impl PostgresStorage {
             config,
             client: Mutex::new(None),
         };
-        let client = storage.client().await?;
-        if let Err(first) = timed(client.batch_execute(CREATE_TABLE)).await {
-            // Two servers creating the table at once can collide on the catalog;
-            // the second attempt then finds the table.
+        for table in [CREATE_TABLE, CREATE_HISTORY_TABLE] {
             let client = storage.client().await?;
-            timed(client.batch_execute(CREATE_TABLE))
-                .await
-                .map_err(|e| backend(format!("creating table: {e} (first attempt: {first})")))?;
+            if let Err(first) = timed(client.batch_execute(table)).await {
+                // Two servers creating the table at once can collide on the
+                // catalog; the second attempt then finds the table.
+                let client = storage.client().await?;
+                timed(client.batch_execute(table)).await.map_err(|e| {
+                    backend(format!("creating table: {e} (first attempt: {first})"))
+                })?;
+            }
         }
         Ok(storage)
     }
@@ -282,6 +315,174 @@ impl Storage for PostgresStorage {
 
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    async fn put_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: &Version,
+        update: &[u8],
+    ) -> Result<(), StorageError> {
+        if let Some(name) = &version.name {
+            check_name(name)?;
+        }
+        let (rooms, docs) = (&row_names(room), &row_names(docid));
+        let (room, docid) = (&stored_name(room), &stored_name(docid));
+        let (number, ts) = (&bigint(version.version)?, &bigint(version.timestamp)?);
+        let name = &version.name;
+        self.run(|client| async move {
+            // A version stored under the other spelling of a long name is
+            // replaced too.
+            client
+                .execute(
+                    "DELETE FROM yws_history_v1 WHERE room = ANY($1) AND doc = ANY($2) \
+                     AND version = $3 AND NOT (room = $4 AND doc = $5)",
+                    &[rooms, docs, number, room, docid],
+                )
+                .await?;
+            client
+                .execute(
+                    "INSERT INTO yws_history_v1 (room, doc, version, ts, name, update) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room, doc, version) \
+                     DO UPDATE SET ts = EXCLUDED.ts, name = EXCLUDED.name, \
+                     update = EXCLUDED.update",
+                    &[room, docid, number, ts, name, &update],
+                )
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn versions(&self, room: &str, docid: &str) -> Result<Vec<Version>, StorageError> {
+        let (rooms, docs) = (&row_names(room), &row_names(docid));
+        let rows = self
+            .run(|client| async move {
+                client
+                    .query(
+                        "SELECT version, ts, name FROM yws_history_v1 \
+                         WHERE room = ANY($1) AND doc = ANY($2) ORDER BY version",
+                        &[rooms, docs],
+                    )
+                    .await
+            })
+            .await?;
+        let mut versions: Vec<Version> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let version = Version {
+                version: unsigned(row.try_get(0).map_err(backend)?)?,
+                timestamp: unsigned(row.try_get(1).map_err(backend)?)?,
+                name: row.try_get(2).map_err(backend)?,
+            };
+            // Both spellings of a long name may hold the number: one is enough.
+            if versions.last().map(|v| v.version) != Some(version.version) {
+                versions.push(version);
+            }
+        }
+        Ok(versions)
+    }
+
+    async fn load_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let (rooms, docs) = (&row_names(room), &row_names(docid));
+        let number = &bigint(version)?;
+        let row = self
+            .run(|client| async move {
+                client
+                    .query_opt(
+                        "SELECT update FROM yws_history_v1 \
+                         WHERE room = ANY($1) AND doc = ANY($2) AND version = $3 LIMIT 1",
+                        &[rooms, docs, number],
+                    )
+                    .await
+            })
+            .await?;
+        match row {
+            Some(row) => {
+                let update: Option<Vec<u8>> = row.try_get(0).map_err(backend)?;
+                Ok(Some(update.unwrap_or_default()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn name_version(
+        &self,
+        room: &str,
+        docid: &str,
+        version: u64,
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        check_name(name)?;
+        let (rooms, docs) = (&row_names(room), &row_names(docid));
+        let number = &bigint(version)?;
+        let named = self
+            .run(|client| async move {
+                client
+                    .execute(
+                        "UPDATE yws_history_v1 SET name = $4 \
+                         WHERE room = ANY($1) AND doc = ANY($2) AND version = $3",
+                        &[rooms, docs, number, &name],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(named > 0)
+    }
+
+    async fn delete_versions(
+        &self,
+        room: &str,
+        docid: &str,
+        versions: &[u64],
+    ) -> Result<(), StorageError> {
+        let numbers: Vec<i64> = versions
+            .iter()
+            .filter_map(|&v| i64::try_from(v).ok())
+            .collect();
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        let numbers = &numbers;
+        let (rooms, docs) = (&row_names(room), &row_names(docid));
+        self.run(|client| async move {
+            client
+                .execute(
+                    "DELETE FROM yws_history_v1 \
+                     WHERE room = ANY($1) AND doc = ANY($2) AND version = ANY($3)",
+                    &[rooms, docs, numbers],
+                )
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Shortened names are returned as stored: passed back, they address the
+    /// same rows.
+    async fn documents_with_history(&self) -> Result<Vec<(String, String)>, StorageError> {
+        let rows = self
+            .run(|client| async move {
+                client
+                    .query(
+                        "SELECT DISTINCT room, doc FROM yws_history_v1 ORDER BY room, doc",
+                        &[],
+                    )
+                    .await
+            })
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let room: String = row.try_get(0).map_err(backend)?;
+                let doc: String = row.try_get(1).map_err(backend)?;
+                Ok((room, doc))
+            })
+            .collect()
     }
 
     /// Answered from the `sv` column when the document is a single row (the normal

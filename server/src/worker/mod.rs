@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::load::{load_doc, LoadError};
 use crate::metrics::{self, Metrics};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{now_ms, to_drop, Retention, Storage, StorageError, Version};
 use crate::streams::{
     self, History, StreamError, StreamId, Streams, TaskQueue, WorkerTask, CLAIM_COUNT,
 };
@@ -78,7 +78,7 @@ impl std::fmt::Display for UnstoredRooms<'_> {
     }
 }
 
-/// Timing of compaction.
+/// Timing of compaction, and what it tells or keeps besides the document.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// How long a task waits (idle) before a worker claims it.
@@ -87,6 +87,9 @@ pub struct WorkerSettings {
     pub min_message_lifetime: Duration,
     /// y-redis's `YDOC_UPDATE_CALLBACK`, told of every document that changed.
     pub update_callback: Option<UpdateCallback>,
+    /// Keep every stored state of a changed document as its next version,
+    /// thinned out by this retention (`[history]`); `None` keeps no versions.
+    pub history: Option<Retention>,
 }
 
 /// What one compaction pass did, for logs and tests.
@@ -281,6 +284,48 @@ impl<Q: TaskQueue + History + ?Sized> Worker<Q> {
         }
     }
 
+    /// Keep `update` (the state just stored) as the document's next version and
+    /// apply the retention, when history is on. A failure only costs a version:
+    /// it is logged once and the pass goes on.
+    async fn keep_version_logged(&self, room: &str, docid: &str, update: &[u8]) {
+        let Some(retention) = self.settings.history.as_ref() else {
+            return;
+        };
+        if let Err(err) = self.keep_version(room, docid, update, retention).await {
+            tracing::warn!(
+                room = %crate::log_text::bounded(room),
+                docid = %crate::log_text::bounded(docid),
+                %err,
+                "could not keep a version of the stored document"
+            );
+        }
+    }
+
+    async fn keep_version(
+        &self,
+        room: &str,
+        docid: &str,
+        update: &[u8],
+        retention: &Retention,
+    ) -> Result<(), StorageError> {
+        let mut versions = self.storage.versions(room, docid).await?;
+        let now = now_ms();
+        let version = Version {
+            version: versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
+            timestamp: now,
+            name: None,
+        };
+        self.storage
+            .put_version(room, docid, &version, update)
+            .await?;
+        versions.push(version);
+        let dropped = to_drop(&versions, now, retention);
+        if !dropped.is_empty() {
+            self.storage.delete_versions(room, docid, &dropped).await?;
+        }
+        Ok(())
+    }
+
     /// One compaction pass over the task's stream. Storage is written before the
     /// stream is trimmed, and old items are deleted only after the new one is
     /// stored: an error at any step loses nothing. On an error the task is left
@@ -338,6 +383,9 @@ impl<Q: TaskQueue + History + ?Sized> Worker<Q> {
                 .await?;
             self.delete_replaced(&room, &docid, &loaded.references)
                 .await;
+            if loaded.changed {
+                self.keep_version_logged(&room, &docid, &update).await;
+            }
         } else if !redundant.is_empty() {
             self.delete_replaced(&room, &docid, &redundant).await;
         }
