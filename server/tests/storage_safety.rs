@@ -476,3 +476,79 @@ async fn a_failing_backend_does_not_spin_without_debounce() {
     stop.cancel();
     worker.await.unwrap();
 }
+
+/// A history that cannot be written costs only the version: the compaction
+/// stores the document and succeeds, with one warning; once history works
+/// again, the next changed compaction keeps version 1.
+#[tokio::test]
+async fn a_failing_history_never_fails_a_compaction() {
+    use websocket::storage::Retention;
+    use websocket::streams::TaskQueue;
+    use websocket::worker::Outcome;
+
+    let (logs, _guard) = Logs::capture();
+    let data = tempfile::tempdir().unwrap();
+    let storage = Flaky::open(data.path()).await;
+    storage.fail_history.store(true, Ordering::SeqCst);
+    let streams = Arc::new(MemoryStreams::new("y"));
+    let worker = Worker::new(
+        streams.clone(),
+        storage.clone(),
+        WorkerSettings {
+            task_debounce: Duration::ZERO,
+            min_message_lifetime: Duration::ZERO,
+            update_callback: None,
+            history: Some(Retention {
+                keep_all_ms: 3_600_000,
+                hourly_ms: 0,
+                daily_ms: None,
+            }),
+        },
+    );
+    let key = "y:room:nohistory:index";
+    let doc = yrs::Doc::with_client_id(3);
+    let text = {
+        use yrs::Text;
+        let text = doc.get_or_insert_text("t");
+        move |txn: &mut yrs::TransactionMut, at: u32, chunk: &str| text.insert(txn, at, chunk)
+    };
+    for (round, chunk) in ["a", "b"].into_iter().enumerate() {
+        let update = {
+            use yrs::{ReadTxn, Transact};
+            let before = doc.transact().state_vector();
+            let mut txn = doc.transact_mut();
+            text(&mut txn, round as u32, chunk);
+            txn.encode_state_as_update_v1(&before)
+        };
+        streams
+            .append(key, &websocket::protocol::encode_sync_update(&update))
+            .await
+            .unwrap();
+        let tasks = streams
+            .claim_tasks("test", Duration::ZERO, 10)
+            .await
+            .unwrap();
+        assert_eq!(tasks.len(), 1);
+        let outcome = worker.compact(&tasks[0]).await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::Compacted { stored: true, .. }),
+            "{outcome:?}"
+        );
+        storage.fail_history.store(false, Ordering::SeqCst);
+    }
+    let warnings = logs.lines_with("could not keep a version");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("WARN") && warnings[0].contains("injected"));
+    assert!(logs.lines_with("compaction failed").is_empty());
+    assert_eq!(
+        storage
+            .inner
+            .load("nohistory", "index")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let versions = storage.inner.versions("nohistory", "index").await.unwrap();
+    assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), [1]);
+}

@@ -392,3 +392,117 @@ async fn a_corrupt_stored_item_is_skipped_and_kept() {
     assert_eq!(late.text("t"), "good!");
     instance.shutdown().await.unwrap();
 }
+
+/// Compact every task of `streams` now, with `worker`.
+async fn compact_queued(
+    streams: &websocket::streams::RedisStreams,
+    worker: &websocket::worker::Worker<websocket::streams::RedisStreams>,
+) -> usize {
+    use websocket::streams::TaskQueue;
+    let tasks = streams
+        .claim_tasks("history-test", Duration::ZERO, 10)
+        .await
+        .unwrap();
+    for task in &tasks {
+        worker.compact(task).await.unwrap();
+    }
+    tasks.len()
+}
+
+fn text_of(update: &[u8]) -> String {
+    use yrs::updates::decoder::Decode;
+    use yrs::{GetString, Transact};
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("t");
+    let mut txn = doc.transact_mut();
+    txn.apply_update(yrs::Update::decode_v2(update).unwrap())
+        .unwrap();
+    text.get_string(&txn)
+}
+
+/// With history on, each compaction that changed the document keeps the
+/// stored state as the next version (1, 2, ...); one that changed nothing keeps
+/// none. With history off, no versions at all.
+#[tokio::test]
+async fn changed_compactions_keep_versions_when_history_is_on() {
+    use std::sync::Arc;
+    use websocket::storage::memory::MemoryStorage;
+    use websocket::storage::{Retention, Storage};
+    use websocket::streams::{Append, RedisStreams, TaskQueue};
+    use websocket::worker::{Worker, WorkerSettings};
+    use yrs::{ReadTxn, Text, Transact};
+
+    let redis = RedisServer::start().unwrap();
+    for history in [true, false] {
+        let prefix = if history { "on" } else { "off" };
+        let streams = Arc::new(RedisStreams::connect(&redis.url(), prefix).await.unwrap());
+        streams.ensure_worker_group().await.unwrap();
+        let storage = Arc::new(MemoryStorage::new());
+        let worker = Worker::new(
+            streams.clone(),
+            storage.clone() as Arc<dyn Storage>,
+            WorkerSettings {
+                task_debounce: Duration::ZERO,
+                // Nothing is trimmed, so a later pass sees the same entries.
+                min_message_lifetime: Duration::from_secs(3600),
+                update_callback: None,
+                history: history.then_some(Retention {
+                    keep_all_ms: 3_600_000,
+                    hourly_ms: 0,
+                    daily_ms: Some(0),
+                }),
+            },
+        );
+        let key = format!("{prefix}:room:hist:index");
+        let doc = yrs::Doc::with_client_id(1);
+        let text = doc.get_or_insert_text("t");
+        let edit = |at: u32, chunk: &str| {
+            let before = doc.transact().state_vector();
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, at, chunk);
+            drop(txn);
+            doc.transact().encode_state_as_update_v1(&before)
+        };
+
+        let first = edit(0, "one");
+        streams
+            .append(&key, &websocket::protocol::encode_sync_update(&first))
+            .await
+            .unwrap();
+        assert_eq!(compact_queued(&streams, &worker).await, 1);
+        let second = edit(3, " two");
+        streams
+            .append(&key, &websocket::protocol::encode_sync_update(&second))
+            .await
+            .unwrap();
+        assert_eq!(compact_queued(&streams, &worker).await, 1);
+        // The same entries again: the document is unchanged.
+        assert_eq!(compact_queued(&streams, &worker).await, 1);
+
+        let stored = storage.load("hist", "index").await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(text_of(&stored[0].update), "one two");
+        let versions = storage.versions("hist", "index").await.unwrap();
+        if !history {
+            assert!(versions.is_empty(), "history off: {versions:?}");
+            assert!(storage.documents_with_history().await.unwrap().is_empty());
+            continue;
+        }
+        let numbers: Vec<u64> = versions.iter().map(|v| v.version).collect();
+        assert_eq!(numbers, [1, 2], "{versions:?}");
+        assert!(versions[0].timestamp <= versions[1].timestamp);
+        assert!(versions[1].timestamp <= now_ms());
+        assert!(versions.iter().all(|v| v.name.is_none()));
+        let mut texts = Vec::new();
+        for n in [1, 2] {
+            let loaded = storage.load_version("hist", "index", n).await.unwrap();
+            texts.push(text_of(&loaded.unwrap()));
+        }
+        assert_eq!(texts, ["one", "one two"]);
+        // The latest version is the stored state byte for byte.
+        assert_eq!(
+            storage.load_version("hist", "index", 2).await.unwrap(),
+            Some(stored[0].update.clone())
+        );
+    }
+}

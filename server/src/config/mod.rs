@@ -647,6 +647,11 @@ bucket = "your-gcs-bucket"
             storage.contains(&expected),
             "docs/storage.md's table must read:\n{expected}"
         );
+        let expected = markdown_rows(|s| s.key.starts_with("[history]"));
+        assert!(
+            storage.contains(&expected),
+            "docs/storage.md's history table must read:\n{expected}"
+        );
     }
 
     #[test]

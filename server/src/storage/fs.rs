@@ -156,15 +156,17 @@ fn load_dir(dir: &Path) -> Result<Vec<StoredItem>, StorageError> {
 }
 
 /// Create the document's directory if needed; new directories are synced into
-/// their parents so the item's path survives a power loss too.
-fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
+/// their parents (`levels` of them: up to the storage directory) so the item's
+/// path survives a power loss too.
+fn ensure_dir(dir: &Path, levels: usize) -> Result<(), StorageError> {
     if dir.is_dir() {
         return Ok(());
     }
     std::fs::create_dir_all(dir)?;
     let mut current = dir;
-    // The room directory and the storage directory hold the new entries.
-    for _ in 0..2 {
+    // The room directory and the storage directory (and for versions the
+    // `$history` directory) hold the new entries.
+    for _ in 0..levels {
         match current.parent() {
             Some(parent) => {
                 std::fs::File::open(parent)?.sync_all()?;
@@ -239,7 +241,7 @@ fn sweep_all(root: &Path, age: Duration) {
 }
 
 fn write_item(dir: &Path, update: &[u8]) -> Result<String, StorageError> {
-    ensure_dir(dir)?;
+    ensure_dir(dir, 2)?;
     let removed = sweep_stale_temps(dir, STALE_TEMP_AGE);
     if removed > 0 {
         tracing::info!(
@@ -268,7 +270,7 @@ fn write_item(dir: &Path, update: &[u8]) -> Result<String, StorageError> {
 /// Write `bytes` as file `name` in `dir` atomically (temporary file, rename
 /// over any file of that name, directory synced).
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
-    ensure_dir(dir)?;
+    ensure_dir(dir, 3)?;
     sweep_stale_temps(dir, STALE_TEMP_AGE);
     let temp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
     let result = (|| {

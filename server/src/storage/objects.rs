@@ -1,8 +1,10 @@
 //! What the object stores (S3 and GCS) share: y-redis's object layout
-//! `{enc(room)}/{enc(docid)}/{uuid}` and everything [`Storage`] does with it
-//! apart from the requests themselves. A backend implements [`ObjectStore`] (its
-//! requests: one page of a listing, get, put, delete, and how its error replies
-//! read) and gets [`Storage`] from the impl below.
+//! `{enc(room)}/{enc(docid)}/{uuid}`, the versions under
+//! `$history/{enc(room)}/{enc(docid)}/` (docs/storage.md, "History"), and
+//! everything [`Storage`] does with them apart from the requests themselves. A
+//! backend implements [`ObjectStore`] (its requests: one page of a listing, get,
+//! put, delete, and how its error replies read) and gets [`Storage`] from the
+//! impl below.
 
 use async_trait::async_trait;
 use futures_util::{stream, StreamExt};
