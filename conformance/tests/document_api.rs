@@ -116,7 +116,9 @@ async fn scenario(fleet: &mut Fleet, sidecar: &Sidecar) -> Result<()> {
     };
     let doc = format!("/api/document/{room}");
     let js_base = fleet.server(Lang::Js, 0)?.ws_base();
-    let client = sidecar.open_client("js-editor", &js_base, room, None).await?;
+    let client = sidecar
+        .open_client("js-editor", &js_base, room, None)
+        .await?;
 
     // An import through the Rust API reaches the client of the JavaScript
     // instance.
@@ -155,14 +157,18 @@ async fn scenario(fleet: &mut Fleet, sidecar: &Sidecar) -> Result<()> {
             text: " world".into(),
         }])
         .await?;
-    until("the JavaScript worker storing the edit", COMPACTED, || async {
-        let items = fleet.stored_items()?;
-        let ours: Vec<_> = items.iter().filter(|item| item.room == room).collect();
-        Ok(match ours.as_slice() {
-            [only] => (content_of_v2(&only.update)?["t"] == "hello world").then_some(()),
-            _ => None,
-        })
-    })
+    until(
+        "the JavaScript worker storing the edit",
+        COMPACTED,
+        || async {
+            let items = fleet.stored_items()?;
+            let ours: Vec<_> = items.iter().filter(|item| item.room == room).collect();
+            Ok(match ours.as_slice() {
+                [only] => (content_of_v2(&only.update)?["t"] == "hello world").then_some(()),
+                _ => None,
+            })
+        },
+    )
     .await?;
     // What the Rust worker kept is still there, whole.
     let versions = api.get(&format!("{doc}/history/metadata")).await?;
@@ -175,11 +181,17 @@ async fn scenario(fleet: &mut Fleet, sidecar: &Sidecar) -> Result<()> {
     let again = api
         .get(&format!("{doc}/history/version/{first_number}"))
         .await?;
-    ensure!(again["updates"] == first_state["updates"], "version {first_number} unchanged");
+    ensure!(
+        again["updates"] == first_state["updates"],
+        "version {first_number} unchanged"
+    );
 
     // A rollback through the Rust API reaches the JavaScript client.
     let rolled = api
-        .post(&format!("{doc}/rollback"), json!({ "version": first_number }))
+        .post(
+            &format!("{doc}/rollback"),
+            json!({ "version": first_number }),
+        )
         .await?;
     ensure!(rolled["changed"] == true, "{rolled}");
     until("the rollback on the JavaScript client", SOON, || async {

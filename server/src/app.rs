@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AuthError, Authenticator};
 use crate::api::ApiState;
+use crate::auth::{AuthError, Authenticator};
 use crate::config::{ApiConfig, Config, HistoryConfig};
 use crate::connection::{AppState, ConnectionSettings};
 use crate::control;

@@ -42,10 +42,7 @@ struct Answer {
 impl Answer {
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| {
-            panic!(
-                "not JSON ({err}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
+            panic!("not JSON ({err}): {}", String::from_utf8_lossy(&self.body))
         })
     }
 
@@ -94,7 +91,8 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Answer {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     async fn post(&self, path: &str, body: Value) -> Answer {
@@ -195,7 +193,10 @@ async fn suite(storage: StorageConfig) {
 
     // Import: appended to the stream, seen live by the client.
     let answer = api
-        .post_ok(&format!("{doc}/import"), json!({ "data": some_update("hello") }))
+        .post_ok(
+            &format!("{doc}/import"),
+            json!({ "data": some_update("hello") }),
+        )
         .await;
     assert_eq!(answer["id"], ROOM);
     client
@@ -236,7 +237,12 @@ async fn suite(storage: StorageConfig) {
         drop(txn);
         let diff = tail.transact().encode_state_as_update_v1(&before);
         let answer = api.post_bytes(&format!("{doc}/update"), diff).await;
-        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
     }
     client
         .wait_until("the raw update", SOON, |c| c.text("t") == "hello world")
@@ -272,9 +278,7 @@ async fn suite(storage: StorageConfig) {
     };
     let second = flushed["version"].as_u64().unwrap();
     assert!(second > first);
-    let one = api
-        .get_ok(&format!("{doc}/history/version/{first}"))
-        .await;
+    let one = api.get_ok(&format!("{doc}/history/version/{first}")).await;
     assert_eq!(text_of_v1(&updates(&one)), "hello world");
     assert_eq!(one["version"], first);
     let all = api.get_ok(&format!("{doc}/history")).await;
@@ -298,7 +302,9 @@ async fn suite(storage: StorageConfig) {
         .await
         .unwrap();
     assert_eq!(client.closed(), None, "the client stays connected");
-    let before = rolled["before"].as_u64().expect("the state before was kept");
+    let before = rolled["before"]
+        .as_u64()
+        .expect("the state before was kept");
     api.post_ok(&format!("{doc}/rollback"), json!({ "version": before }))
         .await;
     client
@@ -357,7 +363,12 @@ async fn suite(storage: StorageConfig) {
 
     // Delete: stream, items and history gone.
     let deleted = api.delete(&doc).await;
-    assert_eq!(deleted.status, 200, "{}", String::from_utf8_lossy(&deleted.body));
+    assert_eq!(
+        deleted.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&deleted.body)
+    );
     assert_eq!(api.get(&doc).await.status, 404);
     assert_eq!(
         api.get_ok(&format!("{doc}/history/metadata")).await,
@@ -448,11 +459,18 @@ async fn bad_input_is_refused_and_changes_nothing() {
         assert_eq!(answer.status, 401);
         assert!(answer.error().contains("secret"), "{}", answer.error());
         let answer = anonymous
-            .post(&format!("{doc}/import"), json!({ "data": some_update("x") }))
+            .post(
+                &format!("{doc}/import"),
+                json!({ "data": some_update("x") }),
+            )
             .await;
         assert_eq!(answer.status, 401);
     }
-    assert_eq!(stream_len(&redis, key).await, 0, "nothing appended without the secret");
+    assert_eq!(
+        stream_len(&redis, key).await,
+        0,
+        "nothing appended without the secret"
+    );
     // The secret as a bearer token works too.
     let bearer = api
         .send(
@@ -469,7 +487,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let update = some_update("hello");
     let cases: Vec<(&str, Value)> = vec![
         ("garbage", json!({ "data": [1, 2, 3, 4, 5, 6, 7] })),
-        ("truncated", json!({ "data": update[..update.len() - 3].to_vec() })),
+        (
+            "truncated",
+            json!({ "data": update[..update.len() - 3].to_vec() }),
+        ),
         ("not bytes", json!({ "data": [256, 1] })),
         ("no data", json!({ "update": [0, 0] })),
     ];
@@ -479,15 +500,24 @@ async fn bad_input_is_refused_and_changes_nothing() {
         assert!(!answer.error().is_empty(), "{what}");
     }
     let answer = api
-        .post_bytes(&format!("{doc}/update"), update[..update.len() - 3].to_vec())
+        .post_bytes(
+            &format!("{doc}/update"),
+            update[..update.len() - 3].to_vec(),
+        )
         .await;
     assert_eq!(answer.status, 400);
-    assert!(answer.error().contains("not a Yjs update"), "{}", answer.error());
+    assert!(
+        answer.error().contains("not a Yjs update"),
+        "{}",
+        answer.error()
+    );
     let answer = api
         .post_bytes(&format!("{doc}/update?v=2"), vec![9, 9, 9])
         .await;
     assert_eq!(answer.status, 400);
-    let answer = api.post_bytes(&format!("{doc}/import"), b"{".to_vec()).await;
+    let answer = api
+        .post_bytes(&format!("{doc}/import"), b"{".to_vec())
+        .await;
     assert_eq!(answer.status, 400);
     // A body over the limit.
     let answer = api
@@ -495,10 +525,17 @@ async fn bad_input_is_refused_and_changes_nothing() {
         .await;
     assert_eq!(answer.status, 413);
     assert!(answer.error().contains("4096"), "{}", answer.error());
-    assert_eq!(stream_len(&redis, key).await, 1, "nothing appended by a refused request");
+    assert_eq!(
+        stream_len(&redis, key).await,
+        1,
+        "nothing appended by a refused request"
+    );
 
     // An unknown version, a version that is no number, a rollback to nothing.
-    assert_eq!(api.get(&format!("{doc}/history/version/99")).await.status, 404);
+    assert_eq!(
+        api.get(&format!("{doc}/history/version/99")).await.status,
+        404
+    );
     let answer = api.get(&format!("{doc}/history/version/abc")).await;
     assert_eq!(answer.status, 400);
     let answer = api
@@ -523,9 +560,15 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let answer = api.get(&format!("/api/document/{long}")).await;
     assert_eq!(answer.status, 400);
     assert!(answer.error().contains("1024"));
-    let answer = api.get("/api/document/%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
+    let answer = api
+        .get("/api/document/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        .await;
     assert_eq!(answer.status, 404);
-    assert!(answer.error().contains("%3Cscript%3E"), "{}", answer.error());
+    assert!(
+        answer.error().contains("%3Cscript%3E"),
+        "{}",
+        answer.error()
+    );
     let answer = api
         .post(
             "/api/document/%2E%2E/import",
@@ -546,7 +589,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(answer.error(), "no such API route");
     let answer = api.delete("/api/document/never-written").await;
     assert_eq!(answer.status, 404);
-    assert_eq!(stream_len(&redis, key).await, 1, "nothing deleted by a refused request");
+    assert_eq!(
+        stream_len(&redis, key).await,
+        1,
+        "nothing deleted by a refused request"
+    );
     assert_eq!(api.get_ok(&doc).await["id"], ROOM);
     instance.shutdown().await.unwrap();
 }
@@ -581,25 +628,56 @@ async fn bearer_tokens_are_checked_by_the_permission_callback() {
 
     let import = json!({ "data": some_update("hi") });
     let path = format!("{doc}/import");
-    assert_eq!(call(reqwest::Method::POST, &path, None, import.clone()).await.status, 401);
+    assert_eq!(
+        call(reqwest::Method::POST, &path, None, import.clone())
+            .await
+            .status,
+        401
+    );
     let answer = call(reqwest::Method::POST, &path, Some("reader"), import.clone()).await;
     assert_eq!(answer.status, 403);
     assert!(answer.error().contains("read-only"));
     assert_eq!(stream_len(&redis, "y:room:api%2520room:index").await, 0);
     assert_eq!(
-        call(reqwest::Method::POST, &path, Some("writer"), import).await.status,
+        call(reqwest::Method::POST, &path, Some("writer"), import)
+            .await
+            .status,
         200
     );
-    assert_eq!(call(reqwest::Method::GET, &doc, Some("reader"), json!({})).await.status, 200);
-    assert_eq!(call(reqwest::Method::GET, &doc, Some("nobody"), json!({})).await.status, 401);
-    let answer = call(reqwest::Method::POST, "/api/admin/cleanup", Some("writer"), json!({})).await;
+    assert_eq!(
+        call(reqwest::Method::GET, &doc, Some("reader"), json!({}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(reqwest::Method::GET, &doc, Some("nobody"), json!({}))
+            .await
+            .status,
+        401
+    );
+    let answer = call(
+        reqwest::Method::POST,
+        "/api/admin/cleanup",
+        Some("writer"),
+        json!({}),
+    )
+    .await;
     assert_eq!(answer.status, 403);
     assert!(answer.error().contains("secret"));
     let answer = call(reqwest::Method::DELETE, &doc, Some("writer"), json!({})).await;
     assert_eq!(answer.status, 403);
-    assert_eq!(call(reqwest::Method::GET, &doc, Some("reader"), json!({})).await.status, 200);
+    assert_eq!(
+        call(reqwest::Method::GET, &doc, Some("reader"), json!({}))
+            .await
+            .status,
+        200
+    );
     assert!(
-        callback.paths().iter().any(|p| p.ends_with(&format!("{ROOM}/reader"))),
+        callback
+            .paths()
+            .iter()
+            .any(|p| p.ends_with(&format!("{ROOM}/reader"))),
         "the callback was asked for the raw room: {:?}",
         callback.paths()
     );
@@ -627,7 +705,10 @@ async fn the_openapi_document_and_the_router_agree() {
         .collect();
     documented.sort();
     routed.sort();
-    assert_eq!(documented, routed, "docs/openapi.json and api::ROUTES differ");
+    assert_eq!(
+        documented, routed,
+        "docs/openapi.json and api::ROUTES differ"
+    );
 
     // And the router serves each: no "no such API route" for any of them.
     let redis = RedisServer::start().expect("redis-server must be installed");

@@ -53,11 +53,10 @@ impl Call {
                 )));
             }
         }
-        let query: Vec<(String, String)> = form_urlencoded::parse(
-            parts.uri.query().unwrap_or_default().as_bytes(),
-        )
-        .into_owned()
-        .collect();
+        let query: Vec<(String, String)> =
+            form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
         if let Some((_, docid)) = query.iter().find(|(key, _)| key == "docid") {
             if docid.len() > MAX_NAME {
                 return Err(ApiError::BadRequest(format!(

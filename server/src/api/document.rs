@@ -3,8 +3,6 @@
 //! would, so every instance and client of the fleet sees them live and the
 //! workers compact them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +18,7 @@ use super::{ApiError, Handler};
 use crate::document;
 use crate::load::{load_doc, LoadedDoc};
 use crate::protocol;
-use crate::storage::Version;
+use crate::storage::{apply_retention, now_ms, Version, MAX_NAME_BYTES};
 use crate::streams::{stream_key, CloseOrder, StreamId, CLOSE_DELETED, CLOSE_REVOKED};
 
 /// Serve `call` by its route's handler.
@@ -49,13 +47,6 @@ pub async fn handle(call: &Call) -> Result<Response, ApiError> {
 fn room(call: &Call) -> Result<&str, ApiError> {
     call.param("doc_id")
         .ok_or_else(|| ApiError::BadRequest("no document named".into()))
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// A document loaded from its stream and storage.
@@ -170,8 +161,8 @@ async fn get(call: &Call) -> Result<Response, ApiError> {
 async fn json_content(call: &Call) -> Result<Response, ApiError> {
     let room = room(call)?;
     let loaded = load_existing(call, room).await?;
-    let content = document::to_json(&loaded.doc)
-        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+    let content =
+        document::to_json(&loaded.doc).map_err(|err| ApiError::Unavailable(err.to_string()))?;
     ok(content)
 }
 
@@ -323,9 +314,14 @@ struct SnapshotBody {
 async fn snapshot(call: &Call) -> Result<Response, ApiError> {
     let body: SnapshotBody = call.json()?;
     let room = body.doc_id.as_str();
-    if room.len() > MAX_NAME || body.name.len() > MAX_NAME {
+    if room.len() > MAX_NAME {
         return Err(ApiError::BadRequest(format!(
-            "doc_id and name must be at most {MAX_NAME} bytes"
+            "doc_id must be at most {MAX_NAME} bytes"
+        )));
+    }
+    if crate::streams::encode_uri_component(&body.name).len() > MAX_NAME_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "name must be at most {MAX_NAME_BYTES} bytes once URI-encoded"
         )));
     }
     if body.name.is_empty() {
@@ -441,12 +437,36 @@ async fn update(call: &Call) -> Result<Response, ApiError> {
 }
 
 async fn cleanup(call: &Call) -> Result<Response, ApiError> {
-    let _ = room(call)?;
-    Err(ApiError::Unavailable("cleanup is not available yet".into()))
+    let room = room(call)?;
+    let state = &call.state;
+    let dropped = apply_retention(
+        state.storage.as_ref(),
+        room,
+        call.docid(),
+        &state.retention,
+        now_ms(),
+    )
+    .await?;
+    ok(json!({ "id": room, "dropped": dropped }))
 }
 
-async fn cleanup_all(_call: &Call) -> Result<Response, ApiError> {
-    Err(ApiError::Unavailable("cleanup is not available yet".into()))
+async fn cleanup_all(call: &Call) -> Result<Response, ApiError> {
+    let state = &call.state;
+    let documents = state.storage.documents_with_history().await?;
+    let mut dropped = 0;
+    for (room, docid) in &documents {
+        dropped += apply_retention(
+            state.storage.as_ref(),
+            room,
+            docid,
+            &state.retention,
+            now_ms(),
+        )
+        .await?
+        .len();
+    }
+    tracing::info!(documents = documents.len(), dropped, "history cleaned up");
+    ok(json!({ "documents": documents.len(), "dropped": dropped }))
 }
 
 #[derive(Deserialize)]

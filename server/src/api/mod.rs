@@ -108,8 +108,18 @@ const fn route(method: &'static str, path: &'static str, needs: Needs, handler: 
 /// Every route of the API, as `docs/openapi.json` documents them.
 pub const ROUTES: &[Route] = &[
     route("GET", "/api/document/{doc_id}", Needs::Read, Handler::Get),
-    route("DELETE", "/api/document/{doc_id}", Needs::Admin, Handler::Delete),
-    route("GET", "/api/document/{doc_id}/json", Needs::Read, Handler::Json),
+    route(
+        "DELETE",
+        "/api/document/{doc_id}",
+        Needs::Admin,
+        Handler::Delete,
+    ),
+    route(
+        "GET",
+        "/api/document/{doc_id}/json",
+        Needs::Read,
+        Handler::Json,
+    ),
     route(
         "GET",
         "/api/document/{doc_id}/history",

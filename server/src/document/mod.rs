@@ -5,7 +5,7 @@
 mod content;
 mod rollback;
 
-pub use content::{to_json, RootKind};
+pub use content::{content, root_kinds, to_json, RootKind};
 pub use rollback::revert_to;
 
 /// Why a document's content could not be read or changed.
@@ -15,3 +15,6 @@ pub enum DocumentError {
     #[error("document cannot be read: {0}")]
     Yrs(String),
 }
+
+#[cfg(test)]
+mod tests;
