@@ -575,8 +575,15 @@ async fn bad_input_is_refused_and_changes_nothing() {
             json!({ "data": some_update("dots") }),
         )
         .await;
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
-    let flushed = api.post_ok("/api/document/..%2F..%2Fetc/flush", json!({})).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let flushed = api
+        .post_ok("/api/document/..%2F..%2Fetc/flush", json!({}))
+        .await;
     assert_eq!(flushed["stored"], true);
     assert!(
         std::fs::read_dir(data.path().join("..%252F..%252Fetc")).is_ok(),
