@@ -109,7 +109,8 @@ impl StorageService {
         env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
-    /// Every stored item, in storage order (PostgreSQL by `r`, S3 by name);
+    /// Every stored item of y-redis's layout (versions kept under `$history/`
+    /// are not), in storage order (PostgreSQL by `r`, S3 by name);
     /// memory storage is private to each process and has none to show.
     pub(crate) fn items(&self) -> Result<Vec<StoredItem>> {
         match self {
@@ -166,8 +167,14 @@ fn s3_items(s3: &S3Server) -> Result<Vec<StoredItem>> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| {
-            let (name, bytes): (String, String) =
-                serde_json::from_str(line).with_context(|| format!("object line {line:?}"))?;
+            serde_json::from_str::<(String, String)>(line)
+                .with_context(|| format!("object line {line:?}"))
+        })
+        // Versions a Rust worker keeps (docs/storage.md, History) are not
+        // items of y-redis's layout: y-redis never lists `$history/`.
+        .filter(|object| !matches!(object, Ok((name, _)) if name.starts_with("$history/")))
+        .map(|object| {
+            let (name, bytes) = object?;
             let segments: Vec<&str> = name.split('/').collect();
             let (room, doc) = match segments[..] {
                 [room, doc, _] => (room.to_string(), doc.to_string()),
