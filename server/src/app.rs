@@ -265,10 +265,16 @@ fn open_auth(config: &Config, roles: Roles) -> Result<Option<Authenticator>, Sta
         _ => None,
     };
     if roles.serve && auth.is_none() {
-        tracing::warn!("no AUTH_PUBLIC_KEY configured: every client may read and write every room");
-    }
-    if roles.serve && config.api.enabled && auth.is_none() && config.api.secret.is_none() {
-        tracing::warn!("no WS_API_SECRET or AUTH_PUBLIC_KEY configured: the document API under /api is open to everyone");
+        if config.api.enabled && config.api.secret.is_none() {
+            tracing::warn!(
+                "no AUTH_PUBLIC_KEY configured: every client may read and write every room, \
+                 and with no WS_API_SECRET the document API under /api is open to everyone"
+            );
+        } else {
+            tracing::warn!(
+                "no AUTH_PUBLIC_KEY configured: every client may read and write every room"
+            );
+        }
     }
     Ok(auth)
 }
