@@ -22,7 +22,7 @@ use crate::ops::{self, OpsState};
 use crate::restarts;
 use crate::rooms::Rooms;
 use crate::storage::{open_metered, Storage, StorageError};
-use crate::streams::{CloseOrder, MemoryStreams, RedisStreams, StreamError, Streams};
+use crate::streams::{CloseOrder, MemoryStreams, RedisStreams, RedisTarget, StreamError, Streams};
 use crate::subscriber;
 use crate::upgrade;
 use crate::worker::{Unstored, UpdateCallback, Worker, WorkerError, WorkerSettings};
@@ -112,7 +112,7 @@ impl Instance {
     /// it (upgrades and `/readyz` answer 503 meanwhile), unless
     /// `redis.fail_fast` asks for an error instead.
     pub async fn start(config: &Config, roles: Roles) -> Result<Self, StartError> {
-        let embedded = config.redis.url.is_none();
+        let embedded = config.redis.url.is_none() && config.redis.sentinels.is_none();
         let metrics = Arc::new(Metrics::default());
         let bus = open_bus(config, roles, &metrics.redis_reconnects).await?;
         let storage = open_metered(&config.storage, &metrics).await?;
@@ -228,14 +228,14 @@ impl Instance {
 /// Redis connections count their reconnects into `reconnects`.
 async fn open_bus(config: &Config, roles: Roles, reconnects: &Count) -> Result<Bus, StartError> {
     let prefix = &config.redis.prefix;
-    let Some(url) = &config.redis.url else {
+    let Some(target) = config.redis.target()? else {
         if !roles.serve {
             return Err(StartError::WorkerWithoutRedis);
         }
         tracing::info!("no Redis configured: single instance on the embedded bus");
         return Ok(Bus::Ready(Arc::new(MemoryStreams::new(prefix))));
     };
-    match RedisStreams::connect(url, prefix).await {
+    match RedisStreams::open(&target, prefix).await {
         Ok(streams) => Ok(Bus::Ready(Arc::new(
             streams.with_reconnects(reconnects.clone()),
         ))),
@@ -246,7 +246,7 @@ async fn open_bus(config: &Config, roles: Roles, reconnects: &Count) -> Result<B
                 "redis is not answering; waiting for it (WebSocket upgrades and /readyz answer 503)"
             );
             Ok(Bus::Pending {
-                url: url.clone(),
+                target,
                 prefix: prefix.clone(),
                 reconnects: reconnects.clone(),
             })
@@ -345,7 +345,7 @@ fn worker_settings(config: &Config) -> Result<WorkerSettings, StartError> {
 enum Bus {
     Ready(Arc<dyn Streams>),
     Pending {
-        url: String,
+        target: RedisTarget,
         prefix: String,
         reconnects: Count,
     },
@@ -357,13 +357,13 @@ const REDIS_RETRY: Duration = Duration::from_secs(2);
 impl Bus {
     /// The connected bus; `None` when `stop` fired first.
     async fn connected(self, stop: &CancellationToken) -> Option<Arc<dyn Streams>> {
-        let (url, prefix, reconnects) = match self {
+        let (target, prefix, reconnects) = match self {
             Bus::Ready(streams) => return Some(streams),
             Bus::Pending {
-                url,
+                target,
                 prefix,
                 reconnects,
-            } => (url, prefix, reconnects),
+            } => (target, prefix, reconnects),
         };
         loop {
             tokio::select! {
@@ -372,7 +372,7 @@ impl Bus {
             }
             let attempt = tokio::select! {
                 _ = stop.cancelled() => return None,
-                attempt = RedisStreams::connect(&url, &prefix) => attempt,
+                attempt = RedisStreams::open(&target, &prefix) => attempt,
             };
             match attempt {
                 Ok(streams) => {

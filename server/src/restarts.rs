@@ -1,5 +1,5 @@
-//! Noticing that Redis restarted under a running instance, so that what it
-//! lost is sent again.
+//! Noticing that Redis restarted or lost its data under a running instance,
+//! so that what it lost is sent again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +12,11 @@ use crate::streams::Health;
 /// How often Redis is asked whether it restarted.
 const RESTART_CHECK: Duration = Duration::from_secs(1);
 
-/// Close every connection when Redis restarted (its run id changed). A Redis
-/// without persistence comes back empty, and one with it may have lost its last
-/// writes; a client whose connection stayed open would never send again what
+/// Close every connection when Redis restarted or lost its data: its run id
+/// changed (a restart, or a failover to another server), or the fleet's epoch
+/// marker came back with a new value (a `FLUSHALL` or `FLUSHDB`). A Redis
+/// without persistence comes back empty, one with it or a promoted replica may
+/// have lost its last writes; a client whose connection stayed open would never send again what
 /// was lost, and its later updates would wait in every loaded document for
 /// updates that never come. Closed, y-websocket clients reconnect and send
 /// their documents, which restores everything Redis lost.
@@ -32,7 +34,7 @@ pub async fn watch<H: Health + ?Sized>(
         if let Ok(Some(id)) = id {
             if known.as_ref().is_some_and(|known| *known != id) {
                 tracing::warn!(
-                    "redis restarted; closing connections so that clients send their documents again"
+                    "redis restarted or lost its data; closing connections so that clients send their documents again"
                 );
                 state.rooms.forget_last_syncs();
                 state.bus_restarts.send_modify(|restarts| *restarts += 1);

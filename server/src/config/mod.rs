@@ -195,6 +195,11 @@ pub struct RedisConfig {
     pub min_message_lifetime: u64,
     /// Exit at start when Redis does not answer, instead of waiting for it.
     pub fail_fast: bool,
+    /// `host:port` of the Sentinels to ask for the master, comma-separated;
+    /// `None`: the Redis of `url`.
+    pub sentinels: Option<String>,
+    /// The master's name as the Sentinels monitor it.
+    pub sentinel_master: String,
 }
 
 impl Default for RedisConfig {
@@ -205,11 +210,30 @@ impl Default for RedisConfig {
             task_debounce: 10_000,
             min_message_lifetime: 60_000,
             fail_fast: false,
+            sentinels: None,
+            sentinel_master: "mymaster".to_string(),
         }
     }
 }
 
 impl RedisConfig {
+    /// Where the fleet's Redis is; `None` without a Redis URL or Sentinels
+    /// (the embedded bus).
+    pub fn target(
+        &self,
+    ) -> Result<Option<crate::streams::RedisTarget>, crate::streams::StreamError> {
+        use crate::streams::{RedisTarget, Sentinels};
+        Ok(match (&self.sentinels, &self.url) {
+            (Some(list), url) => Some(RedisTarget::Sentinel(Sentinels::new(
+                list,
+                &self.sentinel_master,
+                url.as_deref(),
+            )?)),
+            (None, Some(url)) => Some(RedisTarget::Url(url.clone())),
+            (None, None) => None,
+        })
+    }
+
     /// The task debounce as a duration.
     pub fn task_debounce(&self) -> Duration {
         Duration::from_millis(self.task_debounce)

@@ -66,6 +66,23 @@ pub const SETTINGS: &[Setting] = &[
         apply: |c, v| parse(&mut c.redis.fail_fast, v),
     },
     Setting {
+        key: "[redis] sentinels",
+        env: &["REDIS_SENTINELS"],
+        default: "unset",
+        meaning: "`host:port` of Redis Sentinels, comma-separated: the master is the one they name, followed through failovers (`REDIS_URL` then gives only password and database)",
+        apply: |c, v| text(&mut c.redis.sentinels, v),
+    },
+    Setting {
+        key: "[redis] sentinel_master",
+        env: &["REDIS_SENTINEL_MASTER"],
+        default: "`mymaster`",
+        meaning: "name of the master the Sentinels monitor",
+        apply: |c, v| {
+            c.redis.sentinel_master = v.to_string();
+            Ok(())
+        },
+    },
+    Setting {
         key: "[websocket] port",
         env: &["WS_PORT", "PORT"],
         default: "`3001`",

@@ -165,6 +165,9 @@ struct Connection {
     close_signal: Arc<CloseSignal>,
     /// When the client's token expires.
     expires: Option<tokio::time::Instant>,
+    /// Redis restarts (or data losses) noticed since before this connection
+    /// joined its room: one noticed while the document loads closes it too.
+    bus_restarts: tokio::sync::watch::Receiver<u64>,
 }
 
 /// The instant `expires_at` (milliseconds since the epoch, valid up to and
@@ -205,6 +208,10 @@ pub async fn serve(
         delivery,
         Arc::clone(&state.metrics),
     ));
+    // Watched from before the join: a restart noticed while the document
+    // loads means the load may hold what Redis lost, and this client must send
+    // its document again like every other.
+    let bus_restarts = state.bus_restarts.subscribe();
     // Join before loading (docs/protocol.md section 2.3), so that nothing
     // falls between the load and the live read; room frames wait in the outbox
     // until the initial sync is out.
@@ -221,6 +228,7 @@ pub async fn serve(
         session: Session::new(&state.settings, client.access, Instant::now()),
         close_signal: membership.close_signal(),
         expires: client.expires_at.and_then(expiry),
+        bus_restarts,
         state,
         socket,
         outbox,
@@ -318,7 +326,9 @@ impl Connection {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut write_blocked = false;
-        let mut bus_restarts = self.state.bus_restarts.subscribe();
+        // A clone keeps what the original has seen: a restart during the
+        // initial sync is still unseen here.
+        let mut bus_restarts = self.bus_restarts.clone();
         let close_signal = Arc::clone(&self.close_signal);
         let ordered = close_signal.ordered();
         tokio::pin!(ordered);

@@ -14,6 +14,7 @@ mod id;
 mod keys;
 mod memory;
 mod redis;
+mod sentinel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,17 @@ pub use self::keys::{
 };
 pub use self::memory::MemoryStreams;
 pub use self::redis::RedisStreams;
+pub use self::sentinel::Sentinels;
+
+/// Where a fleet's Redis is: one URL, or the master a set of Sentinels names
+/// (docs/protocol.md §3.3).
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One Redis at this URL.
+    Url(String),
+    /// The master the Sentinels name, followed through failovers.
+    Sentinel(Sentinels),
+}
 
 /// How many entries one subscriber read returns at most (as y-redis).
 pub const READ_COUNT: usize = 1000;

@@ -10,14 +10,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt as _};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Script, Value};
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, Script, Value};
 use tokio::sync::Mutex;
 
-use super::StreamId;
 use super::{
     Append, CloseOrder, Control, Health, History, Keyspace, StreamBatch, StreamEntry, StreamError,
     StreamPage, StreamReader, TaskQueue, WorkerTask, READ_COUNT,
 };
+use super::{RedisTarget, Sentinels, StreamId};
 use crate::metrics::Count;
 
 /// Appends a message; a stream that does not exist yet first gets a compaction
@@ -43,6 +43,19 @@ if redis.call("XLEN", KEYS[1]) == 0 then
 end
 "#;
 
+/// Reads the fleet's epoch marker, first setting it to `ARGV[1]` when it is
+/// missing: a Redis that lost its data to a `FLUSHALL`, a `FLUSHDB` or a
+/// restart without persistence comes back without it, and the new value tells
+/// every instance so (docs/protocol.md §3.2).
+pub(super) const EPOCH_SCRIPT: &str = r#"
+local epoch = redis.call("GET", KEYS[1])
+if not epoch then
+  redis.call("SET", KEYS[1], ARGV[1])
+  epoch = ARGV[1]
+end
+return epoch
+"#;
+
 /// How long a command may wait for its answer before the connection counts as
 /// broken and is re-established.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,22 +63,65 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// The y-redis layout on a Redis server: one auto-reconnecting connection for
 /// commands and scripts, and a dedicated one for the blocking subscriber read.
 pub struct RedisStreams {
-    client: Client,
+    /// The Redis commands go to: fixed, or the master Sentinel names.
+    link: std::sync::RwLock<Link>,
+    /// The Sentinels to ask for the master, when the fleet uses them.
+    sentinels: Option<Sentinels>,
+    /// Held while the master is looked up, so that one lookup runs at a time;
+    /// it holds when the last one ran.
+    looked_up: Mutex<Option<tokio::time::Instant>>,
     prefix: String,
     worker_key: String,
     /// The pub/sub channel of close orders, `{prefix}:control`.
     control_key: String,
-    commands: ConnectionManager,
+    /// The fleet's epoch marker, `{prefix}:epoch`.
+    epoch_key: String,
     reader: Mutex<Option<Reader>>,
     reader_id: std::sync::Mutex<Option<i64>>,
     /// The last read's command up to its ids, reused while the followed
     /// streams stay the same: with a thousand rooms, its keys are most of it.
     read_command: std::sync::Mutex<Option<ReadCommand>>,
     append: Script,
+    epoch: Script,
     reconnects: Reconnects,
     /// Redis's `run_id` when these streams connected, before any client was served.
     first_run_id: Option<String>,
 }
+
+/// One Redis server and the commands connection to it. Behind Sentinel it is
+/// replaced when the master moves; every connection made afterwards (reader,
+/// pub/sub) is made from the new client.
+struct Link {
+    client: Client,
+    commands: ConnectionManager,
+    /// `host:port` of the master Sentinel named; `None` without Sentinel.
+    master: Option<String>,
+}
+
+impl Link {
+    /// Connect the commands connection to the Redis `info` names.
+    async fn open(info: ConnectionInfo, master: Option<String>) -> Result<Self, StreamError> {
+        let client = Client::open(info)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_max_delay(Duration::from_secs(2));
+        let commands = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| StreamError::NoAnswer(COMMAND_TIMEOUT))??;
+        Ok(Self {
+            client,
+            commands,
+            master,
+        })
+    }
+}
+
+/// How often at most the master is looked up again through Sentinel.
+const LOOKUP_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Counts the connections to Redis coming back after they broke. The
 /// commands connection is re-established by its manager behind the first
@@ -148,27 +204,39 @@ impl ReadCommand {
 impl RedisStreams {
     /// Connect to `url` and make sure the worker group exists.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StreamError> {
-        let client = Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_max_delay(Duration::from_secs(2));
-        let commands = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| StreamError::NoAnswer(COMMAND_TIMEOUT))??;
+        Self::open(&RedisTarget::Url(url.to_string()), prefix).await
+    }
+
+    /// Connect to the Redis `target` names (the master, behind Sentinel) and
+    /// make sure the worker group exists.
+    pub async fn open(target: &RedisTarget, prefix: &str) -> Result<Self, StreamError> {
+        let (link, sentinels) = match target {
+            RedisTarget::Url(url) => (
+                Link::open(url.as_str().into_connection_info()?, None).await?,
+                None,
+            ),
+            RedisTarget::Sentinel(sentinels) => {
+                let (address, info) = sentinels.master().await?;
+                tracing::info!(master = %address, name = sentinels.master_name(), "redis master found through Sentinel");
+                (
+                    Link::open(info, Some(address)).await?,
+                    Some(sentinels.clone()),
+                )
+            }
+        };
         let mut streams = Self {
-            client,
+            link: std::sync::RwLock::new(link),
+            sentinels,
+            looked_up: Mutex::new(None),
             prefix: prefix.to_string(),
             worker_key: format!("{prefix}:worker"),
             control_key: format!("{prefix}:control"),
-            commands,
+            epoch_key: format!("{prefix}:epoch"),
             reader: Mutex::new(None),
             reader_id: std::sync::Mutex::new(None),
             read_command: std::sync::Mutex::new(None),
             append: Script::new(APPEND_SCRIPT),
+            epoch: Script::new(EPOCH_SCRIPT),
             reconnects: Reconnects::default(),
             first_run_id: None,
         };
@@ -192,8 +260,16 @@ impl RedisStreams {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, redis::RedisError>>,
     {
-        let result = command(self.commands.clone()).await;
+        let result = command(self.commands()).await;
         self.reconnects.commands(&result);
+        if let Err(err) = &result {
+            if self.sentinels.is_some()
+                && (lost(err)
+                    || err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+            {
+                self.follow_master().await;
+            }
+        }
         result
     }
 
@@ -215,6 +291,72 @@ impl RedisStreams {
         }
     }
 
+    /// A handle on the commands connection (cheap: the manager is shared).
+    fn commands(&self) -> ConnectionManager {
+        self.link
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .commands
+            .clone()
+    }
+
+    /// The client every new connection is made from.
+    fn client(&self) -> Client {
+        self.link
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .client
+            .clone()
+    }
+
+    /// Behind Sentinel: ask which server is the master now, and move the
+    /// connections there when it changed. The new master's run id differs,
+    /// so the restart check then closes every connection and clients send
+    /// their documents again (docs/protocol.md §3.3). Looked up at most every
+    /// [`LOOKUP_INTERVAL`]; a lookup already running is not waited for.
+    async fn follow_master(&self) {
+        let Some(sentinels) = &self.sentinels else {
+            return;
+        };
+        let Ok(mut looked_up) = self.looked_up.try_lock() else {
+            return;
+        };
+        if looked_up.is_some_and(|at| at.elapsed() < LOOKUP_INTERVAL) {
+            return;
+        }
+        *looked_up = Some(tokio::time::Instant::now());
+        let (address, info) = match sentinels.master().await {
+            Ok(master) => master,
+            Err(err) => {
+                tracing::debug!(%err, "no master from Sentinel yet");
+                return;
+            }
+        };
+        let current = self
+            .link
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .master
+            .clone();
+        if current.as_deref() == Some(address.as_str()) {
+            return;
+        }
+        match Link::open(info, Some(address.clone())).await {
+            Ok(link) => {
+                tracing::warn!(
+                    from = current.as_deref().unwrap_or("-"),
+                    to = %address,
+                    "redis master moved (Sentinel failover); following it"
+                );
+                *self.link.write().unwrap_or_else(|p| p.into_inner()) = link;
+                self.forget_reader().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, master = %address, "could not connect to the new redis master")
+            }
+        }
+    }
+
     /// The worker queue's key, `{prefix}:worker`.
     pub fn worker_key(&self) -> &str {
         &self.worker_key
@@ -229,7 +371,7 @@ impl RedisStreams {
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(super::READ_BLOCK + COMMAND_TIMEOUT));
         let mut connection = self
-            .client
+            .client()
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let id: i64 = redis::cmd("CLIENT")
@@ -402,7 +544,7 @@ impl Control for RedisStreams {
     /// stream ends when that connection does.
     async fn close_orders(&self) -> Result<BoxStream<'static, CloseOrder>, StreamError> {
         let subscribe = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
+            let mut pubsub = self.client().get_async_pubsub().await?;
             pubsub.subscribe(&self.control_key).await?;
             Ok::<_, StreamError>(pubsub)
         };
@@ -639,6 +781,7 @@ impl Health for RedisStreams {
     }
 
     async fn run_id(&self) -> Result<Option<String>, StreamError> {
+        self.follow_master().await;
         let info: String = self
             .command(|mut connection| async move {
                 redis::cmd("INFO")
@@ -647,10 +790,24 @@ impl Health for RedisStreams {
                     .await
             })
             .await?;
-        Ok(info
+        let Some(run_id) = info
             .lines()
             .find_map(|line| line.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_string()))
+            .map(|id| id.trim().to_string())
+        else {
+            return Ok(None);
+        };
+        // A restart changes the run id; a FLUSHALL or FLUSHDB only removes
+        // the epoch marker, which comes back with a new value.
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let epoch: String = self
+            .command(|mut connection| {
+                let mut invocation = self.epoch.key(&self.epoch_key);
+                invocation.arg(&fresh);
+                async move { invocation.invoke_async(&mut connection).await }
+            })
+            .await?;
+        Ok(Some(format!("{run_id} epoch {epoch}")))
     }
 
     fn first_run_id(&self) -> Option<String> {
