@@ -246,7 +246,7 @@ async fn open_bus(config: &Config, roles: Roles, reconnects: &Count) -> Result<B
                 "redis is not answering; waiting for it (WebSocket upgrades and /readyz answer 503)"
             );
             Ok(Bus::Pending {
-                target,
+                target: Box::new(target),
                 prefix: prefix.clone(),
                 reconnects: reconnects.clone(),
             })
@@ -345,7 +345,7 @@ fn worker_settings(config: &Config) -> Result<WorkerSettings, StartError> {
 enum Bus {
     Ready(Arc<dyn Streams>),
     Pending {
-        target: RedisTarget,
+        target: Box<RedisTarget>,
         prefix: String,
         reconnects: Count,
     },
