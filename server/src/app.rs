@@ -149,7 +149,10 @@ impl Instance {
             storage,
             rooms: rooms.clone(),
             auth,
-            settings: config.websocket.connection_settings(),
+            settings: ConnectionSettings {
+                message_lifetime: config.redis.min_message_lifetime(),
+                ..config.websocket.connection_settings()
+            },
             metrics,
             worker: roles.worker.then(|| worker_settings(config)).transpose()?,
             embedded,
@@ -493,9 +496,7 @@ impl Assembled {
         let subscriber = state.as_ref().map(|state| {
             tokio::spawn(subscriber::run(
                 Arc::clone(&streams),
-                Arc::clone(&state.rooms),
-                Arc::clone(&state.metrics),
-                state.settings.coalesce_window,
+                Arc::clone(state),
                 subscriber_stop.clone(),
             ))
         });

@@ -6,15 +6,20 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{self, Metrics};
+use crate::connection::AppState;
+use crate::metrics;
 use crate::protocol::{self};
-use crate::rooms::{Follow, Rooms};
+use crate::rooms::Follow;
 use crate::socket::RoomFrame;
 use crate::streams::{StreamReader, READ_BLOCK};
 
 /// Read every followed stream, merge each stream's new messages and deliver
 /// them to the room, until `shutdown` is cancelled. Read errors are logged and
-/// retried with a growing pause, so a Redis restart is survived.
+/// retried with a growing pause (up to [`MAX_RETRY`]), so a Redis restart is
+/// survived. Reads that failed for half the message lifetime or longer may
+/// have missed entries a worker trimmed meanwhile; once they succeed again,
+/// every connection is closed as after a Redis restart, so that clients load
+/// the document again and send what they have.
 ///
 /// While the rooms are busy (see [`Pacing`]), the next read starts `window`
 /// after the previous one did, so that it returns more entries, merged into
@@ -23,12 +28,14 @@ use crate::streams::{StreamReader, READ_BLOCK};
 /// entries, the next read starts at once.
 pub async fn run<R: StreamReader + ?Sized>(
     streams: Arc<R>,
-    rooms: Arc<Rooms>,
-    metrics: Arc<Metrics>,
-    window: Duration,
+    state: Arc<AppState>,
     shutdown: CancellationToken,
 ) {
+    let rooms = &state.rooms;
+    let metrics = &state.metrics;
+    let window = state.settings.coalesce_window;
     let mut backoff = Duration::from_millis(100);
+    let mut failing_since: Option<Instant> = None;
     let mut pacing = Pacing::new(window, Instant::now());
     loop {
         let started = tokio::time::Instant::now();
@@ -45,6 +52,17 @@ pub async fn run<R: StreamReader + ?Sized>(
         match read {
             Ok(batches) => {
                 backoff = Duration::from_millis(100);
+                if let Some(since) = failing_since.take() {
+                    let outage = since.elapsed();
+                    if outage >= state.settings.message_lifetime / 2 {
+                        tracing::warn!(
+                            ?outage,
+                            "stream reads failed for half the message lifetime or longer; closing connections so that clients load their documents again"
+                        );
+                        rooms.forget_last_syncs();
+                        state.bus_restarts.send_modify(|restarts| *restarts += 1);
+                    }
+                }
                 let entries: usize = batches.iter().map(|b| b.entries.len()).sum();
                 // Counted by the followed stream's own `Arc` (a batch's is new).
                 pacing.read(
@@ -85,18 +103,23 @@ pub async fn run<R: StreamReader + ?Sized>(
                 }
             }
             Err(err) => {
+                failing_since.get_or_insert_with(Instant::now);
                 metrics::inc(&metrics.stream_read_errors);
                 tracing::warn!(%err, retry_in = ?backoff, "stream read failed");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(MAX_RETRY);
             }
         }
     }
     tracing::debug!("subscriber stopped");
 }
+
+/// The longest pause between failed reads: a read on a Redis that is down
+/// fails at once, and one that came back is read again within it.
+const MAX_RETRY: Duration = Duration::from_secs(1);
 
 /// How long the reads' figures are gathered before pacing is decided anew.
 const EPOCH: Duration = Duration::from_millis(100);

@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod s3;
+pub mod sentinel;
 pub mod storm;
 pub mod values;
 
@@ -21,5 +22,6 @@ pub use gcs::FakeGcsServer;
 pub use postgres::PostgresServer;
 pub use process::{free_port, group_listens_on, python, wait_for_port, ServiceProcess};
 pub use s3::S3Server;
+pub use sentinel::SentinelSet;
 pub use storm::{open_at_once, Storm};
 pub use values::{hex, now_ms};

@@ -342,6 +342,7 @@ impl WebsocketConfig {
             },
             sync_chunk_size: self.sync_chunk_size,
             coalesce_window: Duration::from_millis(self.coalesce_window),
+            ..ConnectionSettings::default()
         }
     }
 }

@@ -32,6 +32,11 @@ pub struct ConnectionSettings {
     /// meanwhile goes out merged, one frame per member, instead of a frame
     /// per update. At light load nothing waits. Zero: never.
     pub coalesce_window: Duration,
+    /// How long entries stay in a stream after compaction
+    /// (`REDIS_MIN_MESSAGE_LIFETIME`). Stream reads that failed for half of it
+    /// may have missed entries trimmed meanwhile: the subscriber then closes
+    /// every connection, so that clients load the document again.
+    pub message_lifetime: Duration,
 }
 
 impl Default for ConnectionSettings {
@@ -44,6 +49,7 @@ impl Default for ConnectionSettings {
             deflate: DeflateSettings::default(),
             sync_chunk_size: 1024 * 1024,
             coalesce_window: Duration::from_millis(5),
+            message_lifetime: Duration::from_secs(60),
         }
     }
 }
