@@ -155,7 +155,6 @@ async fn a_sentinel_failover_under_editing_clients_loses_no_edit() {
         .rust_workers(1)
         .env("REDIS_SENTINELS", &set.sentinel_list())
         .env("REDIS_SENTINEL_MASTER", testkit::sentinel::MASTER_NAME)
-        .env("RUST_LOG", "websocket=debug")
         .env("REDIS_TASK_DEBOUNCE", "500")
         .env("REDIS_MIN_MESSAGE_LIFETIME", "1000")
         .start()
@@ -195,13 +194,15 @@ async fn failover(fleet: &Fleet, sidecar: &Sidecar, set: &mut SentinelSet) -> Re
         if failed_over.is_none() && started.elapsed() > Duration::from_secs(2) {
             // Blocking: the editing pauses while the Sentinels fail over,
             // and resumes on whatever connections the clients have then.
+            let killed = Instant::now();
             let new_master = tokio::task::block_in_place(|| set.fail_master(RECOVERED))?;
             ensure!(new_master != old_master, "the replica was promoted");
-            failed_over = Some(Instant::now());
+            failed_over = Some(killed.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let failed_over = failed_over.context("the failover happened")?;
+    let last_edit = Instant::now();
     ensure!(made.len() > 200, "{} edits made", made.len());
 
     for client in [&a, &b] {
@@ -228,16 +229,22 @@ async fn failover(fleet: &Fleet, sidecar: &Sidecar, set: &mut SentinelSet) -> Re
         Ok(made.is_subset(&seen).then_some(seen))
     })
     .await?;
+    let converged = last_edit.elapsed();
     ensure!(seen.len() == made.len(), "no edit from nowhere: {seen:?}");
     let new_master = set.master_port()?;
     let stream = format!("{}:room:{room}:index", fleet.prefix());
     let len = set.cli(new_master, &["XLEN", &stream])?;
     eprintln!(
-        "sentinel failover: {} edits by 2 clients, all in a fresh client's document; \
-         converged {} ms after the promotion; the room's stream on the new master holds {} entries",
+        "sentinel failover: replica promoted {} ms after the master was killed; {} edits by 2 clients, \
+         all on both editors and in a fresh client's document {} ms after the last edit; \
+         the room's stream on the new master holds {} entries",
+        failed_over.as_millis(),
         made.len(),
-        failed_over.elapsed().as_millis(),
+        converged.as_millis(),
         len.trim()
     );
+    for line in fleet.logs().lines().filter(|l| l.contains("following it")) {
+        eprintln!("sentinel failover: {line}");
+    }
     Ok(())
 }

@@ -33,8 +33,8 @@ impl SentinelSet {
     /// replica is in sync and every Sentinel knows the replica.
     pub fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let master = spawn_node(None)?;
-        let replica = spawn_node(Some(master.port))?;
+        let master = spawn_node(dir.path(), None)?;
+        let replica = spawn_node(dir.path(), Some(master.port))?;
         let mut sentinels = Vec::new();
         for i in 0..3 {
             sentinels.push(spawn_sentinel(dir.path(), i, master.port)?);
@@ -153,7 +153,7 @@ fn cli(port: u16, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn spawn_node(master: Option<u16>) -> Result<Node> {
+fn spawn_node(dir: &Path, master: Option<u16>) -> Result<Node> {
     let port = free_port()?;
     let mut command = Command::new("redis-server");
     command.args([
@@ -165,7 +165,14 @@ fn spawn_node(master: Option<u16>) -> Result<Node> {
         "",
         "--appendonly",
         "no",
+        "--repl-diskless-sync",
+        "yes",
+        "--repl-diskless-sync-delay",
+        "0",
     ]);
+    // A full resync writes nothing here with a diskless sync; the directory
+    // keeps anything else out of the caller's.
+    command.arg("--dir").arg(dir);
     if let Some(master) = master {
         command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
     }

@@ -120,6 +120,9 @@ impl Link {
     }
 }
 
+/// How long the restart check waits for Redis's answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How often at most the master is looked up again through Sentinel.
 const LOOKUP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -355,6 +358,36 @@ impl RedisStreams {
                 tracing::warn!(%err, master = %address, "could not connect to the new redis master")
             }
         }
+    }
+
+    /// Redis's run id and the fleet's epoch marker (docs/protocol.md §3.2). A
+    /// restart changes the run id; a FLUSHALL or FLUSHDB only removes the
+    /// epoch marker, which comes back with a new value.
+    async fn identity(&self) -> Result<Option<String>, StreamError> {
+        let info: String = self
+            .command(|mut connection| async move {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        let Some(run_id) = info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_string())
+        else {
+            return Ok(None);
+        };
+        let fresh = uuid::Uuid::new_v4().simple().to_string();
+        let epoch: String = self
+            .command(|mut connection| {
+                let mut invocation = self.epoch.key(&self.epoch_key);
+                invocation.arg(&fresh);
+                async move { invocation.invoke_async(&mut connection).await }
+            })
+            .await?;
+        Ok(Some(format!("{run_id} epoch {epoch}")))
     }
 
     /// The worker queue's key, `{prefix}:worker`.
@@ -782,32 +815,12 @@ impl Health for RedisStreams {
 
     async fn run_id(&self) -> Result<Option<String>, StreamError> {
         self.follow_master().await;
-        let info: String = self
-            .command(|mut connection| async move {
-                redis::cmd("INFO")
-                    .arg("server")
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await?;
-        let Some(run_id) = info
-            .lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_string())
-        else {
-            return Ok(None);
-        };
-        // A restart changes the run id; a FLUSHALL or FLUSHDB only removes
-        // the epoch marker, which comes back with a new value.
-        let fresh = uuid::Uuid::new_v4().simple().to_string();
-        let epoch: String = self
-            .command(|mut connection| {
-                let mut invocation = self.epoch.key(&self.epoch_key);
-                invocation.arg(&fresh);
-                async move { invocation.invoke_async(&mut connection).await }
-            })
-            .await?;
-        Ok(Some(format!("{run_id} epoch {epoch}")))
+        // Bounded, so that a server gone away does not hold the next check
+        // (and, behind Sentinel, the next look for the master) for the whole
+        // command timeout.
+        tokio::time::timeout(HEALTH_TIMEOUT, self.identity())
+            .await
+            .map_err(|_| StreamError::NoAnswer(HEALTH_TIMEOUT))?
     }
 
     fn first_run_id(&self) -> Option<String> {
