@@ -243,6 +243,11 @@ pub struct Metrics {
     pub document_loads: Count,
     /// Connections to Redis re-established after they broke.
     pub redis_reconnects: Count,
+    /// Redis restarts, failovers and data losses noticed (docs/protocol.md §3.2).
+    pub redis_restarts: Count,
+    /// Times every followed room was sent its whole document after stream
+    /// reads failed for half the message lifetime or longer.
+    pub room_resyncs: Count,
     /// Bytes read from clients' sockets after their upgrade.
     pub received_bytes: Count,
     /// Bytes written to clients' sockets after their upgrade.
@@ -308,6 +313,8 @@ impl Default for Metrics {
             documents_stored: Count::default(),
             document_loads: Count::default(),
             redis_reconnects: Count::default(),
+            redis_restarts: Count::default(),
+            room_resyncs: Count::default(),
             received_bytes: Count::default(),
             sent_bytes: Count::default(),
             queue_deepest_since_scrape: AtomicU64::new(0),
@@ -394,7 +401,7 @@ impl Metrics {
     /// The plain counters.
     fn register_counters(&self, registry: &mut Registry) {
         let m = self;
-        let counters: [(&str, &str, &Count); 13] = [
+        let counters: [(&str, &str, &Count); 15] = [
             (
                 "yws_messages_appended",
                 "client messages appended to a stream",
@@ -445,6 +452,16 @@ impl Metrics {
                 "yws_redis_reconnects",
                 "connections to Redis re-established after they broke",
                 &m.redis_reconnects,
+            ),
+            (
+                "yws_redis_restarts",
+                "Redis restarts, failovers and data losses (FLUSHALL, FLUSHDB) noticed; each closes every connection",
+                &m.redis_restarts,
+            ),
+            (
+                "yws_room_resyncs",
+                "times every followed room was sent its whole document after stream reads failed for half the message lifetime",
+                &m.room_resyncs,
             ),
             (
                 "yws_received_bytes",

@@ -36,6 +36,7 @@ pub async fn watch<H: Health + ?Sized>(
                 tracing::warn!(
                     "redis restarted or lost its data; closing connections so that clients send their documents again"
                 );
+                crate::metrics::inc(&state.metrics.redis_restarts);
                 state.rooms.forget_last_syncs();
                 state.bus_restarts.send_modify(|restarts| *restarts += 1);
             }

@@ -6,11 +6,17 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use bytes::Bytes;
+use yrs::{ReadTxn, StateVector, Transact};
+
 use crate::connection::AppState;
+use crate::load::load_doc;
+use crate::log_text::bounded;
 use crate::metrics;
 use crate::protocol::{self};
 use crate::rooms::Follow;
 use crate::socket::RoomFrame;
+use crate::streams::{parse_stream_key, CloseOrder};
 use crate::streams::{StreamReader, READ_BLOCK};
 
 /// Read every followed stream, merge each stream's new messages and deliver
@@ -18,8 +24,7 @@ use crate::streams::{StreamReader, READ_BLOCK};
 /// retried with a growing pause (up to [`MAX_RETRY`]), so a Redis restart is
 /// survived. Reads that failed for half the message lifetime or longer may
 /// have missed entries a worker trimmed meanwhile; once they succeed again,
-/// every connection is closed as after a Redis restart, so that clients load
-/// the document again and send what they have.
+/// every followed room is sent its whole document ([`resync`]).
 ///
 /// While the rooms are busy (see [`Pacing`]), the next read starts `window`
 /// after the previous one did, so that it returns more entries, merged into
@@ -57,10 +62,11 @@ pub async fn run<R: StreamReader + ?Sized>(
                     if outage >= state.settings.message_lifetime / 2 {
                         tracing::warn!(
                             ?outage,
-                            "stream reads failed for half the message lifetime or longer; closing connections so that clients load their documents again"
+                            rooms = follows.len(),
+                            "stream reads failed for half the message lifetime or longer; sending every followed room its whole document"
                         );
-                        rooms.forget_last_syncs();
-                        state.bus_restarts.send_modify(|restarts| *restarts += 1);
+                        metrics::inc(&metrics.room_resyncs);
+                        resync(&state, &follows).await;
                     }
                 }
                 let entries: usize = batches.iter().map(|b| b.entries.len()).sum();
@@ -115,6 +121,52 @@ pub async fn run<R: StreamReader + ?Sized>(
         }
     }
     tracing::debug!("subscriber stopped");
+}
+
+/// Send each room of `follows` its whole document, loaded as for an opening
+/// client: entries appended while this instance could not read may have been
+/// compacted and trimmed before it read them, and its clients would never get
+/// them (updates apply idempotently, so what they had is harmless). A room
+/// whose document cannot be loaded has its connections closed with 1011
+/// instead, so that its clients reconnect and load it then.
+async fn resync(state: &AppState, follows: &[Follow]) {
+    for follow in follows {
+        let loaded = match parse_stream_key(state.streams.prefix(), &follow.stream) {
+            Ok((room, docid)) => load_doc(
+                state.streams.as_ref(),
+                state.storage.as_ref(),
+                &follow.stream,
+                &room,
+                &docid,
+            )
+            .await
+            .map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        let update = loaded.map(|loaded| {
+            let update = loaded
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            (update, loaded.last_id)
+        });
+        match update {
+            Ok((update, last_id)) => {
+                let frame = RoomFrame::new(Bytes::from(protocol::encode_sync_update(&update)));
+                let last_id = last_id.max(follow.after);
+                state.rooms.deliver(follow, last_id, &[frame]);
+            }
+            Err(err) => {
+                tracing::warn!(stream = %bounded(&follow.stream), %err, "could not load a document to resend; closing its connections");
+                state.rooms.close(&CloseOrder {
+                    stream: follow.stream.to_string(),
+                    user: None,
+                    code: 1011,
+                    reason: "missed stream entries, reconnect".into(),
+                });
+            }
+        }
+    }
 }
 
 /// The longest pause between failed reads: a read on a Redis that is down

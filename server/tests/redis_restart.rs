@@ -13,6 +13,7 @@ async fn servers_and_workers_recover_after_a_redis_restart() {
     let mut cfg = config(Some(&redis), data.path());
     cfg.redis.task_debounce = 200;
     cfg.redis.min_message_lifetime = 500;
+    cfg.metrics.port = Some(0);
     let one = start_roles(&cfg, true, false).await;
     let two = start_roles(&cfg, true, false).await;
     let worker = start_roles(&cfg, false, true).await;
@@ -35,6 +36,14 @@ async fn servers_and_workers_recover_after_a_redis_restart() {
         .unwrap();
     assert_eq!(a.closed(), Some(1011));
     redis.restart().unwrap();
+    // Both servers notice the restart (within a second or so) and close what
+    // is connected then; clients connecting from then on stay.
+    for instance in [&one, &two] {
+        eventually("the restart noticed", SOON, || async {
+            counter(&scrape(instance).await, "yws_redis_restarts_total") >= 1
+        })
+        .await;
+    }
 
     // Both servers serve again and relay between each other; the stored
     // document is there.
@@ -133,5 +142,65 @@ async fn clients_are_closed_after_a_redis_restart_and_restore_what_it_lost() {
     })
     .await
     .unwrap();
+    instance.shutdown().await.unwrap();
+}
+
+/// A connection whose document is still loading when a Redis restart is
+/// noticed is closed too, once its initial sync is out: what it loaded may
+/// hold what Redis lost, and its client must send its document again. The
+/// load is held by a lock on the storage table, so the restart falls inside it.
+#[tokio::test]
+async fn a_connection_still_loading_its_document_is_closed_after_a_redis_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let postgres =
+        testkit::PostgresServer::start().expect("PostgreSQL must be installed (ci/setup.sh)");
+    let mut redis = RedisServer::start().unwrap();
+    let mut cfg = config(Some(&redis), data.path());
+    cfg.storage.backend = Some(websocket::storage::StorageBackend::Postgres);
+    cfg.storage.postgres = Some(postgres.url());
+    cfg.redis.task_debounce = 60_000;
+    let instance = start_roles(&cfg, true, false).await;
+
+    // A client in another room, synced before the storage is locked: its
+    // close tells when the instance noticed the restart.
+    let probe = YClient::connect(&url(&instance, "probe")).await.unwrap();
+    probe.wait_synced(SOON).await.unwrap();
+
+    let (locker, connection) = tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE yredis_docs_v1 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let loading = YClient::connect(&url(&instance, "loading")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        loading
+            .wait_synced(Duration::from_millis(200))
+            .await
+            .is_err(),
+        "the load waits for the lock"
+    );
+
+    redis.restart().unwrap();
+    probe
+        .wait_until("the restart noticed", SOON, |c| c.closed().is_some())
+        .await
+        .unwrap();
+    assert_eq!(probe.closed(), Some(1011));
+    assert!(loading.closed().is_none(), "still loading");
+
+    // The load finishes after the restart was noticed: the connection closes
+    // all the same.
+    locker.batch_execute("COMMIT").await.unwrap();
+    loading
+        .wait_until("closed after its initial sync", SOON, |c| {
+            c.closed().is_some()
+        })
+        .await
+        .unwrap();
+    assert_eq!(loading.closed(), Some(1011));
     instance.shutdown().await.unwrap();
 }
