@@ -81,26 +81,7 @@ pub async fn run<R: StreamReader + ?Sized>(
                 );
                 let busy = pacing.paced() && entries > 0 && started.elapsed() < window;
                 metrics.read_batch_entries.observe(entries as f64);
-                for batch in batches {
-                    let (Some(follow), Some(first), Some(last)) = (
-                        by_stream.get(&*batch.stream),
-                        batch.entries.first(),
-                        batch.entries.last(),
-                    ) else {
-                        continue;
-                    };
-                    let messages = protocol::merge_messages(
-                        &batch.entries.iter().map(|e| &e.message).collect::<Vec<_>>(),
-                    );
-                    metrics::add(&metrics.stream_entries_read, batch.entries.len() as u64);
-                    // Framed (and compressed) once, written to every member.
-                    let frames: Vec<_> = messages.into_iter().map(RoomFrame::new).collect();
-                    let queued = rooms.deliver(follow, last.id, &frames);
-                    metrics::add(&metrics.messages_delivered, queued as u64);
-                    // Once per stream and read, for its oldest entry.
-                    let lag_ms = now_ms().saturating_sub(first.id.ms);
-                    metrics::observe(&metrics.delivery_lag_seconds, Duration::from_millis(lag_ms));
-                }
+                deliver(rooms, metrics, &by_stream, batches);
                 if busy {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -121,6 +102,35 @@ pub async fn run<R: StreamReader + ?Sized>(
         }
     }
     tracing::debug!("subscriber stopped");
+}
+
+/// Merge each stream's new messages, frame them once and hand them to the
+/// stream's room.
+fn deliver(
+    rooms: &crate::rooms::Rooms,
+    metrics: &crate::metrics::Metrics,
+    by_stream: &HashMap<&str, &Follow>,
+    batches: Vec<crate::streams::StreamBatch>,
+) {
+    for batch in batches {
+        let (Some(follow), Some(first), Some(last)) = (
+            by_stream.get(&*batch.stream),
+            batch.entries.first(),
+            batch.entries.last(),
+        ) else {
+            continue;
+        };
+        let messages =
+            protocol::merge_messages(&batch.entries.iter().map(|e| &e.message).collect::<Vec<_>>());
+        metrics::add(&metrics.stream_entries_read, batch.entries.len() as u64);
+        // Framed (and compressed) once, written to every member.
+        let frames: Vec<_> = messages.into_iter().map(RoomFrame::new).collect();
+        let queued = rooms.deliver(follow, last.id, &frames);
+        metrics::add(&metrics.messages_delivered, queued as u64);
+        // Once per stream and read, for its oldest entry.
+        let lag_ms = now_ms().saturating_sub(first.id.ms);
+        metrics::observe(&metrics.delivery_lag_seconds, Duration::from_millis(lag_ms));
+    }
 }
 
 /// Send each room of `follows` its whole document, loaded as for an opening
