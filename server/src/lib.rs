@@ -15,6 +15,7 @@ pub mod connection;
 pub mod control;
 pub mod document;
 pub mod gate;
+pub mod inspector;
 pub mod listener;
 pub mod load;
 pub mod log_text;

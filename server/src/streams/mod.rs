@@ -14,6 +14,7 @@ mod id;
 mod keys;
 mod memory;
 mod redis;
+mod survey;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub use self::keys::{
 };
 pub use self::memory::MemoryStreams;
 pub use self::redis::RedisStreams;
+pub use self::survey::{DocStreamSummary, Survey, SURVEY_LIMIT};
 
 /// How many entries one subscriber read returns at most (as y-redis).
 pub const READ_COUNT: usize = 1000;
