@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod demo;
 pub mod document;
 pub mod gate;
 pub mod inspector;

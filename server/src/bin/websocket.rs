@@ -37,6 +37,20 @@ enum Command {
     },
     /// Only compact streams into storage (needs Redis).
     Worker,
+    /// Serve, and serve a collaborative editor page on --demo-port (open it in
+    /// two windows; `?server=ws://HOST:PORT` on the page picks another server).
+    Demo {
+        /// Port of the editor page.
+        #[arg(long, default_value_t = 8080)]
+        demo_port: u16,
+        /// A second server's WebSocket URL (`ws://host:port`, Rust or
+        /// JavaScript, same fleet), linked from the page.
+        #[arg(long, value_name = "URL")]
+        peer: Option<String>,
+        /// Do not compact streams in this process.
+        #[arg(long)]
+        no_worker: bool,
+    },
     /// Key and token tools for y-redis compatible auth.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -92,12 +106,18 @@ fn main() -> ExitCode {
             }
         },
         command => {
+            let demo = match &command {
+                Some(Command::Demo {
+                    demo_port, peer, ..
+                }) => Some((*demo_port, peer.clone())),
+                _ => None,
+            };
             let roles = match command {
                 Some(Command::Worker) => Roles {
                     serve: false,
                     worker: true,
                 },
-                Some(Command::Serve { no_worker }) => Roles {
+                Some(Command::Serve { no_worker } | Command::Demo { no_worker, .. }) => Roles {
                     serve: true,
                     worker: !no_worker,
                 },
@@ -130,7 +150,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(config, roles)) {
+            match runtime.block_on(serve(config, roles, demo)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("error: {err:#}");
@@ -153,10 +173,37 @@ fn load_config(path: &Option<PathBuf>, port: Option<u16>) -> anyhow::Result<Conf
     Ok(config)
 }
 
-async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    roles: Roles,
+    demo: Option<(u16, Option<String>)>,
+) -> anyhow::Result<()> {
     let mut instance = Instance::start(&config, roles)
         .await
         .context("cannot start")?;
+    let demo_stop = tokio_util::sync::CancellationToken::new();
+    let _stop_demo = demo_stop.clone().drop_guard();
+    if let Some((port, peer)) = demo {
+        let settings = websocket::demo::DemoSettings {
+            websocket_port: instance
+                .local_addr
+                .map_or(config.websocket.port, |a| a.port()),
+            peer,
+        };
+        let addr = std::net::SocketAddr::new(config.websocket.host, port);
+        let bound = websocket::demo::serve(addr, settings, demo_stop)
+            .await
+            .with_context(|| format!("cannot serve the demo on {addr}"))?;
+        tracing::info!(
+            "demo: open http://{}:{}/ in two windows and type in both",
+            if bound.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                bound.ip().to_string()
+            },
+            bound.port()
+        );
+    }
     tokio::select! {
         signal = shutdown_signal() => signal?,
         _ = instance.wait() => anyhow::bail!("the instance stopped unexpectedly"),
