@@ -106,26 +106,7 @@ fn main() -> ExitCode {
             }
         },
         command => {
-            let demo = match &command {
-                Some(Command::Demo {
-                    demo_port, peer, ..
-                }) => Some((*demo_port, peer.clone())),
-                _ => None,
-            };
-            let roles = match command {
-                Some(Command::Worker) => Roles {
-                    serve: false,
-                    worker: true,
-                },
-                Some(Command::Serve { no_worker } | Command::Demo { no_worker, .. }) => Roles {
-                    serve: true,
-                    worker: !no_worker,
-                },
-                _ => Roles {
-                    serve: true,
-                    worker: true,
-                },
-            };
+            let (roles, demo) = roles_of(command);
             let config = match load_config(&cli.config, cli.port) {
                 Ok(config) => config,
                 Err(err) => {
@@ -158,6 +139,45 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// What the command runs, and for `demo` its page's port and peer.
+#[allow(clippy::type_complexity)]
+fn roles_of(command: Option<Command>) -> (Roles, Option<(u16, Option<String>)>) {
+    match command {
+        Some(Command::Worker) => (
+            Roles {
+                serve: false,
+                worker: true,
+            },
+            None,
+        ),
+        Some(Command::Serve { no_worker }) => (
+            Roles {
+                serve: true,
+                worker: !no_worker,
+            },
+            None,
+        ),
+        Some(Command::Demo {
+            demo_port,
+            peer,
+            no_worker,
+        }) => (
+            Roles {
+                serve: true,
+                worker: !no_worker,
+            },
+            Some((demo_port, peer)),
+        ),
+        _ => (
+            Roles {
+                serve: true,
+                worker: true,
+            },
+            None,
+        ),
     }
 }
 

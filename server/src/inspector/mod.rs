@@ -10,6 +10,7 @@
 //! Behind the API secret where one is set (`access.rs`).
 
 mod access;
+mod error;
 mod room;
 
 use std::sync::{Arc, OnceLock};
@@ -30,6 +31,7 @@ use crate::storage::Storage;
 use crate::streams::{parse_stream_key, Streams, Survey, SURVEY_LIMIT};
 
 pub use access::Guard;
+pub use error::InspectorError;
 
 /// What the inspector reads, once the streams are connected.
 pub struct Inspector {
@@ -126,19 +128,9 @@ fn answer(status: StatusCode, body: Value) -> Response {
     response
 }
 
-/// A JSON error.
-fn failure(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    answer(status, json!({ "error": message.to_string() }))
-}
-
 /// The inspector, or 503 while the streams have not answered yet.
-fn connected(slot: &Slot) -> Result<Arc<Inspector>, Response> {
-    slot.get().cloned().ok_or_else(|| {
-        failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the streams are not connected yet",
-        )
-    })
+fn connected(slot: &Slot) -> Result<Arc<Inspector>, InspectorError> {
+    slot.get().cloned().ok_or(InspectorError::NotConnected)
 }
 
 /// Milliseconds since the epoch.
@@ -149,15 +141,13 @@ fn now_ms() -> u64 {
 }
 
 /// The fleet's rooms, from the streams, with this instance's connections.
-async fn rooms(State(slot): State<Slot>) -> Response {
-    let inspector = match connected(&slot) {
-        Ok(inspector) => inspector,
-        Err(response) => return response,
-    };
-    let (streams, more) = match inspector.survey.doc_streams(SURVEY_LIMIT).await {
-        Ok(found) => found,
-        Err(err) => return failure(StatusCode::SERVICE_UNAVAILABLE, err),
-    };
+async fn rooms(State(slot): State<Slot>) -> Result<Response, InspectorError> {
+    let inspector = connected(&slot)?;
+    let (streams, more) = inspector
+        .survey
+        .doc_streams(SURVEY_LIMIT)
+        .await
+        .map_err(InspectorError::unavailable)?;
     let connections = inspector
         .rooms
         .as_ref()
@@ -188,7 +178,7 @@ async fn rooms(State(slot): State<Slot>) -> Response {
             })
         })
         .collect();
-    answer(
+    Ok(answer(
         StatusCode::OK,
         json!({
             "prefix": prefix,
@@ -198,16 +188,13 @@ async fn rooms(State(slot): State<Slot>) -> Response {
             "connections_here": connections.iter().map(|(_, n)| n).sum::<usize>(),
             "storage": inspector.storage.name(),
         }),
-    )
+    ))
 }
 
 /// A document API request made from the page (`/inspector/api/...`), served
 /// by the API's own routes as `/api/...`.
-async fn api(State(slot): State<Slot>, mut request: Request) -> Response {
-    let inspector = match connected(&slot) {
-        Ok(inspector) => inspector,
-        Err(response) => return response,
-    };
+async fn api(State(slot): State<Slot>, mut request: Request) -> Result<Response, InspectorError> {
+    let inspector = connected(&slot)?;
     let path_and_query = request
         .uri()
         .path_and_query()
@@ -216,10 +203,10 @@ async fn api(State(slot): State<Slot>, mut request: Request) -> Response {
         .unwrap_or_default();
     match path_and_query.parse() {
         Ok(uri) => *request.uri_mut() = uri,
-        Err(_) => return failure(StatusCode::BAD_REQUEST, "not a request path"),
+        Err(_) => return Err(InspectorError::BadRequest("not a request path".into())),
     }
     match inspector.api.clone().oneshot(request).await {
-        Ok(response) => response,
+        Ok(response) => Ok(response),
         Err(never) => match never {},
     }
 }

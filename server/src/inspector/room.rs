@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, Transact, Update};
 
-use super::{answer, connected, failure, Inspector, Slot};
+use super::{answer, connected, Inspector, InspectorError, Slot};
 use crate::document::{self, RootKind};
 use crate::load::load_doc;
 use crate::streams::{stream_key, StreamId, DOC_ID};
@@ -26,7 +26,7 @@ struct Named {
     version: Option<String>,
 }
 
-fn named(uri: &Uri) -> Result<Named, Response> {
+fn named(uri: &Uri) -> Result<Named, InspectorError> {
     let mut room = None;
     let mut docid = None;
     let mut version = None;
@@ -38,15 +38,14 @@ fn named(uri: &Uri) -> Result<Named, Response> {
             _ => {}
         }
     }
-    let room = room.ok_or_else(|| failure(StatusCode::BAD_REQUEST, "no room named"))?;
+    let room = room.ok_or_else(|| InspectorError::BadRequest("no room named".into()))?;
     let docid = docid
         .filter(|docid| !docid.is_empty())
         .unwrap_or_else(|| DOC_ID.to_string());
     if room.len() > MAX_NAME || docid.len() > MAX_NAME {
-        return Err(failure(
-            StatusCode::BAD_REQUEST,
-            format!("room and docid are at most {MAX_NAME} bytes"),
-        ));
+        return Err(InspectorError::BadRequest(format!(
+            "room and docid are at most {MAX_NAME} bytes"
+        )));
     }
     Ok(Named {
         room,
@@ -65,11 +64,11 @@ fn kind_name(kind: RootKind) -> &'static str {
 }
 
 /// Kinds, JSON and structure of a document's roots.
-fn roots_of(doc: &Doc) -> Result<Value, Response> {
-    let json = document::to_json(doc).map_err(|err| failure(StatusCode::CONFLICT, err))?;
+fn roots_of(doc: &Doc) -> Result<Value, InspectorError> {
+    let json = document::to_json(doc).map_err(|err| InspectorError::Unreadable(err.to_string()))?;
     let structure =
         crate::protocol::guard_yrs("reader", || Ok::<_, String>(document::content(doc)))
-            .map_err(|err| failure(StatusCode::CONFLICT, err))?;
+            .map_err(InspectorError::Unreadable)?;
     let kinds: Vec<Value> = document::root_kinds(doc)
         .into_iter()
         .map(|(name, kind)| json!({ "name": name, "kind": kind_name(kind) }))
@@ -108,23 +107,15 @@ fn connections_here(inspector: &Inspector, key: &str) -> usize {
 }
 
 /// `GET /inspector/data/room?room=…[&docid=…]`.
-pub async fn room(State(slot): State<Slot>, uri: Uri) -> Response {
-    let inspector = match connected(&slot) {
-        Ok(inspector) => inspector,
-        Err(response) => return response,
-    };
-    let Named { room, docid, .. } = match named(&uri) {
-        Ok(named) => named,
-        Err(response) => return response,
-    };
-    match view(&inspector, &room, &docid).await {
-        Ok(body) => answer(StatusCode::OK, body),
-        Err(response) => response,
-    }
+pub async fn room(State(slot): State<Slot>, uri: Uri) -> Result<Response, InspectorError> {
+    let inspector = connected(&slot)?;
+    let Named { room, docid, .. } = named(&uri)?;
+    let body = view(&inspector, &room, &docid).await?;
+    Ok(answer(StatusCode::OK, body))
 }
 
-async fn view(inspector: &Inspector, room: &str, docid: &str) -> Result<Value, Response> {
-    let unavailable = |err: &dyn std::fmt::Display| failure(StatusCode::SERVICE_UNAVAILABLE, err);
+async fn view(inspector: &Inspector, room: &str, docid: &str) -> Result<Value, InspectorError> {
+    let unavailable = |err: &dyn std::fmt::Display| InspectorError::unavailable(err);
     let key = stream_key(inspector.streams.prefix(), room, docid);
     let storage = inspector.storage.as_ref();
     let loaded = load_doc(inspector.streams.as_ref(), storage, &key, room, docid)
@@ -163,27 +154,24 @@ async fn view(inspector: &Inspector, room: &str, docid: &str) -> Result<Value, R
 
 /// `GET /inspector/data/version?room=…&version=N[&docid=…]`: one kept
 /// version's roots.
-pub async fn version(State(slot): State<Slot>, uri: Uri) -> Response {
-    let inspector = match connected(&slot) {
-        Ok(inspector) => inspector,
-        Err(response) => return response,
-    };
+pub async fn version(State(slot): State<Slot>, uri: Uri) -> Result<Response, InspectorError> {
+    let inspector = connected(&slot)?;
     let Named {
         room,
         docid,
         version,
-    } = match named(&uri) {
-        Ok(named) => named,
-        Err(response) => return response,
-    };
+    } = named(&uri)?;
     let Some(number) = version.and_then(|v| v.parse::<u64>().ok()) else {
-        return failure(StatusCode::BAD_REQUEST, "version must be a number");
+        return Err(InspectorError::BadRequest(
+            "version must be a number".into(),
+        ));
     };
-    let update = match inspector.storage.load_version(&room, &docid, number).await {
-        Ok(Some(update)) => update,
-        Ok(None) => return failure(StatusCode::NOT_FOUND, format!("no version {number}")),
-        Err(err) => return failure(StatusCode::SERVICE_UNAVAILABLE, err),
-    };
+    let update = inspector
+        .storage
+        .load_version(&room, &docid, number)
+        .await
+        .map_err(InspectorError::unavailable)?
+        .ok_or_else(|| InspectorError::NotFound(format!("no version {number}")))?;
     let doc = Doc::new();
     let applied = crate::protocol::guard_yrs("decoder", || {
         let update = Update::decode_v2(&update).map_err(|err| err.to_string())?;
@@ -192,13 +180,13 @@ pub async fn version(State(slot): State<Slot>, uri: Uri) -> Response {
             .map_err(|err| err.to_string())
     });
     if let Err(err) = applied {
-        return failure(
-            StatusCode::CONFLICT,
-            format!("version does not decode: {err}"),
-        );
+        return Err(InspectorError::Unreadable(format!(
+            "version does not decode: {err}"
+        )));
     }
-    match roots_of(&doc) {
-        Ok(roots) => answer(StatusCode::OK, json!({ "version": number, "roots": roots })),
-        Err(response) => response,
-    }
+    let roots = roots_of(&doc)?;
+    Ok(answer(
+        StatusCode::OK,
+        json!({ "version": number, "roots": roots }),
+    ))
 }
