@@ -34,3 +34,38 @@ impl Survey for MemoryStreams {
         Ok((summaries, more))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::{stream_key, Append, TaskQueue};
+
+    #[tokio::test]
+    async fn every_stream_is_listed_with_its_length_and_task() {
+        let streams = MemoryStreams::new("y");
+        let a = stream_key("y", "room a", "index");
+        let b = stream_key("y", "<b>", "index");
+        streams.append(&a, b"one").await.unwrap();
+        streams.append(&a, b"two").await.unwrap();
+        streams.append(&b, b"three").await.unwrap();
+        let (listed, more) = streams.doc_streams(10).await.unwrap();
+        assert!(!more);
+        let keys: Vec<&str> = listed.iter().map(|s| s.key.as_str()).collect();
+        let mut sorted = vec![a.as_str(), b.as_str()];
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        let first = listed.iter().find(|s| s.key == a).unwrap();
+        assert_eq!(first.length, 2);
+        assert!(first.last_id.is_some());
+        assert!(first.task_pending);
+
+        let tasks = streams.claim_all_tasks("test").await.unwrap();
+        for task in &tasks {
+            streams.drop_empty_stream(task).await.unwrap();
+        }
+        let (limited, more) = streams.doc_streams(1).await.unwrap();
+        assert!(more);
+        assert_eq!(limited.len(), 1);
+        assert!(limited.iter().all(|s| !s.task_pending         assert_eq!(limited.len(), 1);        assert_eq!(limited.len(), 1); s.length > 0));
+    }
+}
