@@ -103,19 +103,6 @@ async fn check_prerequisites(js_reference: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Wait until `url` answers anything but a connection error.
-async fn until_answers(url: &str) -> Result<()> {
-    let deadline = Instant::now() + ANSWERS;
-    let http = reqwest::Client::new();
-    loop {
-        match http.get(url).send().await {
-            Ok(_) => return Ok(()),
-            Err(err) if Instant::now() > deadline => bail!("{url} does not answer: {err}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 /// Write a document with some text to `room` straight into the fleet's
 /// streams, as any instance would append a client's update.
 async fn seed_room(fleet: &Fleet, room: &str) -> Result<()> {
@@ -180,27 +167,62 @@ async fn demo_fleet() -> Result<(Fleet, String, String)> {
         .storage(Storage::Postgres)
         .start()
         .await?;
-    let demo_port = testkit::free_port()?.to_string();
-    let ops_port = testkit::free_port()?.to_string();
     let peer = fleet.server(Lang::Js, 0)?.ws_base();
-    fleet
-        .add_rust_with_args(
-            &[
-                "demo",
-                "--no-worker",
-                "--demo-port",
-                &demo_port,
-                "--peer",
-                &peer,
-            ],
-            &[("METRICS_PORT", &ops_port), ("WS_API_SECRET", SECRET)],
-        )
-        .await?;
-    let demo = format!("http://127.0.0.1:{demo_port}");
-    let inspector = format!("http://127.0.0.1:{ops_port}");
-    until_answers(&demo).await?;
-    until_answers(&format!("{inspector}/healthz")).await?;
-    Ok((fleet, demo, inspector))
+    // A free port may be taken by another process before the demo binds it:
+    // the demo is started again on other ports then.
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let (demo_port, ops_port) = (testkit::free_port()?, testkit::free_port()?);
+        let (demo, ops) = (demo_port.to_string(), ops_port.to_string());
+        let started = fleet
+            .add_rust_with_args(
+                &["demo", "--no-worker", "--demo-port", &demo, "--peer", &peer],
+                &[("METRICS_PORT", &ops), ("WS_API_SECRET", SECRET)],
+            )
+            .await;
+        let member = match started {
+            Ok(member) => member,
+            Err(err) => {
+                failures.push(format!("{err:#}"));
+                continue;
+            }
+        };
+        match holds_ports(member, &[demo_port, ops_port]).await {
+            Ok(()) => {
+                let demo = format!("http://127.0.0.1:{demo_port}");
+                let inspector = format!("http://127.0.0.1:{ops_port}");
+                return Ok((fleet, demo, inspector));
+            }
+            Err(err) => {
+                member.kill();
+                failures.push(format!("{err:#}"));
+            }
+        }
+    }
+    bail!("the demo instance did not start: {failures:#?}")
+}
+
+/// Wait until `member`'s process listens on every one of `ports`; an error
+/// (with its output) when it exited first or did not within [`ANSWERS`].
+async fn holds_ports(member: &conformance::Member, ports: &[u16]) -> Result<()> {
+    let deadline = Instant::now() + ANSWERS;
+    loop {
+        let pid = member.pid().context("the demo instance has no process")?;
+        if ports
+            .iter()
+            .all(|port| testkit::group_listens_on(pid, *port))
+        {
+            return Ok(());
+        }
+        if !member.is_running() || Instant::now() > deadline {
+            bail!(
+                "{} does not listen on {ports:?}; output:\n{}",
+                member.name(),
+                member.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -306,6 +328,14 @@ async fn the_inspector_refuses_requests_without_the_secret() {
         let bearer = http.get(&url).bearer_auth(SECRET).send().await.unwrap();
         assert_eq!(bearer.status(), 200, "{path} with a bearer secret");
     }
+    // With the secret, the page's API calls are offered, not the others.
+    let delete = http
+        .delete(format!("{inspector}/inspector/api/document/pages-demo"))
+        .basic_auth("admin", Some(SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 404, "the inspector passed a delete on");
     // The metrics stay where they were, without the secret.
     let metrics = http
         .get(format!("{inspector}/metrics"))

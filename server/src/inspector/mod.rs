@@ -43,8 +43,8 @@ pub struct Inspector {
     pub storage: Arc<dyn Storage>,
     /// This instance's rooms (absent for a worker-only process).
     pub rooms: Option<Arc<Rooms>>,
-    /// The document API as the inspector calls it (rollback, flush): open,
-    /// since every inspector route is behind the inspector's own guard.
+    /// The document API as the inspector calls it (reads, rollback, flush):
+    /// open, since every inspector route is behind the inspector's own guard.
     pub api: Router,
 }
 
@@ -191,6 +191,21 @@ async fn rooms(State(slot): State<Slot>) -> Result<Response, InspectorError> {
     ))
 }
 
+/// Whether the inspector passes a document API request on: its reads,
+/// `flush` and `rollback`; not deletes, imports, copies, closes or cleanups,
+/// which stay on the public API with its own access rules.
+fn offered_to_the_page(method: &axum::http::Method, path_and_query: &str) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    let Some(rest) = path.strip_prefix("/api/document/") else {
+        return false;
+    };
+    match *method {
+        axum::http::Method::GET => true,
+        axum::http::Method::POST => rest.ends_with("/rollback") || rest.ends_with("/flush"),
+        _ => false,
+    }
+}
+
 /// A document API request made from the page (`/inspector/api/...`), served
 /// by the API's own routes as `/api/...`.
 async fn api(State(slot): State<Slot>, mut request: Request) -> Result<Response, InspectorError> {
@@ -201,6 +216,11 @@ async fn api(State(slot): State<Slot>, mut request: Request) -> Result<Response,
         .and_then(|pq| pq.as_str().strip_prefix("/inspector"))
         .map(str::to_string)
         .unwrap_or_default();
+    if !offered_to_the_page(request.method(), &path_and_query) {
+        return Err(InspectorError::NotFound(
+            "the inspector offers the document API's reads, flush and rollback only".into(),
+        ));
+    }
     match path_and_query.parse() {
         Ok(uri) => *request.uri_mut() = uri,
         Err(_) => return Err(InspectorError::BadRequest("not a request path".into())),
@@ -208,5 +228,33 @@ async fn api(State(slot): State<Slot>, mut request: Request) -> Result<Response,
     match inspector.api.clone().oneshot(request).await {
         Ok(response) => Ok(response),
         Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::offered_to_the_page;
+
+    #[test]
+    fn the_page_reaches_reads_flush_and_rollback_only() {
+        assert!(offered_to_the_page(&Method::GET, "/api/document/a/json"));
+        assert!(offered_to_the_page(
+            &Method::POST,
+            "/api/document/a/rollback?docid=x"
+        ));
+        assert!(offered_to_the_page(&Method::POST, "/api/document/a/flush"));
+        assert!(!offered_to_the_page(&Method::DELETE, "/api/document/a"));
+        assert!(!offered_to_the_page(
+            &Method::POST,
+            "/api/document/a/import"
+        ));
+        assert!(!offered_to_the_page(&Method::POST, "/api/document/a/close"));
+        assert!(!offered_to_the_page(&Method::POST, "/api/admin/cleanup"));
+        assert!(!offered_to_the_page(
+            &Method::POST,
+            "/api/document/a/b/copy"
+        ));
     }
 }

@@ -66,6 +66,6 @@ mod tests {
         let (limited, more) = streams.doc_streams(1).await.unwrap();
         assert!(more);
         assert_eq!(limited.len(), 1);
-        assert!(limited.iter().all(|s| !s.task_pending         assert_eq!(limited.len(), 1);        assert_eq!(limited.len(), 1); s.length > 0));
+        assert!(limited.iter().all(|s| !s.task_pending && s.length > 0));
     }
 }
