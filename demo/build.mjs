@@ -1,5 +1,7 @@
 // Rebuilds server/assets/demo.js from demo/src/editor.js with the packages of
-// js-reference/ (run `npm ci` there first): node demo/build.mjs
+// js-reference/ (run `npm ci` there first): node demo/build.mjs [OUTFILE]
+// (OUTFILE: write the bundle there instead, as the test comparing the
+// committed bundle with its sources does).
 import { createRequire } from 'node:module'
 import path from 'node:path'
 
@@ -8,9 +10,11 @@ const packages = path.join(root, 'js-reference')
 const require = createRequire(path.join(packages, 'package.json'))
 const esbuild = require('esbuild')
 
+const outfile = process.argv[2] ? path.resolve(process.argv[2]) : path.join(root, 'server/assets/demo.js')
+
 await esbuild.build({
   entryPoints: [path.join(root, 'demo/src/editor.js')],
-  outfile: path.join(root, 'server/assets/demo.js'),
+  outfile,
   nodePaths: [path.join(packages, 'node_modules')],
   bundle: true,
   minify: true,
@@ -19,4 +23,4 @@ await esbuild.build({
   legalComments: 'eof',
   logLevel: 'warning'
 })
-console.log('wrote server/assets/demo.js')
+console.log(`wrote ${path.relative(process.cwd(), outfile)}`)

@@ -94,11 +94,13 @@ async fn check_prerequisites(js_reference: &Path) -> Result<()> {
         Ok(output) if output.status.success() => {}
         _ => bail!("no `node` on PATH: install Node.js 20 or later (ci/setup.sh does)"),
     }
-    if !js_reference.join("node_modules/puppeteer-core").is_dir() {
-        bail!(
-            "{} has no node_modules/puppeteer-core: run `npm ci` there (ci/setup.sh does)",
-            js_reference.display()
-        );
+    for package in ["puppeteer-core", "esbuild", "y-prosemirror"] {
+        if !js_reference.join("node_modules").join(package).is_dir() {
+            bail!(
+                "{} has no node_modules/{package}: run `npm ci` there (ci/setup.sh does)",
+                js_reference.display()
+            );
+        }
     }
     Ok(())
 }
@@ -343,4 +345,29 @@ async fn the_inspector_refuses_requests_without_the_secret() {
         .await
         .unwrap();
     assert_eq!(metrics.status(), 200);
+}
+
+/// `server/assets/demo.js` is what `demo/build.mjs` makes of `demo/src/` with
+/// the locked packages of `js-reference/`: the committed bundle is not edited
+/// by hand, nor left behind its sources.
+#[tokio::test]
+async fn the_committed_demo_bundle_is_built_from_its_sources() {
+    let js_reference = paths::js_reference_dir();
+    check_prerequisites(&js_reference).await.unwrap();
+    let root = paths::workspace_root();
+    let rebuilt = std::env::temp_dir().join(format!("demo-bundle-{}.js", std::process::id()));
+    let status = tokio::process::Command::new("node")
+        .arg(root.join("demo/build.mjs"))
+        .arg(&rebuilt)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "node demo/build.mjs failed");
+    let committed = std::fs::read(root.join("server/assets/demo.js")).unwrap();
+    let made = std::fs::read(&rebuilt).unwrap();
+    let _ = std::fs::remove_file(&rebuilt);
+    assert!(
+        made == committed,
+        "server/assets/demo.js differs from a build of demo/src: run `node demo/build.mjs`"
+    );
 }
