@@ -214,15 +214,11 @@ async fn serve(
         let bound = websocket::demo::serve(addr, settings, demo_stop)
             .await
             .with_context(|| format!("cannot serve the demo on {addr}"))?;
-        tracing::info!(
-            "demo: open http://{}:{}/ in two windows and type in both",
-            if bound.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                bound.ip().to_string()
-            },
-            bound.port()
-        );
+        let shown = match bound.ip().is_unspecified() {
+            true => std::net::SocketAddr::from(([127, 0, 0, 1], bound.port())),
+            false => bound,
+        };
+        tracing::info!("demo: open http://{shown}/ in two windows and type in both");
     }
     tokio::select! {
         signal = shutdown_signal() => signal?,
