@@ -8,7 +8,7 @@
 //   secret    the API secret (the inspector's password)
 //   room      the room both editors edit
 //   hostile   room names that must be shown literally
-//   images    where the screenshots go (inspector.png, demo.png)
+//   images    where the screenshots go (inspector.png, inspector-rooms.png, demo.png)
 // Two editors, one per instance, type; both show the same text and each
 // other's cursor; the inspector lists the room, shows its live content and
 // history (two versions kept from its page), shows the hostile room names as
@@ -157,6 +157,7 @@ const main = async () => {
     return [options.room, ...options.hostile].every((r) => names.includes(r)) && names
   })
   const injected = await inspector.$$eval('#rooms script, #rooms img', (nodes) => nodes.length)
+  await inspector.screenshot({ path: path.join(options.images, 'inspector-rooms.png') })
 
   // A hostile room's view: its name as text.
   await inspector.evaluate((room) => { location.hash = '#' + new URLSearchParams({ room, docid: 'index' }) }, options.hostile[0])

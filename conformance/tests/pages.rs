@@ -6,7 +6,8 @@
 //! hostile names, shown as text), shows its live content and history, and its
 //! rollback changes both editors. The browser side is
 //! `conformance/browser/pages_in_chromium.mjs`; it writes the screenshots
-//! `docs/images/demo.png` and `docs/images/inspector.png`.
+//! `docs/images/demo.png`, `docs/images/inspector.png` and
+//! `docs/images/inspector-rooms.png`.
 //!
 //! Beside it: the inspector refuses every request without the secret.
 
@@ -264,7 +265,11 @@ async fn editors_on_two_languages_and_the_inspector_in_chromium() {
     assert!(seen.first >= 1);
     assert!(seen.diff.contains("Written after the first version."));
     assert_eq!(seen.rolled_back, seen.phase_one);
-    for path in ["docs/images/demo.png", "docs/images/inspector.png"] {
+    for path in [
+        "docs/images/demo.png",
+        "docs/images/inspector.png",
+        "docs/images/inspector-rooms.png",
+    ] {
         let shot = paths::workspace_root().join(path);
         assert!(
             std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
