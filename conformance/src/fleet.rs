@@ -293,6 +293,28 @@ impl Fleet {
         role: Role,
         env: &[(&str, &str)],
     ) -> Result<&Member> {
+        self.add_launched(lang, role, env, None).await
+    }
+
+    /// Add a Rust server started with `args` instead of `serve --no-worker`
+    /// (the `demo` command, say), with `env` on top of the fleet's.
+    pub async fn add_rust_with_args(
+        &mut self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<&Member> {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        self.add_launched(Lang::Rust, Role::Server, env, Some(args))
+            .await
+    }
+
+    async fn add_launched(
+        &mut self,
+        lang: Lang,
+        role: Role,
+        env: &[(&str, &str)],
+        args: Option<Vec<String>>,
+    ) -> Result<&Member> {
         let mut kinds: Vec<(Lang, Role)> =
             self.members.iter().map(|m| (m.lang(), m.role())).collect();
         kinds.push((lang, role));
@@ -306,6 +328,9 @@ impl Fleet {
         launch
             .env
             .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        if let Some(args) = args {
+            launch.args = args;
+        }
         let member = Member::start(&launch).await?;
         self.members.push(member);
         Ok(&self.members[self.members.len() - 1])

@@ -16,13 +16,16 @@ use crate::config::{ApiConfig, Config, HistoryConfig};
 use crate::connection::{AppState, ConnectionSettings};
 use crate::control;
 use crate::gate::Gate;
+use crate::inspector::{Guard, Inspector, Slot};
 use crate::listener::{self, ListenerSettings};
 use crate::metrics::{Count, Metrics, Refusal};
 use crate::ops::{self, OpsState};
 use crate::restarts;
 use crate::rooms::Rooms;
 use crate::storage::{open_metered, Storage, StorageError};
-use crate::streams::{CloseOrder, MemoryStreams, RedisStreams, RedisTarget, StreamError, Streams};
+use crate::streams::{
+    CloseOrder, MemoryStreams, RedisStreams, RedisTarget, StreamError, Streams, Survey,
+};
 use crate::subscriber;
 use crate::upgrade;
 use crate::worker::{Unstored, UpdateCallback, Worker, WorkerError, WorkerSettings};
@@ -125,6 +128,7 @@ impl Instance {
         let draining = CancellationToken::new();
         let rooms = roles.serve.then(Rooms::new);
         let connected = Arc::new(OnceLock::new());
+        let inspector: Slot = Arc::new(OnceLock::new());
         let metrics_addr = match config.metrics.port {
             Some(port) => {
                 let state = OpsState {
@@ -132,6 +136,10 @@ impl Instance {
                     rooms: rooms.clone(),
                     streams: Arc::clone(&connected),
                     draining: draining.clone(),
+                    inspector: Arc::clone(&inspector),
+                    guard: Guard {
+                        secret: config.api.secret.clone(),
+                    },
                 };
                 serve_ops(SocketAddr::new(config.websocket.host, port), state, &stop).await?
             }
@@ -159,11 +167,13 @@ impl Instance {
             api: (roles.serve && config.api.enabled).then(|| config.api.clone()),
             history: config.history.clone(),
             allowed_origins: config.websocket.allowed_origins.clone(),
+            inspector,
+            max_body: config.api.max_body,
         };
         // Assembled now when the bus answers, so the first client after
         // `start` returns is served, not refused.
         let start = match bus {
-            Bus::Ready(streams) => Start::Assembled(parts.assemble(streams, &connected, &gate)),
+            Bus::Ready(bus) => Start::Assembled(parts.assemble(bus, &connected, &gate)),
             pending => Start::Pending(pending, Box::new(parts)),
         };
         let task = tokio::spawn(run(
@@ -236,10 +246,10 @@ async fn open_bus(config: &Config, roles: Roles, reconnects: &Count) -> Result<B
             return Err(StartError::WorkerWithoutRedis);
         }
         tracing::info!("no Redis configured: single instance on the embedded bus");
-        return Ok(Bus::Ready(Arc::new(MemoryStreams::new(prefix))));
+        return Ok(Bus::Ready(Connected::of(MemoryStreams::new(prefix))));
     };
     match RedisStreams::open(&target, prefix).await {
-        Ok(streams) => Ok(Bus::Ready(Arc::new(
+        Ok(streams) => Ok(Bus::Ready(Connected::of(
             streams.with_reconnects(reconnects.clone()),
         ))),
         Err(err) if config.redis.fail_fast => Err(err.into()),
@@ -344,9 +354,25 @@ fn worker_settings(config: &Config) -> Result<WorkerSettings, StartError> {
     })
 }
 
+/// The connected streams, in every role, and their survey (the inspector's).
+struct Connected {
+    streams: Arc<dyn Streams>,
+    survey: Arc<dyn Survey>,
+}
+
+impl Connected {
+    fn of<T: Streams + Survey>(streams: T) -> Self {
+        let streams = Arc::new(streams);
+        Self {
+            survey: Arc::clone(&streams) as Arc<dyn Survey>,
+            streams,
+        }
+    }
+}
+
 /// The stream bus at start: connected, or Redis still to be waited for.
 enum Bus {
-    Ready(Arc<dyn Streams>),
+    Ready(Connected),
     Pending {
         target: Box<RedisTarget>,
         prefix: String,
@@ -359,9 +385,9 @@ const REDIS_RETRY: Duration = Duration::from_secs(2);
 
 impl Bus {
     /// The connected bus; `None` when `stop` fired first.
-    async fn connected(self, stop: &CancellationToken) -> Option<Arc<dyn Streams>> {
+    async fn connected(self, stop: &CancellationToken) -> Option<Connected> {
         let (target, prefix, reconnects) = match self {
-            Bus::Ready(streams) => return Some(streams),
+            Bus::Ready(bus) => return Some(bus),
             Bus::Pending {
                 target,
                 prefix,
@@ -380,7 +406,7 @@ impl Bus {
             match attempt {
                 Ok(streams) => {
                     tracing::info!("redis answers; serving");
-                    return Some(Arc::new(streams.with_reconnects(reconnects)));
+                    return Some(Connected::of(streams.with_reconnects(reconnects)));
                 }
                 Err(err) => tracing::warn!(
                     %err,
@@ -405,13 +431,17 @@ struct Parts {
     api: Option<ApiConfig>,
     history: HistoryConfig,
     allowed_origins: Vec<String>,
+    /// Filled with the inspector once the bus answers.
+    inspector: Slot,
+    /// Largest API request body, for the inspector's API calls too.
+    max_body: usize,
 }
 
 impl Parts {
     /// Everything that needs the bus; the gate opens to the WebSocket router.
     fn assemble(
         self,
-        streams: Arc<dyn Streams>,
+        bus: Connected,
         connected: &OnceLock<Arc<dyn Streams>>,
         gate: &Gate,
     ) -> Assembled {
@@ -426,8 +456,18 @@ impl Parts {
             api,
             history,
             allowed_origins,
+            inspector,
+            max_body,
         } = self;
+        let Connected { streams, survey } = bus;
         let _ = connected.set(Arc::clone(&streams));
+        let _ = inspector.set(Arc::new(Inspector::new(
+            Arc::clone(&streams),
+            survey,
+            Arc::clone(&storage),
+            rooms.clone(),
+            inspector_api(&streams, &storage, max_body, &history),
+        )));
         let worker = worker.map(|settings| {
             Arc::new(
                 Worker::new(Arc::clone(&streams), Arc::clone(&storage), settings)
@@ -469,6 +509,25 @@ impl Parts {
             worker,
             embedded,
         }
+    }
+}
+
+/// The document API as the inspector calls it: no access checks of its own,
+/// the inspector's guard being in front of it.
+fn inspector_api(
+    streams: &Arc<dyn Streams>,
+    storage: &Arc<dyn Storage>,
+    max_body: usize,
+    history: &HistoryConfig,
+) -> ApiState {
+    ApiState {
+        streams: Arc::clone(streams),
+        storage: Arc::clone(storage),
+        auth: None,
+        secret: None,
+        max_body,
+        history: history.enabled,
+        retention: history.retention(),
     }
 }
 
@@ -554,8 +613,8 @@ impl Start {
         match self {
             Start::Assembled(assembled) => Some(assembled),
             Start::Pending(bus, parts) => {
-                let streams = bus.connected(stop).await?;
-                Some(parts.assemble(streams, connected, gate))
+                let bus = bus.connected(stop).await?;
+                Some(parts.assemble(bus, connected, gate))
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Operations endpoints, on their own port so that no room name is taken:
-//! `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (the streams answer too).
+//! `/metrics` (Prometheus text), `/healthz` (the process answers),
+//! `/readyz` (the streams answer too) and the inspector under `/inspector`
+//! (behind the API secret where one is set).
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,6 +13,7 @@ use axum::Router;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::inspector::{self, Guard, Slot};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::streams::Streams;
@@ -26,15 +28,21 @@ pub struct OpsState {
     pub streams: Arc<OnceLock<Arc<dyn Streams>>>,
     /// Cancelled when shutdown begins: the instance is no longer ready.
     pub draining: CancellationToken,
+    /// The inspector, once the streams answered.
+    pub inspector: Slot,
+    /// Who may open the inspector.
+    pub guard: Guard,
 }
 
 /// The operations router.
 pub fn router(state: Arc<OpsState>) -> Router {
+    let inspector = inspector::router(state.guard.clone(), Arc::clone(&state.inspector));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state)
+        .merge(inspector)
 }
 
 async fn metrics(State(state): State<Arc<OpsState>>) -> impl IntoResponse {

@@ -276,6 +276,15 @@ impl Rooms {
             .count()
     }
 
+    /// Every open room's stream key with its number of members here (the
+    /// inspector's connections per room).
+    pub fn connections(&self) -> Vec<(Arc<str>, usize)> {
+        self.lock()
+            .iter()
+            .map(|(stream, room)| (Arc::clone(stream), room.members.len()))
+            .collect()
+    }
+
     /// Number of rooms with at least one member.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -82,7 +82,7 @@ pub async fn authorize(
 
 /// Compare a given secret with the configured one in time independent of
 /// where they differ.
-fn same(given: &str, secret: &str) -> bool {
+pub fn same(given: &str, secret: &str) -> bool {
     let (given, secret) = (given.as_bytes(), secret.as_bytes());
     let mut differ = given.len() ^ secret.len();
     for (i, byte) in secret.iter().enumerate() {

@@ -23,7 +23,7 @@ use crate::auth::Authenticator;
 use crate::storage::{Retention, Storage};
 use crate::streams::Streams;
 
-pub use access::Needs;
+pub use access::{same as same_secret, Needs, SECRET_HEADER};
 pub use error::ApiError;
 
 use call::Call;

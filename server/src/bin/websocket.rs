@@ -37,6 +37,20 @@ enum Command {
     },
     /// Only compact streams into storage (needs Redis).
     Worker,
+    /// Serve, and serve a collaborative editor page on --demo-port (open it in
+    /// two windows; `?server=ws://HOST:PORT` on the page picks another server).
+    Demo {
+        /// Port of the editor page.
+        #[arg(long, default_value_t = 8080)]
+        demo_port: u16,
+        /// A second server's WebSocket URL (`ws://host:port`, Rust or
+        /// JavaScript, same fleet), linked from the page.
+        #[arg(long, value_name = "URL")]
+        peer: Option<String>,
+        /// Do not compact streams in this process.
+        #[arg(long)]
+        no_worker: bool,
+    },
     /// Key and token tools for y-redis compatible auth.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -92,20 +106,7 @@ fn main() -> ExitCode {
             }
         },
         command => {
-            let roles = match command {
-                Some(Command::Worker) => Roles {
-                    serve: false,
-                    worker: true,
-                },
-                Some(Command::Serve { no_worker }) => Roles {
-                    serve: true,
-                    worker: !no_worker,
-                },
-                _ => Roles {
-                    serve: true,
-                    worker: true,
-                },
-            };
+            let (roles, demo) = roles_of(command);
             let config = match load_config(&cli.config, cli.port) {
                 Ok(config) => config,
                 Err(err) => {
@@ -130,7 +131,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(config, roles)) {
+            match runtime.block_on(serve(config, roles, demo)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("error: {err:#}");
@@ -138,6 +139,45 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// What the command runs, and for `demo` its page's port and peer.
+#[allow(clippy::type_complexity)]
+fn roles_of(command: Option<Command>) -> (Roles, Option<(u16, Option<String>)>) {
+    match command {
+        Some(Command::Worker) => (
+            Roles {
+                serve: false,
+                worker: true,
+            },
+            None,
+        ),
+        Some(Command::Serve { no_worker }) => (
+            Roles {
+                serve: true,
+                worker: !no_worker,
+            },
+            None,
+        ),
+        Some(Command::Demo {
+            demo_port,
+            peer,
+            no_worker,
+        }) => (
+            Roles {
+                serve: true,
+                worker: !no_worker,
+            },
+            Some((demo_port, peer)),
+        ),
+        _ => (
+            Roles {
+                serve: true,
+                worker: true,
+            },
+            None,
+        ),
     }
 }
 
@@ -153,10 +193,33 @@ fn load_config(path: &Option<PathBuf>, port: Option<u16>) -> anyhow::Result<Conf
     Ok(config)
 }
 
-async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    roles: Roles,
+    demo: Option<(u16, Option<String>)>,
+) -> anyhow::Result<()> {
     let mut instance = Instance::start(&config, roles)
         .await
         .context("cannot start")?;
+    let demo_stop = tokio_util::sync::CancellationToken::new();
+    let _stop_demo = demo_stop.clone().drop_guard();
+    if let Some((port, peer)) = demo {
+        let settings = websocket::demo::DemoSettings {
+            websocket_port: instance
+                .local_addr
+                .map_or(config.websocket.port, |a| a.port()),
+            peer,
+        };
+        let addr = std::net::SocketAddr::new(config.websocket.host, port);
+        let bound = websocket::demo::serve(addr, settings, demo_stop)
+            .await
+            .with_context(|| format!("cannot serve the demo on {addr}"))?;
+        let shown = match bound.ip().is_unspecified() {
+            true => std::net::SocketAddr::from(([127, 0, 0, 1], bound.port())),
+            false => bound,
+        };
+        tracing::info!("demo: open http://{shown}/ in two windows and type in both");
+    }
     tokio::select! {
         signal = shutdown_signal() => signal?,
         _ = instance.wait() => anyhow::bail!("the instance stopped unexpectedly"),

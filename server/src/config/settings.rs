@@ -393,7 +393,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "[metrics] port",
         env: &["METRICS_PORT"],
         default: "unset",
-        meaning: "port of `/metrics`, `/healthz`, `/readyz`; unset = not served",
+        meaning: "port of `/metrics`, `/healthz`, `/readyz` and `/inspector`; unset = not served",
         apply: |c, v| parse_some(&mut c.metrics.port, v),
     },
     Setting {

@@ -16,6 +16,8 @@ use super::{
     StreamPage, StreamReader, TaskQueue, WorkerTask, READ_COUNT,
 };
 
+mod survey;
+
 /// The same streams, ids, worker queue and pending list as the Redis layout,
 /// kept in memory, for one instance that runs without Redis.
 pub struct MemoryStreams {

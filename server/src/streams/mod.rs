@@ -15,6 +15,7 @@ mod keys;
 mod memory;
 mod redis;
 mod sentinel;
+mod survey;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use self::keys::{
 pub use self::memory::MemoryStreams;
 pub use self::redis::RedisStreams;
 pub use self::sentinel::Sentinels;
+pub use self::survey::{DocStreamSummary, Survey, SURVEY_LIMIT};
 
 /// Where a fleet's Redis is: one URL, or the master a set of Sentinels names
 /// (docs/protocol.md §3.3).

@@ -20,6 +20,8 @@ use super::{
 use super::{RedisTarget, Sentinels, StreamId};
 use crate::metrics::Count;
 
+mod survey;
+
 /// Appends a message; a stream that does not exist yet first gets a compaction
 /// task, moved at once into the pending list of the consumer `pending` (docs/protocol.md
 /// §3). Unlike y-redis it recreates the worker group when it is
