@@ -22,7 +22,9 @@ use crate::ops::{self, OpsState};
 use crate::restarts;
 use crate::rooms::Rooms;
 use crate::storage::{open_metered, Storage, StorageError};
-use crate::streams::{CloseOrder, MemoryStreams, RedisStreams, StreamError, Streams};
+use crate::streams::{
+    CloseOrder, ClusterStreams, MemoryStreams, RedisStreams, StreamError, Streams,
+};
 use crate::subscriber;
 use crate::upgrade;
 use crate::worker::{Unstored, UpdateCallback, Worker, WorkerError, WorkerSettings};
@@ -235,22 +237,49 @@ async fn open_bus(config: &Config, roles: Roles, reconnects: &Count) -> Result<B
         tracing::info!("no Redis configured: single instance on the embedded bus");
         return Ok(Bus::Ready(Arc::new(MemoryStreams::new(prefix))));
     };
-    match RedisStreams::connect(url, prefix).await {
-        Ok(streams) => Ok(Bus::Ready(Arc::new(
-            streams.with_reconnects(reconnects.clone()),
-        ))),
+    let target = RedisTarget {
+        url: url.clone(),
+        prefix: prefix.clone(),
+        cluster_shards: config.redis.cluster.then_some(config.redis.cluster_shards),
+        reconnects: reconnects.clone(),
+    };
+    match target.connect().await {
+        Ok(streams) => Ok(Bus::Ready(streams)),
         Err(err) if config.redis.fail_fast => Err(err.into()),
         Err(err) => {
             tracing::warn!(
                 %err,
                 "redis is not answering; waiting for it (WebSocket upgrades and /readyz answer 503)"
             );
-            Ok(Bus::Pending {
-                url: url.clone(),
-                prefix: prefix.clone(),
-                reconnects: reconnects.clone(),
-            })
+            Ok(Bus::Pending(target))
         }
+    }
+}
+
+/// Where the fleet's Redis is: one server, or a cluster through seed nodes.
+struct RedisTarget {
+    url: String,
+    prefix: String,
+    /// `Some(shards)` for a Redis Cluster.
+    cluster_shards: Option<u16>,
+    reconnects: Count,
+}
+
+impl RedisTarget {
+    /// Connect once.
+    async fn connect(&self) -> Result<Arc<dyn Streams>, StreamError> {
+        Ok(match self.cluster_shards {
+            Some(shards) => Arc::new(
+                ClusterStreams::connect(&self.url, &self.prefix, shards)
+                    .await?
+                    .with_reconnects(self.reconnects.clone()),
+            ),
+            None => Arc::new(
+                RedisStreams::connect(&self.url, &self.prefix)
+                    .await?
+                    .with_reconnects(self.reconnects.clone()),
+            ),
+        })
     }
 }
 
@@ -344,11 +373,7 @@ fn worker_settings(config: &Config) -> Result<WorkerSettings, StartError> {
 /// The stream bus at start: connected, or Redis still to be waited for.
 enum Bus {
     Ready(Arc<dyn Streams>),
-    Pending {
-        url: String,
-        prefix: String,
-        reconnects: Count,
-    },
+    Pending(RedisTarget),
 }
 
 /// How often a Redis that did not answer at start is tried again.
@@ -357,13 +382,9 @@ const REDIS_RETRY: Duration = Duration::from_secs(2);
 impl Bus {
     /// The connected bus; `None` when `stop` fired first.
     async fn connected(self, stop: &CancellationToken) -> Option<Arc<dyn Streams>> {
-        let (url, prefix, reconnects) = match self {
+        let target = match self {
             Bus::Ready(streams) => return Some(streams),
-            Bus::Pending {
-                url,
-                prefix,
-                reconnects,
-            } => (url, prefix, reconnects),
+            Bus::Pending(target) => target,
         };
         loop {
             tokio::select! {
@@ -372,12 +393,12 @@ impl Bus {
             }
             let attempt = tokio::select! {
                 _ = stop.cancelled() => return None,
-                attempt = RedisStreams::connect(&url, &prefix) => attempt,
+                attempt = target.connect() => attempt,
             };
             match attempt {
                 Ok(streams) => {
                     tracing::info!("redis answers; serving");
-                    return Some(Arc::new(streams.with_reconnects(reconnects)));
+                    return Some(streams);
                 }
                 Err(err) => tracing::warn!(
                     %err,

@@ -195,6 +195,12 @@ pub struct RedisConfig {
     pub min_message_lifetime: u64,
     /// Exit at start when Redis does not answer, instead of waiting for it.
     pub fail_fast: bool,
+    /// Redis is a Redis Cluster: `url` names seed nodes (comma-separated) and
+    /// keys take the cluster layout (docs/protocol.md, "Redis Cluster layout").
+    pub cluster: bool,
+    /// How many shards the cluster layout spreads rooms over; equal fleet-wide.
+    #[serde(deserialize_with = "number_or_string")]
+    pub cluster_shards: u16,
 }
 
 impl Default for RedisConfig {
@@ -205,6 +211,8 @@ impl Default for RedisConfig {
             task_debounce: 10_000,
             min_message_lifetime: 60_000,
             fail_fast: false,
+            cluster: false,
+            cluster_shards: 16,
         }
     }
 }
@@ -453,6 +461,15 @@ impl Config {
         };
         if self.redis.prefix.is_empty() {
             return invalid("redis.prefix", "must not be empty");
+        }
+        if !(1..=1024).contains(&self.redis.cluster_shards) {
+            return invalid("redis.cluster_shards", "must be 1 to 1024");
+        }
+        if self.redis.cluster && self.redis.prefix.contains(['{', '}']) {
+            return invalid(
+                "redis.prefix",
+                "must not contain `{` or `}` with `cluster` (they would change the hash tag)",
+            );
         }
         if self.websocket.buffer_capacity == 0 {
             return invalid("websocket.buffer_capacity", "must be at least 1");
