@@ -180,6 +180,8 @@ struct Editor {
     client: YClient,
     name: String,
     edits: usize,
+    /// How often the server closed it and it connected again.
+    reconnects: usize,
 }
 
 impl Editor {
@@ -192,6 +194,7 @@ impl Editor {
         match YClient::connect_with(&self.room_url, self.client.doc.clone(), None).await {
             Ok(client) => {
                 self.client = client;
+                self.reconnects += 1;
                 true
             }
             Err(_) => false,
@@ -219,6 +222,7 @@ async fn a_master_killed_under_editing_clients_loses_no_edit() {
                 client,
                 name: format!("{room}-{side}"),
                 edits: 0,
+                reconnects: 0,
             });
         }
     }
@@ -259,6 +263,7 @@ async fn a_master_killed_under_editing_clients_loses_no_edit() {
     // Editing goes on after the failover.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
+    let stopped = Instant::now();
     let mut editors = Vec::new();
     for task in tasks {
         editors.push(task.await.unwrap());
@@ -294,7 +299,12 @@ async fn a_master_killed_under_editing_clients_loses_no_edit() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let recovered = killed.elapsed();
+    let recovered = stopped.elapsed();
+    // The failover was noticed: every connection was closed (so that its
+    // client sent its document again) and made anew.
+    for editor in &editors {
+        assert!(editor.reconnects > 0, "{} was never closed", editor.name);
+    }
     // A fresh client of each room sees every edit too.
     for room in &rooms {
         let client = YClient::connect(&url(&two, room)).await.unwrap();
@@ -310,11 +320,73 @@ async fn a_master_killed_under_editing_clients_loses_no_edit() {
     let edits: usize = expected.values().map(BTreeSet::len).sum();
     eprintln!(
         "cluster failover: {edits} edits, 0 lost; replica promoted {promoted:?} after the kill, \
-         every client converged {recovered:?} after it"
+         every client converged {recovered:?} after the editing stopped"
     );
     drop(editors);
     shutdown_all([one, two]).await;
     drop(cluster);
+}
+
+#[tokio::test]
+async fn a_flushall_of_every_master_is_noticed_and_nothing_is_lost() {
+    let data = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start().unwrap();
+    let cfg = cluster_config(&cluster, data.path());
+    let one = start(&cfg).await;
+    let two = start(&cfg).await;
+    let rooms: Vec<String> = (0..6).map(|i| format!("flushed-{i}")).collect();
+    let mut editors = Vec::new();
+    for room in &rooms {
+        let room_url = url(&one, room);
+        let client = YClient::connect(&room_url).await.unwrap();
+        client.wait_synced(SOON).await.unwrap();
+        client.text_insert("t", 0, &format!("before the flush of {room}"));
+        editors.push(Editor {
+            room_url,
+            client,
+            name: room.clone(),
+            edits: 1,
+            reconnects: 0,
+        });
+    }
+    for room in &rooms {
+        let reader = YClient::connect(&url(&two, room)).await.unwrap();
+        reader
+            .wait_until("the edit on the other instance", SOON, |c| {
+                c.text("t") == format!("before the flush of {room}")
+            })
+            .await
+            .unwrap();
+    }
+    // Every master loses its data; nothing was compacted yet.
+    for port in cluster.masters().unwrap() {
+        assert_eq!(cluster.cli(port, &["FLUSHALL"]).unwrap().trim(), "OK");
+    }
+    // The servers close the editors' connections; reconnected as a
+    // y-websocket provider does, they send their documents again.
+    let deadline = Instant::now() + SOON * 3;
+    while !editors.iter().all(|e| e.reconnects > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "connections not closed after FLUSHALL"
+        );
+        for editor in &mut editors {
+            editor.reconnected().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for room in &rooms {
+        eventually(&format!("{room} back in Redis"), SOON, || async {
+            let Ok(fresh) = YClient::connect(&url(&two, room)).await else {
+                return false;
+            };
+            fresh.wait_synced(SOON).await.is_ok()
+                && fresh.text("t") == format!("before the flush of {room}")
+        })
+        .await;
+    }
+    drop(editors);
+    shutdown_all([one, two]).await;
 }
 
 /// Stop instances one after the other.
