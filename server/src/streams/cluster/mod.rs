@@ -12,14 +12,14 @@
 mod keys;
 mod readers;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::stream::{BoxStream, FuturesUnordered, StreamExt as _};
+use futures_util::stream::{BoxStream, StreamExt as _};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
@@ -49,14 +49,16 @@ pub struct ClusterStreams {
     commands: ClusterConnection,
     /// The seed nodes, for the dedicated connections (pub/sub, reads).
     seeds: Vec<ConnectionInfo>,
-    readers: ShardReaders,
+    readers: Arc<ShardReaders>,
+    /// Each shard's blocking read under way.
+    inflight: tokio::sync::Mutex<HashMap<usize, InFlight>>,
     /// `{prefix}:control`, the pub/sub channel of close orders.
     control_key: String,
     append: Script,
     epoch: Script,
     /// The shard whose queue the next claim starts at, so that every shard is served.
     next_claim: AtomicUsize,
-    reconnects: Reconnects,
+    reconnects: Arc<Reconnects>,
     first_run_id: Option<String>,
 }
 
@@ -85,7 +87,8 @@ impl ClusterStreams {
             .map_err(|_| StreamError::NoAnswer(COMMAND_TIMEOUT))??;
         let keys = ClusterKeys::new(prefix, shards);
         let mut streams = Self {
-            readers: ShardReaders::new(seeds.clone(), keys.shards()),
+            readers: Arc::new(ShardReaders::new(seeds.clone(), keys.shards())),
+            inflight: tokio::sync::Mutex::new(HashMap::new()),
             keys,
             commands,
             seeds,
@@ -93,7 +96,7 @@ impl ClusterStreams {
             append: Script::new(APPEND_SCRIPT),
             epoch: Script::new(EPOCH_SCRIPT),
             next_claim: AtomicUsize::new(0),
-            reconnects: Reconnects::default(),
+            reconnects: Arc::new(Reconnects::default()),
             first_run_id: None,
         };
         streams.ensure_worker_group().await?;
@@ -104,7 +107,10 @@ impl ClusterStreams {
     /// Count re-established connections into `counter` (the instance's
     /// `yws_redis_reconnects_total`).
     pub fn with_reconnects(mut self, counter: Count) -> Self {
-        self.reconnects.counter = counter;
+        // No read has started yet, so nothing else holds the counter.
+        if let Some(reconnects) = Arc::get_mut(&mut self.reconnects) {
+            reconnects.counter = counter;
+        }
         self
     }
 
@@ -375,81 +381,142 @@ impl Control for ClusterStreams {
     }
 }
 
+/// A shard's blocking read under way: the positions it reads from, and the
+/// task that runs it. It outlives the call that started it, so that a shard
+/// whose streams got nothing new goes on waiting while the others' entries
+/// are delivered, instead of being interrupted and read again.
+struct InFlight {
+    positions: Vec<(Arc<str>, StreamId)>,
+    read: tokio::task::JoinHandle<Result<Value, StreamError>>,
+}
+
+/// Whether two position lists name the same streams at the same ids.
+fn same_positions(a: &[(Arc<str>, StreamId)], b: &[(Arc<str>, StreamId)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((sa, ia), (sb, ib))| ia == ib && (Arc::ptr_eq(sa, sb) || sa == sb))
+}
+
+impl ClusterStreams {
+    /// Interrupt the reads of `shards` and wait until they returned; what
+    /// they read is dropped (their streams are read again from the same
+    /// positions, or no longer followed).
+    async fn cancel_reads(&self, inflight: &mut HashMap<usize, InFlight>, shards: Vec<usize>) {
+        let mut reads: Vec<(usize, InFlight)> = shards
+            .into_iter()
+            .filter_map(|shard| Some((shard, inflight.remove(&shard)?)))
+            .collect();
+        while !reads.is_empty() {
+            self.unblock(self.readers.blocked(reads.iter().map(|(shard, _)| *shard)))
+                .await;
+            let deadline = tokio::time::Instant::now() + UNBLOCK_RETRY;
+            let mut left = Vec::new();
+            for (shard, mut read) in reads {
+                if tokio::time::timeout_at(deadline, &mut read.read)
+                    .await
+                    .is_err()
+                {
+                    left.push((shard, read));
+                }
+            }
+            reads = left;
+        }
+    }
+}
+
 #[async_trait]
 impl StreamReader for ClusterStreams {
-    /// One XREAD per shard with followed streams, all at once; as soon as one
-    /// returns entries the others are interrupted, and everything the reads
-    /// returned is returned. A shard that fails is skipped this round (the
-    /// others' entries still go out); only when every shard failed is the
-    /// read an error.
+    /// One XREAD per shard with followed streams, each on the shard's own
+    /// connection, returning as soon as one or more of them returned. A
+    /// shard whose read is still waiting keeps waiting into the next call
+    /// (as long as its streams and positions stay the same), so a busy shard
+    /// costs the quiet ones nothing. A shard that fails is skipped this round
+    /// (the others' entries still go out); only when every returned read
+    /// failed is the read an error.
     async fn read_new(
         &self,
         positions: &[(Arc<str>, StreamId)],
         block: Duration,
     ) -> Result<Vec<StreamBatch>, StreamError> {
-        let mut by_shard: Vec<Vec<&(Arc<str>, StreamId)>> = vec![Vec::new(); self.keys.shards()];
-        for position in positions {
-            match self.keys.shard_of_key(&position.0) {
-                Some(shard) => by_shard[shard].push(position),
+        let mut desired: HashMap<usize, Vec<(Arc<str>, StreamId)>> = HashMap::new();
+        for (stream, id) in positions {
+            match self.keys.shard_of_key(stream) {
+                Some(shard) => desired
+                    .entry(shard)
+                    .or_default()
+                    .push((Arc::clone(stream), *id)),
                 None => {
-                    tracing::debug!(stream = %crate::log_text::bounded(&position.0), "followed stream of no shard, not read")
+                    tracing::debug!(stream = %crate::log_text::bounded(stream), "followed stream of no shard, not read")
                 }
             }
         }
-        let commands: Vec<(usize, redis::Cmd)> = by_shard
+        let mut inflight = self.inflight.lock().await;
+        let stale: Vec<usize> = inflight
             .iter()
-            .enumerate()
-            .filter(|(_, streams)| !streams.is_empty())
-            .map(|(shard, streams)| (shard, read_command(streams, block)))
+            .filter(|(shard, read)| {
+                desired
+                    .get(shard)
+                    .is_none_or(|wanted| !same_positions(wanted, &read.positions))
+            })
+            .map(|(shard, _)| *shard)
             .collect();
-        if commands.is_empty() {
+        if !stale.is_empty() {
+            self.cancel_reads(&mut inflight, stale).await;
+        }
+        for (shard, wanted) in desired {
+            if inflight.contains_key(&shard) {
+                continue;
+            }
+            let command = read_command(&wanted, block);
+            let readers = Arc::clone(&self.readers);
+            let reconnects = Arc::clone(&self.reconnects);
+            let read =
+                tokio::spawn(async move { readers.read(shard, &command, &reconnects).await });
+            inflight.insert(
+                shard,
+                InFlight {
+                    positions: wanted,
+                    read,
+                },
+            );
+        }
+        if inflight.is_empty() {
+            drop(inflight);
             tokio::time::sleep(Duration::from_millis(50)).await;
             return Ok(Vec::new());
         }
-        let mut waiting: HashSet<usize> = commands.iter().map(|(shard, _)| *shard).collect();
-        let mut reads: FuturesUnordered<_> = commands
+        // The first read to return, then every other one already done.
+        let shards: Vec<usize> = inflight.keys().copied().collect();
+        let (output, first, _) =
+            futures_util::future::select_all(inflight.values_mut().map(|read| &mut read.read))
+                .await;
+        inflight.remove(&shards[first]);
+        let mut outputs = vec![(shards[first], output)];
+        let finished: Vec<usize> = inflight
             .iter()
-            .map(|(shard, command)| async move {
-                (
-                    *shard,
-                    self.readers.read(*shard, command, &self.reconnects).await,
-                )
-            })
+            .filter(|(_, read)| read.read.is_finished())
+            .map(|(shard, _)| *shard)
             .collect();
+        for shard in finished {
+            if let Some(read) = inflight.remove(&shard) {
+                outputs.push((shard, read.read.await));
+            }
+        }
         let mut batches = Vec::new();
         let mut failure = None;
         let mut succeeded = false;
-        let mut interrupting = false;
-        loop {
-            let next = if interrupting {
-                match tokio::time::timeout(UNBLOCK_RETRY, reads.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        self.unblock(self.readers.blocked(waiting.iter().copied()))
-                            .await;
-                        continue;
-                    }
-                }
-            } else {
-                reads.next().await
-            };
-            let Some((shard, result)) = next else { break };
-            waiting.remove(&shard);
-            match result {
-                Ok(reply) => {
+        for (shard, output) in outputs {
+            match output {
+                Ok(Ok(reply)) => {
                     succeeded = true;
-                    let read = parse_read_reply(reply);
-                    if !interrupting && read.iter().any(|batch| !batch.entries.is_empty()) {
-                        interrupting = true;
-                        self.unblock(self.readers.blocked(waiting.iter().copied()))
-                            .await;
-                    }
-                    batches.extend(read);
+                    batches.extend(parse_read_reply(reply));
                 }
-                Err(err) => {
+                Ok(Err(err)) => {
                     tracing::warn!(shard, %err, "a shard's stream read failed");
                     failure = Some(err);
                 }
+                Err(err) => failure = Some(StreamError::Reply(format!("shard read: {err}"))),
             }
         }
         match failure {
@@ -465,7 +532,7 @@ impl StreamReader for ClusterStreams {
 }
 
 /// `XREAD COUNT … BLOCK … STREAMS <keys> <ids>` for one shard's streams.
-fn read_command(streams: &[&(Arc<str>, StreamId)], block: Duration) -> redis::Cmd {
+fn read_command(streams: &[(Arc<str>, StreamId)], block: Duration) -> redis::Cmd {
     let mut command = redis::cmd("XREAD");
     command
         .arg("COUNT")
