@@ -1,16 +1,18 @@
 //! The cluster layout on a real Redis Cluster (three masters with a replica
-//! each): instances relay between each other, compaction serves every
+//! each): instances (`websocket` processes, and instances in this process)
+//! relay between each other, compaction serves every
 //! master's shards, and a master failing over loses no edit.
 
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use testkit::RedisCluster;
+use testkit::{free_port, RedisCluster, ServiceProcess};
 use websocket::app::Instance;
 use websocket::config::Config;
 use yrs::{Map, Transact};
@@ -52,19 +54,39 @@ fn room_keys_by_master(cluster: &RedisCluster) -> HashMap<u16, Vec<String>> {
         .collect()
 }
 
+/// A `websocket` process (server and worker) on the cluster, files under
+/// `data`, and the port it serves on.
+fn spawn_instance(cluster: &RedisCluster, data: &std::path::Path) -> (ServiceProcess, u16) {
+    let port = free_port().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_websocket"));
+    command
+        .arg("serve")
+        .env("REDIS_URL", cluster.urls())
+        .env("REDIS_CLUSTER", "true")
+        .env_remove("REDIS")
+        .env("STORAGE_BACKEND", "fs")
+        .env("STORAGE_DIR", data)
+        .env("WS_HOST", "127.0.0.1")
+        .env("WS_PORT", port.to_string())
+        .env("RUST_LOG", "warn");
+    let mut process = ServiceProcess::spawn("websocket", command).unwrap();
+    process.wait_listening(port, SOON).unwrap();
+    (process, port)
+}
+
 #[tokio::test]
 async fn clients_on_two_instances_converge_on_many_rooms() {
     let data = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start().unwrap();
-    let cfg = cluster_config(&cluster, data.path());
-    let one = start(&cfg).await;
-    let two = start(&cfg).await;
+    let (_one, one) = spawn_instance(&cluster, data.path());
+    let (_two, two) = spawn_instance(&cluster, data.path());
+    let room_url = |port: u16, room: &str| format!("ws://127.0.0.1:{port}/{room}");
 
     let mut pairs = Vec::new();
     for i in 0..12 {
         let room = format!("converge-{i}");
-        let a = YClient::connect(&url(&one, &room)).await.unwrap();
-        let b = YClient::connect(&url(&two, &room)).await.unwrap();
+        let a = YClient::connect(&room_url(one, &room)).await.unwrap();
+        let b = YClient::connect(&room_url(two, &room)).await.unwrap();
         a.wait_synced(SOON).await.unwrap();
         b.wait_synced(SOON).await.unwrap();
         pairs.push((a, b));
