@@ -24,7 +24,8 @@ use crate::restarts;
 use crate::rooms::Rooms;
 use crate::storage::{open_metered, Storage, StorageError};
 use crate::streams::{
-    CloseOrder, MemoryStreams, RedisStreams, RedisTarget, StreamError, Streams, Survey,
+    CloseOrder, ClusterStreams, MemoryStreams, RedisStreams, RedisTarget, StreamError, Streams,
+    Survey,
 };
 use crate::subscriber;
 use crate::upgrade;
@@ -248,10 +249,8 @@ async fn open_bus(config: &Config, roles: Roles, reconnects: &Count) -> Result<B
         tracing::info!("no Redis configured: single instance on the embedded bus");
         return Ok(Bus::Ready(Connected::of(MemoryStreams::new(prefix))));
     };
-    match RedisStreams::open(&target, prefix).await {
-        Ok(streams) => Ok(Bus::Ready(Connected::of(
-            streams.with_reconnects(reconnects.clone()),
-        ))),
+    match connect_bus(&target, prefix, reconnects).await {
+        Ok(bus) => Ok(Bus::Ready(bus)),
         Err(err) if config.redis.fail_fast => Err(err.into()),
         Err(err) => {
             tracing::warn!(
@@ -265,6 +264,27 @@ async fn open_bus(config: &Config, roles: Roles, reconnects: &Count) -> Result<B
             })
         }
     }
+}
+
+/// Connect once to the Redis `target` names: one server (found through
+/// Sentinel, maybe) or a cluster through its seed nodes.
+async fn connect_bus(
+    target: &RedisTarget,
+    prefix: &str,
+    reconnects: &Count,
+) -> Result<Connected, StreamError> {
+    Ok(match target {
+        RedisTarget::Cluster { seeds, shards } => Connected::of(
+            ClusterStreams::connect(seeds, prefix, *shards)
+                .await?
+                .with_reconnects(reconnects.clone()),
+        ),
+        _ => Connected::of(
+            RedisStreams::open(target, prefix)
+                .await?
+                .with_reconnects(reconnects.clone()),
+        ),
+    })
 }
 
 /// Token auth when configured; a server without it says so once.
@@ -401,12 +421,12 @@ impl Bus {
             }
             let attempt = tokio::select! {
                 _ = stop.cancelled() => return None,
-                attempt = RedisStreams::open(&target, &prefix) => attempt,
+                attempt = connect_bus(&target, &prefix, &reconnects) => attempt,
             };
             match attempt {
                 Ok(streams) => {
                     tracing::info!("redis answers; serving");
-                    return Some(Connected::of(streams.with_reconnects(reconnects)));
+                    return Some(streams);
                 }
                 Err(err) => tracing::warn!(
                     %err,

@@ -16,7 +16,7 @@ use crate::metrics;
 use crate::protocol::{self};
 use crate::rooms::Follow;
 use crate::socket::RoomFrame;
-use crate::streams::{parse_stream_key, CloseOrder};
+use crate::streams::CloseOrder;
 use crate::streams::{StreamReader, READ_BLOCK};
 
 /// Read every followed stream, merge each stream's new messages and deliver
@@ -141,7 +141,7 @@ fn deliver(
 /// instead, so that its clients reconnect and load it then.
 async fn resync(state: &AppState, follows: &[Follow]) {
     for follow in follows {
-        let loaded = match parse_stream_key(state.streams.prefix(), &follow.stream) {
+        let loaded = match state.streams.parse_stream_key(&follow.stream) {
             Ok((room, docid)) => load_doc(
                 state.streams.as_ref(),
                 state.storage.as_ref(),

@@ -10,12 +10,14 @@ pub mod gcs;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 pub mod s3;
 pub mod sentinel;
 pub mod storm;
 pub mod values;
 
 pub use self::redis::{xadd_all, xlen, RedisServer};
+pub use self::redis_cluster::{ClusterNode, RedisCluster};
 pub use callback::PermissionCallback;
 pub use client::{doc_content, Handshake, RawClient, YClient};
 pub use gcs::FakeGcsServer;

@@ -19,7 +19,7 @@ use crate::document;
 use crate::load::{load_doc, LoadedDoc};
 use crate::protocol;
 use crate::storage::{apply_retention, now_ms, Version, MAX_NAME_BYTES};
-use crate::streams::{stream_key, CloseOrder, StreamId, CLOSE_DELETED, CLOSE_REVOKED};
+use crate::streams::{CloseOrder, StreamId, CLOSE_DELETED, CLOSE_REVOKED};
 
 /// Serve `call` by its route's handler.
 pub async fn handle(call: &Call) -> Result<Response, ApiError> {
@@ -59,7 +59,7 @@ struct Current {
 async fn load(call: &Call, room: &str) -> Result<Current, ApiError> {
     let state = &call.state;
     let docid = call.docid();
-    let key = stream_key(state.streams.prefix(), room, docid);
+    let key = state.streams.stream_key(room, docid);
     let loaded = load_doc(
         state.streams.as_ref(),
         state.storage.as_ref(),
@@ -234,7 +234,7 @@ async fn version(call: &Call) -> Result<Response, ApiError> {
 
 /// Append a v1 update to the room's stream, as a client's sync update.
 async fn append_update(call: &Call, room: &str, update: &[u8]) -> Result<(), ApiError> {
-    let key = stream_key(call.state.streams.prefix(), room, call.docid());
+    let key = call.state.streams.stream_key(room, call.docid());
     call.state
         .streams
         .append(&key, &protocol::encode_sync_update(update))
@@ -492,7 +492,7 @@ async fn close(call: &Call) -> Result<Response, ApiError> {
         )));
     }
     let order = CloseOrder {
-        stream: stream_key(call.state.streams.prefix(), room, call.docid()),
+        stream: call.state.streams.stream_key(room, call.docid()),
         user: body.user,
         code: CLOSE_REVOKED,
         reason,
@@ -518,7 +518,7 @@ async fn delete(call: &Call) -> Result<Response, ApiError> {
             crate::log_text::bounded(room)
         )));
     }
-    let key = stream_key(call.state.streams.prefix(), room, docid);
+    let key = call.state.streams.stream_key(room, docid);
     call.state
         .streams
         .publish_close(&CloseOrder {

@@ -200,6 +200,12 @@ pub struct RedisConfig {
     pub sentinels: Option<String>,
     /// The master's name as the Sentinels monitor it.
     pub sentinel_master: String,
+    /// Redis is a Redis Cluster: `url` names seed nodes (comma-separated) and
+    /// keys take the cluster layout (docs/protocol.md, "Redis Cluster layout").
+    pub cluster: bool,
+    /// How many shards the cluster layout spreads rooms over; equal fleet-wide.
+    #[serde(deserialize_with = "number_or_string")]
+    pub cluster_shards: u16,
 }
 
 impl Default for RedisConfig {
@@ -212,6 +218,8 @@ impl Default for RedisConfig {
             fail_fast: false,
             sentinels: None,
             sentinel_master: "mymaster".to_string(),
+            cluster: false,
+            cluster_shards: 16,
         }
     }
 }
@@ -223,6 +231,12 @@ impl RedisConfig {
         &self,
     ) -> Result<Option<crate::streams::RedisTarget>, crate::streams::StreamError> {
         use crate::streams::{RedisTarget, Sentinels};
+        if self.cluster {
+            return Ok(self.url.as_ref().map(|seeds| RedisTarget::Cluster {
+                seeds: seeds.clone(),
+                shards: self.cluster_shards,
+            }));
+        }
         Ok(match (&self.sentinels, &self.url) {
             (Some(list), url) => Some(RedisTarget::Sentinel(Sentinels::new(
                 list,
@@ -478,6 +492,15 @@ impl Config {
         };
         if self.redis.prefix.is_empty() {
             return invalid("redis.prefix", "must not be empty");
+        }
+        if !(1..=1024).contains(&self.redis.cluster_shards) {
+            return invalid("redis.cluster_shards", "must be 1 to 1024");
+        }
+        if self.redis.cluster && self.redis.prefix.contains(['{', '}']) {
+            return invalid(
+                "redis.prefix",
+                "must not contain `{` or `}` with `cluster` (they would change the hash tag)",
+            );
         }
         if self.websocket.buffer_capacity == 0 {
             return invalid("websocket.buffer_capacity", "must be at least 1");

@@ -83,6 +83,20 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "[redis] cluster",
+        env: &["REDIS_CLUSTER"],
+        default: "`false`",
+        meaning: "`true`: Redis is a Redis Cluster and `REDIS_URL` names one or more of its nodes, comma-separated; keys take the cluster layout of docs/protocol.md, which y-redis (JavaScript) instances cannot share",
+        apply: |c, v| parse(&mut c.redis.cluster, v),
+    },
+    Setting {
+        key: "[redis] cluster_shards",
+        env: &["REDIS_CLUSTER_SHARDS"],
+        default: "`16`",
+        meaning: "with `cluster`: how many shards (hash tags, each with its own worker queue) the rooms are spread over, 1 to 1024; must be the same on every instance of a fleet",
+        apply: |c, v| parse(&mut c.redis.cluster_shards, v),
+    },
+    Setting {
         key: "[websocket] port",
         env: &["WS_PORT", "PORT"],
         default: "`3001`",

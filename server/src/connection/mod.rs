@@ -33,7 +33,7 @@ use crate::rooms::{CloseSignal, Membership, Rooms};
 use crate::socket::deflate::{Agreed, Inflater};
 use crate::socket::{close, Delivery, Flushed, FrameDecoder, Incoming, Outbox, Stopped};
 use crate::storage::Storage;
-use crate::streams::{self, Streams, CLOSE_REVOKED, DOC_ID};
+use crate::streams::{Streams, CLOSE_REVOKED, DOC_ID};
 use session::{AfterClose, End, Reply, Rest, Session};
 
 /// What every connection of this instance shares.
@@ -196,7 +196,7 @@ pub async fn serve(
     metrics::inc(&state.metrics.connections_total);
     metrics::inc(&state.metrics.connections_open);
     let _open = OpenConnection(Arc::clone(&state.metrics));
-    let stream_key = streams::stream_key(state.streams.prefix(), &room, DOC_ID);
+    let stream_key = state.streams.stream_key(&room, DOC_ID);
     let socket = Arc::new(socket);
     let delivery = Delivery {
         agreed: deflate,

@@ -28,7 +28,7 @@ use tower::ServiceExt as _;
 use crate::api::ApiState;
 use crate::rooms::Rooms;
 use crate::storage::Storage;
-use crate::streams::{parse_stream_key, Streams, Survey, SURVEY_LIMIT};
+use crate::streams::{Streams, Survey, SURVEY_LIMIT};
 
 pub use access::Guard;
 pub use error::InspectorError;
@@ -164,7 +164,9 @@ async fn rooms(State(slot): State<Slot>) -> Result<Response, InspectorError> {
     let listed: Vec<Value> = streams
         .iter()
         .map(|stream| {
-            let (room, docid) = parse_stream_key(prefix, &stream.key)
+            let (room, docid) = inspector
+                .streams
+                .parse_stream_key(&stream.key)
                 .map_or((None, None), |(room, docid)| (Some(room), Some(docid)));
             json!({
                 "key": stream.key,

@@ -13,7 +13,7 @@ use yrs::{Doc, Transact, Update};
 use super::{answer, connected, Inspector, InspectorError, Slot};
 use crate::document::{self, RootKind};
 use crate::load::load_doc;
-use crate::streams::{stream_key, StreamId, DOC_ID};
+use crate::streams::{StreamId, DOC_ID};
 
 /// Bytes a room name or docid may have here, as in the document API.
 const MAX_NAME: usize = 1024;
@@ -116,7 +116,7 @@ pub async fn room(State(slot): State<Slot>, uri: Uri) -> Result<Response, Inspec
 
 async fn view(inspector: &Inspector, room: &str, docid: &str) -> Result<Value, InspectorError> {
     let unavailable = |err: &dyn std::fmt::Display| InspectorError::unavailable(err);
-    let key = stream_key(inspector.streams.prefix(), room, docid);
+    let key = inspector.streams.stream_key(room, docid);
     let storage = inspector.storage.as_ref();
     let loaded = load_doc(inspector.streams.as_ref(), storage, &key, room, docid)
         .await

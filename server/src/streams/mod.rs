@@ -4,12 +4,15 @@
 //! The streams are split by role ([`Append`], [`StreamReader`], [`History`],
 //! [`TaskQueue`], [`Health`], [`Control`], all keyed under one [`Keyspace`]), so that each
 //! caller asks for what it uses and an implementation can provide one role at a
-//! time; [`Streams`] is all of them. Two implementations provide every role:
+//! time; [`Streams`] is all of them. Three implementations provide every role:
 //! [`RedisStreams`] for fleets (byte-compatible with y-redis 0.1.6 instances on
-//! the same Redis) and [`MemoryStreams`], in-process streams with the same
-//! semantics for a single instance without Redis and for fast tests (what the
-//! README and log lines call the embedded bus).
+//! the same Redis), [`ClusterStreams`] for fleets on a Redis Cluster (keys in
+//! the cluster layout, which y-redis instances do not share), and
+//! [`MemoryStreams`], in-process streams with the same semantics for a single
+//! instance without Redis and for fast tests (what the README and log lines
+//! call the embedded bus).
 
+mod cluster;
 mod id;
 mod keys;
 mod memory;
@@ -23,6 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use self::cluster::{hash_slot, shard_tag, ClusterStreams};
 pub use self::id::{is_smaller_redis_id, InvalidStreamId, StreamId};
 pub use self::keys::{
     decode_uri_component, encode_uri_component, parse_stream_key, stream_key, KeyError, DOC_ID,
@@ -40,6 +44,14 @@ pub enum RedisTarget {
     Url(String),
     /// The master the Sentinels name, followed through failovers.
     Sentinel(Sentinels),
+    /// A Redis Cluster through its seed nodes (comma-separated URLs), with
+    /// rooms spread over `shards` hash tags (docs/protocol.md §3.4).
+    Cluster {
+        /// The seed nodes.
+        seeds: String,
+        /// How many shards.
+        shards: u16,
+    },
 }
 
 /// How many entries one subscriber read returns at most (as y-redis).
@@ -108,12 +120,24 @@ pub struct StreamBatch {
     pub entries: Vec<StreamEntry>,
 }
 
-/// The key prefix (`y` by default) every key of a fleet starts with: what
-/// appenders build stream keys from and what the worker checks task keys
-/// against, so that it is implemented once for both roles.
+/// The key prefix (`y` by default) every key of a fleet starts with and the
+/// shape of its stream keys: what appenders build stream keys from and what
+/// the worker checks task keys against, so that it is implemented once for
+/// both roles.
 pub trait Keyspace: Send + Sync + 'static {
     /// The key prefix.
     fn prefix(&self) -> &str;
+
+    /// The stream key of a document; y-redis's `{prefix}:room:{enc(room)}:{enc(docid)}`
+    /// unless the layout says otherwise (a Redis Cluster's hash-tagged keys).
+    fn stream_key(&self, room: &str, docid: &str) -> String {
+        stream_key(self.prefix(), room, docid)
+    }
+
+    /// `(room, docid)` of a stream key of this layout and prefix.
+    fn parse_stream_key(&self, key: &str) -> Result<(String, String), KeyError> {
+        parse_stream_key(self.prefix(), key)
+    }
 }
 
 /// Appending client messages to doc streams: all a connection writes.

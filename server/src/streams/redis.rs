@@ -26,7 +26,7 @@ mod survey;
 /// task, moved at once into the pending list of the consumer `pending` (docs/protocol.md
 /// §3). Unlike y-redis it recreates the worker group when it is
 /// missing (after a FLUSHALL), instead of failing every append of a new room.
-const APPEND_SCRIPT: &str = r#"
+pub(super) const APPEND_SCRIPT: &str = r#"
 if redis.call("EXISTS", KEYS[1]) == 0 then
   redis.call("XADD", ARGV[2], "*", "compact", KEYS[1])
   local read = redis.pcall("XREADGROUP", "GROUP", ARGV[2], "pending", "STREAMS", ARGV[2], ">")
@@ -39,7 +39,7 @@ redis.call("XADD", KEYS[1], "*", "m", ARGV[1])
 "#;
 
 /// Deletes a stream only while it is empty.
-const DELETE_IF_EMPTY_SCRIPT: &str = r#"
+pub(super) const DELETE_IF_EMPTY_SCRIPT: &str = r#"
 if redis.call("XLEN", KEYS[1]) == 0 then
   redis.call("DEL", KEYS[1])
 end
@@ -60,7 +60,7 @@ return epoch
 
 /// How long a command may wait for its answer before the connection counts as
 /// broken and is re-established.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The y-redis layout on a Redis server: one auto-reconnecting connection for
 /// commands and scripts, and a dedicated one for the blocking subscriber read.
@@ -134,15 +134,15 @@ const LOOKUP_INTERVAL: Duration = Duration::from_millis(500);
 /// failure marks one reconnect; the reader's connection is made anew after a
 /// failed read, which marks one too.
 #[derive(Default)]
-struct Reconnects {
-    counter: Count,
+pub(super) struct Reconnects {
+    pub(super) counter: Count,
     commands_lost: AtomicBool,
     reader_lost: AtomicBool,
 }
 
 impl Reconnects {
     /// Note what a command on the commands connection answered.
-    fn commands<T>(&self, result: &Result<T, redis::RedisError>) {
+    pub(super) fn commands<T>(&self, result: &Result<T, redis::RedisError>) {
         match result {
             // A plain load first: every append passes here, and the flag is
             // almost always clear.
@@ -160,12 +160,12 @@ impl Reconnects {
     }
 
     /// The reader's connection failed and is dropped.
-    fn reader_lost(&self) {
+    pub(super) fn reader_lost(&self) {
         self.reader_lost.store(true, Ordering::Relaxed);
     }
 
     /// A reader's connection was made.
-    fn reader_connected(&self) {
+    pub(super) fn reader_connected(&self) {
         if self.reader_lost.swap(false, Ordering::Relaxed) {
             self.counter.inc();
             tracing::info!("redis reader connection re-established");
@@ -174,7 +174,7 @@ impl Reconnects {
 }
 
 /// Whether an error means the connection is gone (and is to be made again).
-fn lost(err: &redis::RedisError) -> bool {
+pub(super) fn lost(err: &redis::RedisError) -> bool {
     err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal()
 }
 
@@ -227,6 +227,11 @@ impl RedisStreams {
                     Link::open(info, Some(address)).await?,
                     Some(sentinels.clone()),
                 )
+            }
+            RedisTarget::Cluster { .. } => {
+                return Err(StreamError::Reply(
+                    "a Redis Cluster is opened by ClusterStreams".into(),
+                ))
             }
         };
         let mut streams = Self {
@@ -831,7 +836,7 @@ impl Health for RedisStreams {
 }
 
 /// Text of a bulk or simple string reply (ids and cursors, never messages).
-fn value_string(value: &Value) -> Option<String> {
+pub(super) fn value_string(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
         Value::SimpleString(text) => Some(text.clone()),
@@ -853,7 +858,10 @@ fn into_bytes(value: Value) -> Option<Vec<u8>> {
 /// id and the value of field `name` (`None` when the entry has none), moved
 /// out of the reply so that a message's bytes are never copied. An entry whose
 /// fields cannot be read is an error carrying its id when that could be read.
-fn take_field(entry: Value, name: &[u8]) -> Result<(StreamId, Option<Vec<u8>>), Option<StreamId>> {
+pub(super) fn take_field(
+    entry: Value,
+    name: &[u8],
+) -> Result<(StreamId, Option<Vec<u8>>), Option<StreamId>> {
     let Value::Array(parts) = entry else {
         return Err(None);
     };
@@ -880,7 +888,7 @@ fn take_field(entry: Value, name: &[u8]) -> Result<(StreamId, Option<Vec<u8>>), 
 }
 
 /// Entries of one stream; entries without an `m` field are skipped with a log line.
-fn parse_page(stream: &str, reply: Value) -> StreamPage {
+pub(super) fn parse_page(stream: &str, reply: Value) -> StreamPage {
     let Value::Array(entries) = reply else {
         return StreamPage::default();
     };
@@ -910,7 +918,7 @@ fn parse_page(stream: &str, reply: Value) -> StreamPage {
 }
 
 /// An XREAD reply (RESP2 array or RESP3 map) → batches per stream.
-fn parse_read_reply(reply: Value) -> Vec<StreamBatch> {
+pub(super) fn parse_read_reply(reply: Value) -> Vec<StreamBatch> {
     let pairs: Vec<(Value, Value)> = match reply {
         Value::Array(items) => items
             .into_iter()

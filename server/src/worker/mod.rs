@@ -16,9 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::load::{load_doc, LoadError};
 use crate::metrics::{self, Metrics};
 use crate::storage::{now_ms, to_drop, Retention, Storage, StorageError, Version};
-use crate::streams::{
-    self, History, StreamError, StreamId, Streams, TaskQueue, WorkerTask, CLAIM_COUNT,
-};
+use crate::streams::{History, StreamError, StreamId, Streams, TaskQueue, WorkerTask, CLAIM_COUNT};
 
 /// The longest pause between claims after batches that failed entirely.
 const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(1);
@@ -227,7 +225,8 @@ impl<Q: TaskQueue + History + ?Sized> Worker<Q> {
     /// The room a task's stream belongs to, for telling an operator what was
     /// lost; the stream key itself when it names no room.
     fn room_of(&self, task: &WorkerTask) -> String {
-        streams::parse_stream_key(self.streams.prefix(), &task.stream)
+        self.streams
+            .parse_stream_key(&task.stream)
             .map(|(room, _)| room)
             .unwrap_or_else(|_| task.stream.clone())
     }
@@ -332,7 +331,7 @@ impl<Q: TaskQueue + History + ?Sized> Worker<Q> {
     /// claimed, untrimmed; any worker claims it again once it has been idle for
     /// the task debounce.
     pub async fn compact(&self, task: &WorkerTask) -> Result<Outcome, WorkerError> {
-        let (room, docid) = match streams::parse_stream_key(self.streams.prefix(), &task.stream) {
+        let (room, docid) = match self.streams.parse_stream_key(&task.stream) {
             Ok(parts) => parts,
             Err(err) => {
                 tracing::warn!(task = %task.id, stream = %crate::log_text::bounded(&task.stream), %err, "task names no doc stream of this prefix, dropping it");
