@@ -439,18 +439,7 @@ impl StreamReader for ClusterStreams {
         positions: &[(Arc<str>, StreamId)],
         block: Duration,
     ) -> Result<Vec<StreamBatch>, StreamError> {
-        let mut desired: HashMap<usize, Vec<(Arc<str>, StreamId)>> = HashMap::new();
-        for (stream, id) in positions {
-            match self.keys.shard_of_key(stream) {
-                Some(shard) => desired
-                    .entry(shard)
-                    .or_default()
-                    .push((Arc::clone(stream), *id)),
-                None => {
-                    tracing::debug!(stream = %crate::log_text::bounded(stream), "followed stream of no shard, not read")
-                }
-            }
-        }
+        let desired = self.by_shard(positions);
         let mut inflight = self.inflight.lock().await;
         let stale: Vec<usize> = inflight
             .iter()
@@ -503,26 +492,7 @@ impl StreamReader for ClusterStreams {
                 outputs.push((shard, read.read.await));
             }
         }
-        let mut batches = Vec::new();
-        let mut failure = None;
-        let mut succeeded = false;
-        for (shard, output) in outputs {
-            match output {
-                Ok(Ok(reply)) => {
-                    succeeded = true;
-                    batches.extend(parse_read_reply(reply));
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(shard, %err, "a shard's stream read failed");
-                    failure = Some(err);
-                }
-                Err(err) => failure = Some(StreamError::Reply(format!("shard read: {err}"))),
-            }
-        }
-        match failure {
-            Some(err) if !succeeded => Err(err),
-            _ => Ok(batches),
-        }
+        gather(outputs)
     }
 
     async fn wake_reader(&self) -> Result<(), StreamError> {
@@ -733,5 +703,55 @@ impl super::Survey for ClusterStreams {
         Err(StreamError::Reply(
             "the room list is not available on a Redis Cluster".into(),
         ))
+    }
+}
+
+impl ClusterStreams {
+    /// The followed streams grouped by shard; a stream of no shard is not read.
+    fn by_shard(
+        &self,
+        positions: &[(Arc<str>, StreamId)],
+    ) -> HashMap<usize, Vec<(Arc<str>, StreamId)>> {
+        let mut desired: HashMap<usize, Vec<(Arc<str>, StreamId)>> = HashMap::new();
+        for (stream, id) in positions {
+            match self.keys.shard_of_key(stream) {
+                Some(shard) => desired
+                    .entry(shard)
+                    .or_default()
+                    .push((Arc::clone(stream), *id)),
+                None => {
+                    tracing::debug!(stream = %crate::log_text::bounded(stream), "followed stream of no shard, not read")
+                }
+            }
+        }
+        desired
+    }
+}
+
+/// What one shard's read task ended with.
+type ShardRead = Result<Result<redis::Value, StreamError>, tokio::task::JoinError>;
+
+/// The batches of the shard reads that returned; an error only when every one
+/// of them failed.
+fn gather(outputs: Vec<(usize, ShardRead)>) -> Result<Vec<StreamBatch>, StreamError> {
+    let mut batches = Vec::new();
+    let mut failure = None;
+    let mut succeeded = false;
+    for (shard, output) in outputs {
+        match output {
+            Ok(Ok(reply)) => {
+                succeeded = true;
+                batches.extend(parse_read_reply(reply));
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(shard, %err, "a shard's stream read failed");
+                failure = Some(err);
+            }
+            Err(err) => failure = Some(StreamError::Reply(format!("shard read: {err}"))),
+        }
+    }
+    match failure {
+        Some(err) if !succeeded => Err(err),
+        _ => Ok(batches),
     }
 }
