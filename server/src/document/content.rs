@@ -176,13 +176,36 @@ pub(super) fn array_content<T: ReadTxn>(array: &ArrayRef, txn: &T) -> Value {
     json!({ "array": items })
 }
 
+/// A text's content as runs of `[insert, attributes]`, canonical: adjacent
+/// strings with equal attributes are one run and no attributes are `null`,
+/// however the edits that made the text cut it into items (a formatting
+/// removed leaves separate items with the same attributes).
 pub(super) fn delta_content<T: ReadTxn, X: Text>(text: &X, txn: &T) -> Value {
-    let chunks: Vec<Value> = text
-        .diff(txn, YChange::identity)
-        .into_iter()
-        .map(|diff| json!([out_content(&diff.insert, txn), attrs_json(&diff.attributes)]))
-        .collect();
-    Value::Array(chunks)
+    let mut chunks: Vec<(Value, Value)> = Vec::new();
+    for diff in text.diff(txn, YChange::identity) {
+        let insert = out_content(&diff.insert, txn);
+        let attrs = match attrs_json(&diff.attributes) {
+            Value::Object(map) if map.is_empty() => Value::Null,
+            attrs => attrs,
+        };
+        if let Some((last, last_attrs)) = chunks.last_mut() {
+            if *last_attrs == attrs {
+                if let (Some(Value::String(before)), Some(Value::String(more))) =
+                    (last.get_mut("any"), insert.get("any"))
+                {
+                    before.push_str(more);
+                    continue;
+                }
+            }
+        }
+        chunks.push((insert, attrs));
+    }
+    Value::Array(
+        chunks
+            .into_iter()
+            .map(|(insert, attrs)| json!([insert, attrs]))
+            .collect(),
+    )
 }
 
 pub(super) fn children_content<T: ReadTxn, X: XmlFragment>(xml: &X, txn: &T) -> Value {
