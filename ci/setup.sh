@@ -17,6 +17,10 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "setup: installing redis-server"
   apt_install redis-server
 fi
+if ! command -v redis-sentinel >/dev/null 2>&1; then
+  echo "setup: installing redis-sentinel"
+  apt_install redis-sentinel
+fi
 
 if [ -f ci/setup-storage.sh ]; then
   bash ci/setup-storage.sh

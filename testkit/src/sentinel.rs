@@ -18,8 +18,8 @@ struct Node {
     process: ServiceProcess,
 }
 
-/// A master, one replica and three Sentinels (`redis-server --sentinel`, the
-/// program Debian's `redis-sentinel` runs), on free loopback ports, with a
+/// A master, one replica and three Sentinels (`redis-sentinel`), on free
+/// loopback ports, with a
 /// quorum of two and a one-second down-after time so that a failover takes a
 /// few seconds. Everything is stopped on drop.
 pub struct SentinelSet {
@@ -195,8 +195,8 @@ fn spawn_sentinel(dir: &Path, index: usize, master: u16) -> Result<Node> {
             dir = dir.display()
         ),
     )?;
-    let mut command = Command::new("redis-server");
-    command.arg(&conf).arg("--sentinel");
+    let mut command = Command::new("redis-sentinel");
+    command.arg(&conf);
     let mut process = ServiceProcess::spawn("redis-sentinel", command)?;
     process.wait_listening(port, Duration::from_secs(10))?;
     Ok(Node { port, process })
