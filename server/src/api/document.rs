@@ -533,6 +533,47 @@ async fn delete(call: &Call) -> Result<Response, ApiError> {
         .delete(room, docid, &current.loaded.references)
         .await?;
     storage.delete_versions(room, docid, &versions).await?;
+    sweep_late_items(storage.as_ref(), room, docid).await?;
     tracing::info!(room = %crate::log_text::bounded(room), "document deleted");
     ok(json!({ "id": room, "deleted": true, "versions": versions.len() }))
+}
+
+/// How many times, and how far apart, a deleted document's storage is looked
+/// at again for items a compaction in progress wrote after the delete.
+const LATE_SWEEPS: u32 = 3;
+const LATE_SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A worker that loaded the document just before its stream was deleted
+/// stores what it loaded moments later: look again a few times and delete
+/// what appeared (its compaction then finds the stream gone and queues
+/// nothing more). A compaction slower than the sweeps can still write the
+/// document back (docs/api.md).
+async fn sweep_late_items(
+    storage: &dyn crate::storage::Storage,
+    room: &str,
+    docid: &str,
+) -> Result<(), ApiError> {
+    for _ in 0..LATE_SWEEPS {
+        tokio::time::sleep(LATE_SWEEP_PAUSE).await;
+        let late: Vec<String> = storage
+            .load(room, docid)
+            .await?
+            .into_iter()
+            .map(|item| item.reference)
+            .collect();
+        if !late.is_empty() {
+            tracing::info!(room = %crate::log_text::bounded(room), items = late.len(), "items stored during a delete, deleted too");
+            storage.delete(room, docid, &late).await?;
+        }
+        let versions: Vec<u64> = storage
+            .versions(room, docid)
+            .await?
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
+        if !versions.is_empty() {
+            storage.delete_versions(room, docid, &versions).await?;
+        }
+    }
+    Ok(())
 }
