@@ -506,12 +506,7 @@ async fn delete(call: &Call) -> Result<Response, ApiError> {
     let current = load(call, room).await?;
     let storage = &call.state.storage;
     let docid = call.docid();
-    let versions: Vec<u64> = storage
-        .versions(room, docid)
-        .await?
-        .into_iter()
-        .map(|v| v.version)
-        .collect();
+    let versions = version_numbers(storage.as_ref(), room, docid).await?;
     if !current.exists && versions.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no document {}",
@@ -536,6 +531,20 @@ async fn delete(call: &Call) -> Result<Response, ApiError> {
     sweep_late_items(storage.as_ref(), room, docid).await?;
     tracing::info!(room = %crate::log_text::bounded(room), "document deleted");
     ok(json!({ "id": room, "deleted": true, "versions": versions.len() }))
+}
+
+/// The numbers of the versions kept of a document.
+async fn version_numbers(
+    storage: &dyn crate::storage::Storage,
+    room: &str,
+    docid: &str,
+) -> Result<Vec<u64>, ApiError> {
+    Ok(storage
+        .versions(room, docid)
+        .await?
+        .into_iter()
+        .map(|v| v.version)
+        .collect())
 }
 
 /// How many times, and how far apart, a deleted document's storage is looked
@@ -565,12 +574,7 @@ async fn sweep_late_items(
             tracing::info!(room = %crate::log_text::bounded(room), items = late.len(), "items stored during a delete, deleted too");
             storage.delete(room, docid, &late).await?;
         }
-        let versions: Vec<u64> = storage
-            .versions(room, docid)
-            .await?
-            .into_iter()
-            .map(|v| v.version)
-            .collect();
+        let versions = version_numbers(storage, room, docid).await?;
         if !versions.is_empty() {
             storage.delete_versions(room, docid, &versions).await?;
         }
