@@ -40,6 +40,19 @@ where
     }
 }
 
+/// `Some` once `stream` holds an entry.
+async fn has_entries(
+    redis: &redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> Result<Option<()>> {
+    let mut redis = redis.clone();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut redis)
+        .await?;
+    Ok((len > 0).then_some(()))
+}
+
 /// The keys of map `m` a client's document holds.
 async fn keys(client: &JsClient<'_>) -> Result<BTreeSet<String>> {
     let content = client.content().await?;
@@ -86,15 +99,7 @@ async fn flushall(fleet: &Fleet, sidecar: &Sidecar) -> Result<()> {
     let stream = format!("{}:room:{room}:index", fleet.prefix());
     let mut redis = fleet.redis().connection().await?;
     until("the edit in Redis", RECOVERED, || {
-        let mut redis = redis.clone();
-        let stream = stream.clone();
-        async move {
-            let len: u64 = redis::cmd("XLEN")
-                .arg(&stream)
-                .query_async(&mut redis)
-                .await?;
-            Ok((len > 0).then_some(()))
-        }
+        has_entries(&redis, &stream)
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -104,15 +109,7 @@ async fn flushall(fleet: &Fleet, sidecar: &Sidecar) -> Result<()> {
     // The instance notices, closes the editor's connection, and the editor,
     // reconnecting as y-websocket does, sends its document again.
     until("the edit back in Redis", RECOVERED, || {
-        let mut redis = redis.clone();
-        let stream = stream.clone();
-        async move {
-            let len: u64 = redis::cmd("XLEN")
-                .arg(&stream)
-                .query_async(&mut redis)
-                .await?;
-            Ok((len > 0).then_some(()))
-        }
+        has_entries(&redis, &stream)
     })
     .await?;
     let fresh = sidecar.open_client("fresh", &two, room, None).await?;

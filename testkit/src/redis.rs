@@ -29,20 +29,7 @@ impl RedisServer {
     }
 
     fn spawn(port: u16) -> Result<ServiceProcess> {
-        let mut command = Command::new("redis-server");
-        command.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
-        let mut process = ServiceProcess::spawn("redis-server", command)?;
-        process.wait_listening(port, Duration::from_secs(10))?;
-        Ok(process)
+        spawn_redis(port, Command::new("redis-server"))
     }
 
     /// `redis://127.0.0.1:{port}`.
@@ -112,4 +99,22 @@ pub async fn xlen(conn: &mut ::redis::aio::MultiplexedConnection, key: &str) -> 
         .query_async(conn)
         .await
         .unwrap_or_else(|err| panic!("XLEN {key}: {err}"))
+}
+
+/// Start `command` (a `redis-server` with any arguments of the caller's) on
+/// `port` of loopback, without persistence, and wait until it listens.
+pub(crate) fn spawn_redis(port: u16, mut command: Command) -> Result<ServiceProcess> {
+    command.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    let mut process = ServiceProcess::spawn("redis-server", command)?;
+    process.wait_listening(port, Duration::from_secs(10))?;
+    Ok(process)
 }

@@ -228,10 +228,6 @@ impl RedisCluster {
 fn spawn(dir: &std::path::Path, port: u16) -> Result<ServiceProcess> {
     let mut command = Command::new("redis-server");
     command.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",
@@ -240,14 +236,8 @@ fn spawn(dir: &std::path::Path, port: u16) -> Result<ServiceProcess> {
         "1000",
         "--dir",
         &dir.display().to_string(),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
     ]);
-    let mut process = ServiceProcess::spawn("redis-server", command)?;
-    process.wait_listening(port, Duration::from_secs(10))?;
-    Ok(process)
+    crate::redis::spawn_redis(port, command)
 }
 
 /// `CLUSTER NODES` text: `id ip:port@cport flags master ping pong epoch link slots…`.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::process::{free_port, ServiceProcess};
+use crate::redis::spawn_redis;
 
 /// The master's name the Sentinels monitor.
 pub const MASTER_NAME: &str = "mymaster";
@@ -157,14 +158,6 @@ fn spawn_node(dir: &Path, master: Option<u16>) -> Result<Node> {
     let port = free_port()?;
     let mut command = Command::new("redis-server");
     command.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
         "--repl-diskless-sync",
         "yes",
         "--repl-diskless-sync-delay",
@@ -176,8 +169,7 @@ fn spawn_node(dir: &Path, master: Option<u16>) -> Result<Node> {
     if let Some(master) = master {
         command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
     }
-    let mut process = ServiceProcess::spawn("redis-server", command)?;
-    process.wait_listening(port, Duration::from_secs(10))?;
+    let process = spawn_redis(port, command)?;
     Ok(Node { port, process })
 }
 
