@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 bash ci/setup.sh
 
+# A CI build is cold and built once: incremental caches would only take disk.
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
