@@ -10,22 +10,17 @@
 //   {"rust": {"extensions", "text", "inserted"}, "js": {...}}
 // and exits 0; any failure, or 30 s without success, exits 1 with a message
 // on stderr. Chromium is /usr/bin/chromium unless CHROMIUM names another.
-import { createRequire } from 'node:module'
 import http from 'node:http'
-import path from 'node:path'
+import { jsDir, requireJs, startRun } from './chromium.mjs'
 
-const jsDir = process.env.CONFORMANCE_JS_DIR || path.resolve(import.meta.dirname, '../../js-reference')
-const require = createRequire(path.join(jsDir, 'package.json'))
-const esbuild = require('esbuild')
-const puppeteer = require('puppeteer-core')
+const esbuild = requireJs('esbuild')
 
 const [rustUrl, jsUrl, room] = process.argv.slice(2)
 if (!rustUrl || !jsUrl || !room) {
   console.error('usage: node deflate_in_chromium.mjs <rustUrl> <jsUrl> <room>')
   process.exit(2)
 }
-const chromium = process.env.CHROMIUM || '/usr/bin/chromium'
-const TIMEOUT_MS = 30000
+const run = startRun(30000)
 
 // Each insert is longer than the Rust server's WS_DEFLATE_MIN_SIZE (128 bytes
 // by default), so the updates relayed between the pages are compressed.
@@ -33,46 +28,6 @@ const inserts = {
   rust: '[page A, Rust server] ' + 'compressed through the Rust server; '.repeat(6),
   js: '[page B, JavaScript server] ' + 'compressed through the JavaScript server; '.repeat(6)
 }
-
-let browser = null
-let site = null
-const pageErrors = []
-// What the script is doing, for the message of a timeout.
-let stage = 'starting'
-
-const cleanUp = async () => {
-  if (browser) {
-    const process_ = browser.process()
-    await Promise.race([
-      browser.close().catch(() => {}),
-      new Promise((resolve) => setTimeout(resolve, 5000))
-    ])
-    if (process_ && process_.exitCode === null && process_.signalCode === null) {
-      process_.kill('SIGKILL')
-    }
-    browser = null
-  }
-  if (site) {
-    site.closeAllConnections()
-    site.close()
-    site = null
-  }
-}
-
-let failing = false
-const fail = async (why) => {
-  if (failing) return
-  failing = true
-  console.error(why)
-  if (pageErrors.length > 0) {
-    const shown = pageErrors.slice(-20)
-    console.error(`page errors (last ${shown.length} of ${pageErrors.length}):\n` + shown.join('\n'))
-  }
-  await cleanUp()
-  process.exit(1)
-}
-
-const timer = setTimeout(() => { fail(`timed out after ${TIMEOUT_MS / 1000} s ${stage}`) }, TIMEOUT_MS)
 
 /** yjs and y-websocket for the page, on `window`, bundled in memory. */
 const bundle = async () => {
@@ -120,12 +75,9 @@ const serve = (script) => new Promise((resolve, reject) => {
 
 /** A page in a browser context of its own, its provider synced with `serverUrl`. */
 const openSynced = async (name, origin, serverUrl) => {
-  const context = await browser.createBrowserContext()
+  const context = await run.browser.createBrowserContext()
   const page = await context.newPage()
-  page.on('pageerror', (err) => pageErrors.push(`${name}: ${err.message}`))
-  page.on('console', (message) => {
-    if (message.type() === 'error') pageErrors.push(`${name} console: ${message.text()}`)
-  })
+  run.watch(page, name)
   await page.goto(origin, { waitUntil: 'load' })
   await page.evaluate((url, roomName) => new Promise((resolve) => {
     const doc = new window.Y.Doc()
@@ -148,27 +100,16 @@ const openSynced = async (name, origin, serverUrl) => {
 const textOf = (page) => page.evaluate(() => window.doc.getText('t').toString())
 
 const main = async () => {
-  stage = 'bundling yjs and y-websocket'
+  run.stage = 'bundling yjs and y-websocket'
   const script = await bundle()
-  site = await serve(script)
-  const origin = `http://127.0.0.1:${site.address().port}/`
-  stage = `launching ${chromium}`
-  browser = await puppeteer.launch({
-    executablePath: chromium,
-    // `headless: true` is Chromium's `--headless=new`.
-    headless: true,
-    pipe: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--no-default-browser-check',
-      // Chromium refuses some ports (net::ERR_UNSAFE_PORT); the servers' free
-      // ports are allowed whatever they are.
-      `--explicitly-allowed-ports=${[rustUrl, jsUrl].map((u) => new URL(u).port || '80').join(',')}`
-    ]
+  const site = await serve(script)
+  run.onCleanUp(() => {
+    site.closeAllConnections()
+    site.close()
   })
-  stage = 'waiting for both providers to sync'
+  const origin = `http://127.0.0.1:${site.address().port}/`
+  await run.launch([rustUrl, jsUrl])
+  run.stage = 'waiting for both providers to sync'
   const [rustPage, jsPage] = await Promise.all([
     openSynced('page A (Rust server)', origin, rustUrl),
     openSynced('page B (JavaScript server)', origin, jsUrl)
@@ -180,7 +121,7 @@ const main = async () => {
   let texts
   for (;;) {
     texts = await Promise.all([textOf(rustPage), textOf(jsPage)])
-    stage = `waiting for the pages to converge; texts are ${JSON.stringify(texts)}`
+    run.stage = `waiting for the pages to converge; texts are ${JSON.stringify(texts)}`
     const complete = (t) => t.includes(inserts.rust) && t.includes(inserts.js)
     if (texts[0] === texts[1] && complete(texts[0])) break
     await new Promise((resolve) => setTimeout(resolve, 50))
@@ -193,14 +134,12 @@ const main = async () => {
   if (rustExtensions === null || jsExtensions === null) {
     throw new Error(`a provider's socket is not open: rust ${rustExtensions}, js ${jsExtensions}`)
   }
-  clearTimeout(timer)
   const result = {
     rust: { extensions: rustExtensions, text: texts[0], inserted: inserts.rust },
     js: { extensions: jsExtensions, text: texts[1], inserted: inserts.js }
   }
   await Promise.all([rustPage, jsPage].map((page) => page.evaluate(() => window.provider.destroy())))
-  await cleanUp()
-  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0))
+  await run.finish(result)
 }
 
-main().catch((err) => fail(`failed: ${err && err.stack ? err.stack : err}`))
+run.main(main)

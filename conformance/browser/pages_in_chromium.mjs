@@ -15,12 +15,8 @@
 // text with no script run, and its rollback changes both editors.
 // Prints one JSON line with what it saw and exits 0; any failure, or 90 s
 // without success, exits 1 with a message on stderr.
-import { createRequire } from 'node:module'
 import path from 'node:path'
-
-const jsDir = process.env.CONFORMANCE_JS_DIR || path.resolve(import.meta.dirname, '../../js-reference')
-const require = createRequire(path.join(jsDir, 'package.json'))
-const puppeteer = require('puppeteer-core')
+import { startRun } from './chromium.mjs'
 
 const options = JSON.parse(process.argv[2] || '{}')
 for (const key of ['demo', 'js', 'inspector', 'secret', 'room', 'hostile', 'images']) {
@@ -29,45 +25,17 @@ for (const key of ['demo', 'js', 'inspector', 'secret', 'room', 'hostile', 'imag
     process.exit(2)
   }
 }
-const chromium = process.env.CHROMIUM || '/usr/bin/chromium'
-const TIMEOUT_MS = 90000
 const PHASE_ONE = { rust: 'Typed through Rust. ', js: 'Typed through JavaScript.' }
 const LATER = ' Written after the first version.'
 
-let browser = null
-const pageErrors = []
+const run = startRun(90000)
 const dialogs = []
-let stage = 'starting'
-
-const cleanUp = async () => {
-  if (browser) {
-    const process_ = browser.process()
-    await Promise.race([browser.close().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 5000))])
-    if (process_ && process_.exitCode === null && process_.signalCode === null) process_.kill('SIGKILL')
-    browser = null
-  }
-}
-
-let failing = false
-const fail = async (why) => {
-  if (failing) return
-  failing = true
-  console.error(why)
-  if (pageErrors.length > 0) {
-    const shown = pageErrors.slice(-20)
-    console.error(`page errors (last ${shown.length} of ${pageErrors.length}):\n` + shown.join('\n'))
-  }
-  await cleanUp()
-  process.exit(1)
-}
-
-const timer = setTimeout(() => { fail(`timed out after ${TIMEOUT_MS / 1000} s ${stage}`) }, TIMEOUT_MS)
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Wait until `check` gives a truthy value, saying what is awaited. */
 const until = async (what, check) => {
-  stage = `waiting for ${what}`
+  run.stage = `waiting for ${what}`
   for (;;) {
     const value = await check()
     if (value) return value
@@ -75,11 +43,9 @@ const until = async (what, check) => {
   }
 }
 
+/** Record `page`'s errors and dismiss (and record) any dialog it opens. */
 const watch = (page, name) => {
-  page.on('pageerror', (err) => pageErrors.push(`${name}: ${err.message}`))
-  page.on('console', (message) => {
-    if (message.type() === 'error') pageErrors.push(`${name} console: ${message.text()}`)
-  })
+  run.watch(page, name)
   page.on('dialog', async (dialog) => {
     dialogs.push(`${name}: ${dialog.type()} ${dialog.message()}`)
     await dialog.dismiss().catch(() => {})
@@ -88,7 +54,7 @@ const watch = (page, name) => {
 
 /** A demo page in a browser context of its own, synced with its server. */
 const openEditor = async (name, query) => {
-  const context = await browser.createBrowserContext()
+  const context = await run.browser.createBrowserContext()
   const page = await context.newPage()
   await page.setViewport({ width: 900, height: 560 })
   watch(page, name)
@@ -120,15 +86,7 @@ const inspectorData = async (room) => {
 }
 
 const main = async () => {
-  stage = `launching ${chromium}`
-  const ports = [options.demo, options.js, options.inspector].map((u) => new URL(u).port || '80')
-  browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    pipe: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--no-default-browser-check',
-      `--explicitly-allowed-ports=${ports.join(',')}`]
-  })
+  await run.launch([options.demo, options.js, options.inspector])
   const rust = await openEditor('editor A (Rust server)', { room: options.room, name: 'Ada on Rust' })
   const js = await openEditor('editor B (JavaScript server)', { room: options.room, name: 'Bob on JavaScript', server: options.js })
 
@@ -146,7 +104,7 @@ const main = async () => {
   await rust.screenshot({ path: path.join(options.images, 'demo.png') })
 
   // The inspector, with the secret as Basic auth's password.
-  const context = await browser.createBrowserContext()
+  const context = await run.browser.createBrowserContext()
   const inspector = await context.newPage()
   await inspector.setViewport({ width: 1280, height: 900 })
   watch(inspector, 'inspector')
@@ -193,10 +151,8 @@ const main = async () => {
     return a === b && !a.includes(LATER) && a.includes(PHASE_ONE.rust) && a
   })
   await sleep(300)
-  clearTimeout(timer)
-  const result = { phaseOne, cursors, listed, injected, hostileShown, versions, first, diff, rolledBack, dialogs, pageErrors }
-  await cleanUp()
-  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0))
+  const pageErrors = run.pageErrors
+  await run.finish({ phaseOne, cursors, listed, injected, hostileShown, versions, first, diff, rolledBack, dialogs, pageErrors })
 }
 
-main().catch((err) => fail(`failed ${stage}: ${err && err.stack ? err.stack : err}`))
+run.main(main)

@@ -9,13 +9,16 @@
 //! - [`wire`]: frames and messages read the way clients read them;
 //! - [`handshake`]: upgrade requests by hand, reporting the HTTP status and the
 //!   subprotocol a server answered;
-//! - [`edit`] and [`content`]: the same edits and content checks on yrs and yjs.
+//! - [`edit`] and [`content`]: the same edits and content checks on yrs and yjs;
+//! - [`browser`]: scripts driving headless Chromium, run and read;
+//! - [`wait`]: polling for what a test waits on.
 //!
 //! See `docs/conformance.md` for how to run the groups and what each proves.
 
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod browser;
 pub mod content;
 pub mod dump;
 pub mod edit;
@@ -26,6 +29,7 @@ pub mod paths;
 pub mod redis;
 pub mod sidecar;
 pub mod storage;
+pub mod wait;
 pub mod wire;
 
 pub use auth::{Access, AuthService, Keys, Reply};

@@ -6,12 +6,10 @@
 //! driving Debian's Chromium, yjs and y-websocket bundled by esbuild), run by Node
 //! with the packages of `js-reference/`.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use conformance::{paths, Fleet, Lang};
+use anyhow::Result;
+use conformance::{browser, Fleet, Lang};
 use serde::Deserialize;
 use testkit::YClient;
 
@@ -45,81 +43,11 @@ struct BrowserResult {
     js: PageResult,
 }
 
-/// Chromium as the script will launch it (`CHROMIUM`, else Debian's path).
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Fail with what to install when Chromium, Node or the script's packages are
-/// missing, rather than letting the script fail obscurely (or skipping).
-async fn check_prerequisites(js_reference: &Path) -> Result<()> {
-    let browser = chromium();
-    if !browser.is_file() {
-        bail!(
-            "no Chromium at {}: install Debian's `chromium` package (ci/setup.sh does) \
-             or set CHROMIUM to a Chromium binary",
-            browser.display()
-        );
-    }
-    let node = tokio::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .await;
-    match node {
-        Ok(output) if output.status.success() => {}
-        _ => bail!("no `node` on PATH: install Node.js 20 or later (ci/setup.sh does)"),
-    }
-    for package in ["puppeteer-core", "esbuild", "yjs", "y-websocket"] {
-        if !js_reference.join("node_modules").join(package).is_dir() {
-            bail!(
-                "{} has no node_modules/{package}: run `npm ci` there (ci/setup.sh does)",
-                js_reference.display()
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Run the browser script against the two servers' bases and read its result.
 async fn run_browser(rust_base: &str, js_base: &str) -> Result<BrowserResult> {
-    let js_reference = paths::js_reference_dir();
-    check_prerequisites(&js_reference).await?;
-    let script = paths::workspace_root().join("conformance/browser/deflate_in_chromium.mjs");
-    let child = tokio::process::Command::new("node")
-        .arg(&script)
-        .args([rust_base, js_base, ROOM])
-        // The browser's packages come from js-reference, like the sidecar's,
-        // whichever implementation CONFORMANCE_JS_DIR puts in the fleet.
-        .env(paths::JS_DIR_VAR, &js_reference)
-        .env("CHROMIUM", chromium())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting node")?;
-    let output = tokio::time::timeout(SCRIPT_LIMIT, child.wait_with_output())
-        .await
-        .with_context(|| format!("{} ran longer than {SCRIPT_LIMIT:?}", script.display()))?
-        .context("waiting for node")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
-            script.display(),
-            output.status
-        );
-    }
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .with_context(|| format!("the browser script printed nothing; stderr:\n{stderr}"))?;
-    serde_json::from_str(line).with_context(|| format!("reading the browser's result {line}"))
+    browser::check_prerequisites(&["esbuild", "yjs", "y-websocket"]).await?;
+    let args = [rust_base, js_base, ROOM].map(String::from);
+    browser::run_script("deflate_in_chromium.mjs", &args, SCRIPT_LIMIT).await
 }
 
 /// Chromium offers permessage-deflate to both servers and both accept it; edits

@@ -3,9 +3,10 @@
 //! JavaScript instance live, and the versions a Rust worker kept survive the
 //! JavaScript worker's compactions of the same room, in shared PostgreSQL.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use conformance::wait::until;
 use conformance::{content, EditOp, Fleet, Lang, Role, Sidecar, Storage};
 use serde_json::{json, Value};
 use yrs::updates::decoder::Decode;
@@ -43,27 +44,6 @@ impl Api {
 
     async fn post(&self, path: &str, body: Value) -> Result<Value> {
         self.call(reqwest::Method::POST, path, body).await
-    }
-}
-
-/// Poll `check` until it gives `Some`, or fail after `timeout`.
-async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(err) => last = Some(err),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what} (last error: {last:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

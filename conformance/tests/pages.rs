@@ -11,12 +11,10 @@
 //!
 //! Beside it: the inspector refuses every request without the secret.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use conformance::{paths, Fleet, Lang, Storage};
+use conformance::{browser, paths, Fleet, Lang, Storage};
 use serde::Deserialize;
 use serde_json::json;
 use websocket::streams::{stream_key, Append, RedisStreams};
@@ -68,44 +66,6 @@ struct Cursors {
     js: String,
 }
 
-/// Chromium as the script will launch it (`CHROMIUM`, else Debian's path).
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Fail with what to install when Chromium, Node or the script's packages are
-/// missing, rather than letting the script fail obscurely (or skipping).
-async fn check_prerequisites(js_reference: &Path) -> Result<()> {
-    let browser = chromium();
-    if !browser.is_file() {
-        bail!(
-            "no Chromium at {}: install Debian's `chromium` package (ci/setup.sh does) \
-             or set CHROMIUM to a Chromium binary",
-            browser.display()
-        );
-    }
-    let node = tokio::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .await;
-    match node {
-        Ok(output) if output.status.success() => {}
-        _ => bail!("no `node` on PATH: install Node.js 20 or later (ci/setup.sh does)"),
-    }
-    for package in ["puppeteer-core", "esbuild", "y-prosemirror"] {
-        if !js_reference.join("node_modules").join(package).is_dir() {
-            bail!(
-                "{} has no node_modules/{package}: run `npm ci` there (ci/setup.sh does)",
-                js_reference.display()
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Write a document with some text to `room` straight into the fleet's
 /// streams, as any instance would append a client's update.
 async fn seed_room(fleet: &Fleet, room: &str) -> Result<()> {
@@ -125,39 +85,13 @@ async fn seed_room(fleet: &Fleet, room: &str) -> Result<()> {
 
 /// Run the browser script with `options` and read its result.
 async fn run_browser(options: serde_json::Value) -> Result<Seen> {
-    let js_reference = paths::js_reference_dir();
-    check_prerequisites(&js_reference).await?;
-    let script = paths::workspace_root().join("conformance/browser/pages_in_chromium.mjs");
-    let child = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(options.to_string())
-        .env(paths::JS_DIR_VAR, &js_reference)
-        .env("CHROMIUM", chromium())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting node")?;
-    let output = tokio::time::timeout(SCRIPT_LIMIT, child.wait_with_output())
-        .await
-        .with_context(|| format!("{} ran longer than {SCRIPT_LIMIT:?}", script.display()))?
-        .context("waiting for node")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}):\nstderr:\n{stderr}\nstdout:\n{stdout}",
-            script.display(),
-            output.status
-        );
-    }
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .with_context(|| format!("the browser script printed nothing; stderr:\n{stderr}"))?;
-    serde_json::from_str(line).with_context(|| format!("reading the browser's result {line}"))
+    browser::check_prerequisites(&["esbuild", "y-prosemirror"]).await?;
+    browser::run_script(
+        "pages_in_chromium.mjs",
+        &[options.to_string()],
+        SCRIPT_LIMIT,
+    )
+    .await
 }
 
 /// A fleet of a JavaScript server, a Rust worker and the Rust demo instance
@@ -357,8 +291,9 @@ async fn the_inspector_refuses_requests_without_the_secret() {
 /// by hand, nor left behind its sources.
 #[tokio::test]
 async fn the_committed_demo_bundle_is_built_from_its_sources() {
-    let js_reference = paths::js_reference_dir();
-    check_prerequisites(&js_reference).await.unwrap();
+    browser::check_prerequisites(&["esbuild", "y-prosemirror"])
+        .await
+        .unwrap();
     let root = paths::workspace_root();
     let rebuilt = std::env::temp_dir().join(format!("demo-bundle-{}.js", std::process::id()));
     let status = tokio::process::Command::new("node")

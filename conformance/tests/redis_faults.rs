@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use conformance::wait::until;
 use conformance::{EditOp, Fleet, JsClient, Lang, Sidecar, Storage};
 use serde_json::json;
 use testkit::SentinelSet;
@@ -18,27 +19,6 @@ use testkit::SentinelSet;
 /// How long a recovery may take: the restart check runs every second, and
 /// y-websocket reconnects within its back-off.
 const RECOVERED: Duration = Duration::from_secs(20);
-
-/// Poll `check` until it gives `Some`, or fail after `timeout`.
-async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(err) => last = Some(err),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what} (last error: {last:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// `Some` once `stream` holds an entry.
 async fn has_entries(

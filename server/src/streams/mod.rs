@@ -17,6 +17,7 @@ mod id;
 mod keys;
 mod memory;
 mod redis;
+mod reply;
 mod sentinel;
 mod survey;
 

@@ -28,10 +28,8 @@ use redis::{Client, ConnectionInfo, IntoConnectionInfo, Script, Value};
 use self::keys::ClusterKeys;
 pub use self::keys::{hash_slot, shard_tag};
 use self::readers::{Node, ShardReaders, UNBLOCK_RETRY};
-use super::redis::{
-    parse_page, parse_read_reply, take_field, value_string, Reconnects, APPEND_SCRIPT,
-    COMMAND_TIMEOUT, DELETE_IF_EMPTY_SCRIPT,
-};
+use super::redis::{Reconnects, APPEND_SCRIPT, COMMAND_TIMEOUT, DELETE_IF_EMPTY_SCRIPT};
+use super::reply::{parse_claim_reply, parse_page, parse_read_reply};
 use super::{
     Append, CloseOrder, Control, Health, History, KeyError, Keyspace, StreamBatch, StreamError,
     StreamId, StreamPage, StreamReader, TaskQueue, WorkerTask, READ_COUNT,
@@ -179,29 +177,18 @@ impl ClusterStreams {
             }
             Err(err) => return Err(err),
         };
-        let Value::Array(parts) = reply else {
-            return Err(StreamError::Reply("XAUTOCLAIM: not an array".into()));
-        };
-        let cursor = parts
-            .first()
-            .and_then(value_string)
-            .unwrap_or_else(|| "0-0".to_string());
-        let mut tasks = Vec::new();
-        if let Some(Value::Array(entries)) = parts.into_iter().nth(1) {
-            for entry in entries {
-                let Ok((id, stream)) = take_field(entry, b"compact") else {
-                    continue;
-                };
-                match stream.and_then(|key| String::from_utf8(key).ok()) {
-                    Some(stream) if self.keys.shard_of_key(&stream) == Some(shard) => {
-                        tasks.push(WorkerTask { id, stream })
-                    }
-                    other => {
-                        tracing::warn!(task = %id, %queue, stream = ?other.as_deref().map(crate::log_text::bounded), "worker task naming no stream of its shard, dropping it");
-                        let mut delete = redis::cmd("XDEL");
-                        delete.arg(&queue).arg(id.to_string());
-                        let _: Result<Value, _> = self.query(&delete).await;
-                    }
+        let (cursor, claimed) = parse_claim_reply(reply)?;
+        let mut tasks = Vec::with_capacity(claimed.len());
+        for (id, stream) in claimed {
+            match stream {
+                Some(stream) if self.keys.shard_of_key(&stream) == Some(shard) => {
+                    tasks.push(WorkerTask { id, stream })
+                }
+                other => {
+                    tracing::warn!(task = %id, %queue, stream = ?other.as_deref().map(crate::log_text::bounded), "worker task naming no stream of its shard, dropping it");
+                    let mut delete = redis::cmd("XDEL");
+                    delete.arg(&queue).arg(id.to_string());
+                    let _: Result<Value, _> = self.query(&delete).await;
                 }
             }
         }

@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use redis::Value;
 
-use super::{take_field, value_string, RedisStreams};
+use super::RedisStreams;
+use crate::streams::reply::{take_field, value_string};
 use crate::streams::{DocStreamSummary, StreamError, StreamId, Survey};
 
 /// Keys asked of one `SCAN` step.
