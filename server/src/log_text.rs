@@ -1,6 +1,6 @@
-//! Client-controlled text (room names, stream keys made from them) in log
-//! lines, bounded: a client must not be able to write kilobytes into the logs
-//! on every attempt.
+//! Text in log lines: client-controlled text (room names, stream keys made
+//! from them) bounded, so that a client cannot write kilobytes into the logs
+//! on every attempt; and the password of a configured URL left out.
 
 use std::fmt;
 
@@ -40,6 +40,27 @@ impl fmt::Display for Bounded<'_> {
 impl fmt::Debug for Bounded<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "\"{self}\"")
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://user:***@host`, so logs never show it.
+pub fn redact_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
     }
 }
 

@@ -24,6 +24,6 @@ pub use gcs::FakeGcsServer;
 pub use postgres::PostgresServer;
 pub use process::{free_port, group_listens_on, python, wait_for_port, ServiceProcess};
 pub use s3::S3Server;
-pub use sentinel::SentinelSet;
+pub use sentinel::{SentinelSet, MASTER_NAME};
 pub use storm::{open_at_once, Storm};
 pub use values::{hex, now_ms};

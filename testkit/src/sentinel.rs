@@ -26,6 +26,8 @@ struct Node {
 pub struct SentinelSet {
     nodes: Vec<Node>,
     sentinels: Vec<Node>,
+    /// The Sentinels' `requirepass`, when they have one.
+    password: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -33,16 +35,23 @@ impl SentinelSet {
     /// Start the master, its replica and the Sentinels; returns once the
     /// replica is in sync and every Sentinel knows the replica.
     pub fn start() -> Result<Self> {
+        Self::start_with_password(None)
+    }
+
+    /// As [`SentinelSet::start`], with Sentinels that ask every client (and
+    /// each other) for `password` when one is given.
+    pub fn start_with_password(password: Option<&str>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let master = spawn_node(dir.path(), None)?;
         let replica = spawn_node(dir.path(), Some(master.port))?;
         let mut sentinels = Vec::new();
         for i in 0..3 {
-            sentinels.push(spawn_sentinel(dir.path(), i, master.port)?);
+            sentinels.push(spawn_sentinel(dir.path(), i, master.port, password)?);
         }
         let set = Self {
             nodes: vec![master, replica],
             sentinels,
+            password: password.map(str::to_string),
             _dir: dir,
         };
         set.wait_ready(Duration::from_secs(30))?;
@@ -61,7 +70,7 @@ impl SentinelSet {
     /// The port of the server the Sentinels name as master now.
     pub fn master_port(&self) -> Result<u16> {
         for sentinel in &self.sentinels {
-            let out = cli(
+            let out = self.ask_sentinel(
                 sentinel.port,
                 &["SENTINEL", "get-master-addr-by-name", MASTER_NAME],
             )?;
@@ -74,7 +83,12 @@ impl SentinelSet {
 
     /// Run `redis-cli` against the server on `port`.
     pub fn cli(&self, port: u16, args: &[&str]) -> Result<String> {
-        cli(port, args)
+        cli(port, None, args)
+    }
+
+    /// Run `redis-cli` against the Sentinel on `port`, with its password.
+    fn ask_sentinel(&self, port: u16, args: &[&str]) -> Result<String> {
+        cli(port, self.password.as_deref(), args)
     }
 
     /// Kill the current master (SIGKILL, as a crash) and wait until the
@@ -106,14 +120,15 @@ impl SentinelSet {
         let deadline = Instant::now() + timeout;
         let replica = self.nodes[1].port;
         loop {
-            let synced = cli(replica, &["INFO", "replication"])?.contains("master_link_status:up");
+            let synced =
+                cli(replica, None, &["INFO", "replication"])?.contains("master_link_status:up");
             let known = self.sentinels.iter().all(|s| {
-                cli(s.port, &["SENTINEL", "replicas", MASTER_NAME])
+                self.ask_sentinel(s.port, &["SENTINEL", "replicas", MASTER_NAME])
                     .map(|out| out.contains(&replica.to_string()))
                     .unwrap_or(false)
             });
             let peers = self.sentinels.iter().all(|s| {
-                cli(s.port, &["SENTINEL", "master", MASTER_NAME])
+                self.ask_sentinel(s.port, &["SENTINEL", "master", MASTER_NAME])
                     .map(|out| num_other_sentinels(&out) >= 2)
                     .unwrap_or(false)
             });
@@ -140,14 +155,18 @@ fn num_other_sentinels(out: &str) -> u32 {
 
 /// The first line of `ROLE` on `port`.
 fn role(port: u16) -> Option<String> {
-    cli(port, &["ROLE"])
+    cli(port, None, &["ROLE"])
         .ok()
         .and_then(|out| out.lines().next().map(|l| l.trim().to_string()))
 }
 
-fn cli(port: u16, args: &[&str]) -> Result<String> {
-    let output = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
+fn cli(port: u16, password: Option<&str>, args: &[&str]) -> Result<String> {
+    let mut command = Command::new("redis-cli");
+    command.args(["-p", &port.to_string()]);
+    if let Some(password) = password {
+        command.args(["--no-auth-warning", "-a", password]);
+    }
+    let output = command
         .args(args)
         .output()
         .context("running redis-cli: is it installed? (run ci/setup.sh)")?;
@@ -173,13 +192,17 @@ fn spawn_node(dir: &Path, master: Option<u16>) -> Result<Node> {
     Ok(Node { port, process })
 }
 
-fn spawn_sentinel(dir: &Path, index: usize, master: u16) -> Result<Node> {
+fn spawn_sentinel(dir: &Path, index: usize, master: u16, password: Option<&str>) -> Result<Node> {
     let port = free_port()?;
     let conf = dir.join(format!("sentinel-{index}.conf"));
+    // Sentinels with a password give it to each other too (`sentinel-pass`).
+    let login = password
+        .map(|p| format!("requirepass \"{p}\"\nsentinel sentinel-pass \"{p}\"\n"))
+        .unwrap_or_default();
     std::fs::write(
         &conf,
         format!(
-            "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+            "port {port}\nbind 127.0.0.1\ndir {dir}\n{login}\
              sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
              sentinel failover-timeout {MASTER_NAME} 5000\n\

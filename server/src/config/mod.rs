@@ -180,7 +180,7 @@ where
 }
 
 /// `[redis]`: the y-redis stream layout.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// Redis URL; `None` runs a single instance on the embedded streams.
@@ -200,12 +200,43 @@ pub struct RedisConfig {
     pub sentinels: Option<String>,
     /// The master's name as the Sentinels monitor it.
     pub sentinel_master: String,
+    /// The ACL user to log in to the Sentinels as; `None`: the default user.
+    pub sentinel_username: Option<String>,
+    /// The Sentinels' password (`requirepass`); `None`: they ask for none.
+    /// Never logged.
+    pub sentinel_password: Option<String>,
     /// Redis is a Redis Cluster: `url` names seed nodes (comma-separated) and
     /// keys take the cluster layout (docs/protocol.md, "Redis Cluster layout").
     pub cluster: bool,
     /// How many shards the cluster layout spreads rooms over; equal fleet-wide.
     #[serde(deserialize_with = "number_or_string")]
     pub cluster_shards: u16,
+}
+
+/// Passwords (in `url`, and the Sentinels') never reach a log line.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RedisConfig")
+            .field(
+                "url",
+                &self
+                    .url
+                    .as_deref()
+                    .map(crate::log_text::redact_url_password),
+            )
+            .field("prefix", &self.prefix)
+            .field("task_debounce", &self.task_debounce)
+            .field("min_message_lifetime", &self.min_message_lifetime)
+            .field("fail_fast", &self.fail_fast)
+            .field("sentinels", &self.sentinels)
+            .field("sentinel_master", &self.sentinel_master)
+            .field("sentinel_username", &self.sentinel_username)
+            .field("sentinel_password", &redacted(&self.sentinel_password))
+            .field("cluster", &self.cluster)
+            .field("cluster_shards", &self.cluster_shards)
+            .finish()
+    }
 }
 
 impl Default for RedisConfig {
@@ -218,6 +249,8 @@ impl Default for RedisConfig {
             fail_fast: false,
             sentinels: None,
             sentinel_master: "mymaster".to_string(),
+            sentinel_username: None,
+            sentinel_password: None,
             cluster: false,
             cluster_shards: 16,
         }
@@ -238,11 +271,12 @@ impl RedisConfig {
             }));
         }
         Ok(match (&self.sentinels, &self.url) {
-            (Some(list), url) => Some(RedisTarget::Sentinel(Sentinels::new(
-                list,
-                &self.sentinel_master,
-                url.as_deref(),
-            )?)),
+            (Some(list), url) => Some(RedisTarget::Sentinel(Box::new(
+                Sentinels::new(list, &self.sentinel_master, url.as_deref())?.with_login(
+                    self.sentinel_username.as_deref(),
+                    self.sentinel_password.as_deref(),
+                ),
+            ))),
             (None, Some(url)) => Some(RedisTarget::Url(url.clone())),
             (None, None) => None,
         })
@@ -607,6 +641,34 @@ bucket = "your-gcs-bucket"
         assert_eq!(config.redis.task_debounce, 200);
         config.apply_env(env(&[("PORT", "5000")])).unwrap();
         assert_eq!(config.websocket.port, 5000);
+    }
+
+    #[test]
+    fn sentinel_login_from_the_environment_and_never_in_debug_output() {
+        let mut config = Config::default();
+        config
+            .apply_env(env(&[
+                ("REDIS_URL", "redis://:master-pass@ignored:6379/2"),
+                ("REDIS_SENTINELS", "127.0.0.1:26379"),
+                ("REDIS_SENTINEL_USERNAME", "watcher"),
+                ("REDIS_SENTINEL_PASSWORD", "sentinel-pass"),
+            ]))
+            .unwrap();
+        assert_eq!(config.redis.sentinel_username.as_deref(), Some("watcher"));
+        assert_eq!(
+            config.redis.sentinel_password.as_deref(),
+            Some("sentinel-pass")
+        );
+        assert!(matches!(
+            config.redis.target(),
+            Ok(Some(crate::streams::RedisTarget::Sentinel(_)))
+        ));
+        let text = format!("{:?}", config.redis);
+        assert!(
+            !text.contains("sentinel-pass") && !text.contains("master-pass"),
+            "{text}"
+        );
+        assert!(text.contains("redis://:***@ignored:6379/2"), "{text}");
     }
 
     #[test]

@@ -83,6 +83,20 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "[redis] sentinel_username",
+        env: &["REDIS_SENTINEL_USERNAME"],
+        default: "unset",
+        meaning: "ACL user to log in to the Sentinels as (Sentinel's `user`); unset = the default user",
+        apply: |c, v| text(&mut c.redis.sentinel_username, v),
+    },
+    Setting {
+        key: "[redis] sentinel_password",
+        env: &["REDIS_SENTINEL_PASSWORD"],
+        default: "unset",
+        meaning: "password of the Sentinels (their `requirepass`, or the ACL user's); never logged; the master's own password stays in `REDIS_URL`",
+        apply: |c, v| text(&mut c.redis.sentinel_password, v),
+    },
+    Setting {
         key: "[redis] cluster",
         env: &["REDIS_CLUSTER"],
         default: "`false`",

@@ -106,7 +106,10 @@ impl std::fmt::Debug for StorageConfig {
             .field("dir", &self.dir)
             .field(
                 "postgres",
-                &self.postgres.as_deref().map(redact_url_password),
+                &self
+                    .postgres
+                    .as_deref()
+                    .map(crate::log_text::redact_url_password),
             )
             .field("s3_endpoint", &self.s3_endpoint)
             .field("s3_port", &self.s3_port)
@@ -124,27 +127,6 @@ impl std::fmt::Debug for StorageConfig {
             .field("s3_region", &self.s3_region)
             .field("gcs_endpoint", &self.gcs_endpoint)
             .finish()
-    }
-}
-
-/// `scheme://user:secret@host` → `scheme://user:***@host`, so logs never show it.
-fn redact_url_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
     }
 }
 

@@ -44,7 +44,7 @@ pub enum RedisTarget {
     /// One Redis at this URL.
     Url(String),
     /// The master the Sentinels name, followed through failovers.
-    Sentinel(Sentinels),
+    Sentinel(Box<Sentinels>),
     /// A Redis Cluster through its seed nodes (comma-separated URLs), with
     /// rooms spread over `shards` hash tags (docs/protocol.md §3.4).
     Cluster {

@@ -225,7 +225,7 @@ impl RedisStreams {
                 tracing::info!(master = %address, name = sentinels.master_name(), "redis master found through Sentinel");
                 (
                     Link::open(info, Some(address)).await?,
-                    Some(sentinels.clone()),
+                    Some(Sentinels::clone(sentinels)),
                 )
             }
             RedisTarget::Cluster { .. } => {

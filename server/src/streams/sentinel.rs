@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Value};
+use redis::{
+    Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Value,
+};
 
 use super::StreamError;
 
@@ -21,6 +23,9 @@ pub struct Sentinels {
     /// The user, password and database of the master (from `REDIS_URL`); its
     /// address is replaced by the one the Sentinels name.
     base: ConnectionInfo,
+    /// How to log in to the Sentinels themselves (their `requirepass`, or an
+    /// ACL user); empty when they ask for nothing.
+    login: RedisConnectionInfo,
 }
 
 impl Sentinels {
@@ -41,7 +46,23 @@ impl Sentinels {
             addresses,
             master: master.to_string(),
             base,
+            login: RedisConnectionInfo::default(),
         })
+    }
+
+    /// Log in to the Sentinels with `password` (and `username`, for an ACL
+    /// user), as `REDIS_SENTINEL_PASSWORD` and `REDIS_SENTINEL_USERNAME` say.
+    /// The master's own credentials stay those of `REDIS_URL`.
+    pub fn with_login(mut self, username: Option<&str>, password: Option<&str>) -> Self {
+        let mut login = RedisConnectionInfo::default();
+        if let Some(username) = username {
+            login = login.set_username(username);
+        }
+        if let Some(password) = password {
+            login = login.set_password(password);
+        }
+        self.login = login;
+        self
     }
 
     /// The master's name as the Sentinels monitor it.
@@ -81,7 +102,10 @@ impl Sentinels {
 
     /// `SENTINEL get-master-addr-by-name` on one Sentinel.
     async fn ask(&self, sentinel: &str) -> Result<Option<(String, u16)>, StreamError> {
-        let client = Client::open(format!("redis://{sentinel}"))?;
+        let info = format!("redis://{sentinel}")
+            .into_connection_info()?
+            .set_redis_settings(self.login.clone());
+        let client = Client::open(info)?;
         let ask = async {
             let mut connection = client.get_multiplexed_async_connection().await?;
             let reply: Option<(String, u16)> = redis::cmd("SENTINEL")
@@ -133,5 +157,11 @@ mod tests {
         assert_eq!(sentinels.master_name(), "main");
         assert_eq!(sentinels.base.redis_settings().db(), 3);
         assert!(Sentinels::new(" , ", "main", None).is_err());
+        assert_eq!(sentinels.login.password(), None);
+        let sentinels = sentinels.with_login(Some("watcher"), Some("pass"));
+        assert_eq!(sentinels.login.username(), Some("watcher"));
+        assert_eq!(sentinels.login.password(), Some("pass"));
+        // The master's credentials are still REDIS_URL's.
+        assert_eq!(sentinels.base.redis_settings().password(), Some("secret"));
     }
 }
