@@ -288,8 +288,9 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> 
     Ok(())
 }
 
-/// The file names in `dir` (none when it does not exist), hidden ones left out.
-fn file_names(dir: &Path) -> Result<Vec<String>, StorageError> {
+/// The names in `dir` (none when it does not exist) of the entries `keep`
+/// takes, given each entry's name and whether it is a directory.
+fn names_in(dir: &Path, keep: impl Fn(&str, bool) -> bool) -> Result<Vec<String>, StorageError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -298,13 +299,19 @@ fn file_names(dir: &Path) -> Result<Vec<String>, StorageError> {
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry?;
+        let is_dir = entry.file_type()?.is_dir();
         if let Ok(name) = entry.file_name().into_string() {
-            if is_item_name(&name) {
+            if keep(&name, is_dir) {
                 names.push(name);
             }
         }
     }
     Ok(names)
+}
+
+/// The file names in `dir` (none when it does not exist), hidden ones left out.
+fn file_names(dir: &Path) -> Result<Vec<String>, StorageError> {
+    names_in(dir, |name, _| is_item_name(name))
 }
 
 /// The versions in a history directory, each with its file names.
@@ -428,22 +435,7 @@ fn documents_in(root: &Path) -> Result<Vec<(String, String)>, StorageError> {
 
 /// The subdirectory names of `dir` (none when it does not exist).
 fn dir_names(dir: &Path) -> Result<Vec<String>, StorageError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        if let Ok(name) = entry.file_name().into_string() {
-            names.push(name);
-        }
-    }
-    Ok(names)
+    names_in(dir, |_, is_dir| is_dir)
 }
 
 fn delete_items(dir: &Path, references: &[String]) -> Result<(), StorageError> {
