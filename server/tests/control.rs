@@ -253,3 +253,43 @@ async fn orders_are_followed_again_after_redis_restarted() {
     expect_closed("client", &mut client, CLOSE_REVOKED, "after the restart").await;
     instance.shutdown().await.unwrap();
 }
+
+/// A control connection whose path dies without a FIN or RST (the relay in
+/// front of Redis stalls every connection open at that moment) is found out
+/// by its ping and made again: orders published after that reach the
+/// instance's connections.
+#[tokio::test]
+async fn orders_are_followed_again_after_the_control_connection_stalled() {
+    let redis = RedisServer::start().expect("redis-server must be installed");
+    let relay = testkit::StallingRelay::start(redis.port()).await.unwrap();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut cfg = config(Some(&redis), data_a.path());
+    cfg.redis.url = Some(format!("redis://127.0.0.1:{}", relay.port()));
+    let behind = start(&cfg).await;
+    let direct = start(&config(Some(&redis), data_b.path())).await;
+    wait_subscribed(&redis, 2).await;
+    let mut client = open(&url(&behind, "doc")).await;
+
+    relay.stall_open_connections();
+    let stalled = Instant::now();
+    // An order is published once; keep publishing until one arrives.
+    let deadline = stalled + Duration::from_secs(20);
+    let closed = loop {
+        direct
+            .publish_close(&order("doc", None, CLOSE_REVOKED, "after the stall"))
+            .await
+            .unwrap();
+        if let Some(code) = client.wait_closed(Duration::from_millis(500)).await {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no order arrived within 20 s of the stall"
+        );
+    };
+    assert_eq!(closed, CLOSE_REVOKED);
+    assert_eq!(client.close_reason.as_deref(), Some("after the stall"));
+    eprintln!("an order arrived {:?} after the stall", stalled.elapsed());
+    behind.shutdown().await.unwrap();
+    direct.shutdown().await.unwrap();
+}

@@ -13,6 +13,7 @@ pub mod redis;
 pub mod redis_cluster;
 pub mod s3;
 pub mod sentinel;
+pub mod stall;
 pub mod storm;
 pub mod values;
 
@@ -25,5 +26,6 @@ pub use postgres::PostgresServer;
 pub use process::{free_port, group_listens_on, python, wait_for_port, ServiceProcess};
 pub use s3::S3Server;
 pub use sentinel::{SentinelSet, MASTER_NAME};
+pub use stall::StallingRelay;
 pub use storm::{open_at_once, Storm};
 pub use values::{hex, now_ms};

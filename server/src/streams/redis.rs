@@ -568,7 +568,8 @@ impl Control for RedisStreams {
     }
 
     /// A dedicated pub/sub connection subscribed to `{prefix}:control`; the
-    /// stream ends when that connection does.
+    /// stream ends when that connection does, or fails its ping
+    /// ([`close_order_stream`]).
     async fn close_orders(&self) -> Result<BoxStream<'static, CloseOrder>, StreamError> {
         let subscribe = async {
             let mut pubsub = self.client().get_async_pubsub().await?;
@@ -578,13 +579,42 @@ impl Control for RedisStreams {
         let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, subscribe)
             .await
             .map_err(|_| StreamError::NoAnswer(COMMAND_TIMEOUT))??;
-        Ok(pubsub
-            .into_on_message()
-            .filter_map(|message| {
-                std::future::ready(CloseOrder::from_json(message.get_payload_bytes()))
-            })
-            .boxed())
+        Ok(close_order_stream(pubsub))
     }
+}
+
+/// How often a close-orders subscription is pinged. A subscribed connection
+/// otherwise only reads, so one whose path died without a FIN or RST (a
+/// frozen peer, a lost route) would never fail, and its orders never arrive.
+const CONTROL_PING: Duration = Duration::from_secs(2);
+
+/// The close orders arriving on `pubsub`, ending when the connection ends or
+/// a ping gets no answer within [`COMMAND_TIMEOUT`], so that the control
+/// watch subscribes again.
+pub(super) fn close_order_stream(pubsub: redis::aio::PubSub) -> BoxStream<'static, CloseOrder> {
+    let (mut sink, messages) = pubsub.split();
+    let dead = async move {
+        loop {
+            tokio::time::sleep(CONTROL_PING).await;
+            match tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<Value>()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, "the close orders connection failed its ping");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?COMMAND_TIMEOUT, "the close orders connection did not answer its ping");
+                    return;
+                }
+            }
+        }
+    };
+    messages
+        .filter_map(|message| {
+            std::future::ready(CloseOrder::from_json(message.get_payload_bytes()))
+        })
+        .take_until(dead)
+        .boxed()
 }
 
 #[async_trait]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::stream::{BoxStream, StreamExt as _};
+use futures_util::stream::BoxStream;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
@@ -28,7 +28,9 @@ use redis::{Client, ConnectionInfo, IntoConnectionInfo, Script, Value};
 use self::keys::ClusterKeys;
 pub use self::keys::{hash_slot, shard_tag};
 use self::readers::{Node, ShardReaders, UNBLOCK_RETRY};
-use super::redis::{Reconnects, APPEND_SCRIPT, COMMAND_TIMEOUT, DELETE_IF_EMPTY_SCRIPT};
+use super::redis::{
+    close_order_stream, Reconnects, APPEND_SCRIPT, COMMAND_TIMEOUT, DELETE_IF_EMPTY_SCRIPT,
+};
 use super::reply::{parse_claim_reply, parse_page, parse_read_reply};
 use super::{
     Append, CloseOrder, Control, Health, History, KeyError, Keyspace, StreamBatch, StreamError,
@@ -352,14 +354,7 @@ impl Control for ClusterStreams {
                 Ok::<_, StreamError>(pubsub)
             };
             match tokio::time::timeout(COMMAND_TIMEOUT, subscribe).await {
-                Ok(Ok(pubsub)) => {
-                    return Ok(pubsub
-                        .into_on_message()
-                        .filter_map(|message| {
-                            std::future::ready(CloseOrder::from_json(message.get_payload_bytes()))
-                        })
-                        .boxed())
-                }
+                Ok(Ok(pubsub)) => return Ok(close_order_stream(pubsub)),
                 Ok(Err(err)) => last_error = err,
                 Err(_) => last_error = StreamError::NoAnswer(COMMAND_TIMEOUT),
             }
