@@ -167,9 +167,10 @@ pub async fn read(conn: &mut MultiplexedConnection) -> Result<RawDump> {
     for name in names {
         let key = String::from_utf8(name.clone()).context("key names are UTF-8")?;
         let kind: String = redis::cmd("TYPE").arg(&name).query_async(conn).await?;
-        if kind == "string" && key.ends_with(":epoch") {
-            // The Rust instances' epoch marker (docs/protocol.md §3.2), which
-            // y-redis neither has nor reads: not part of the layout compared.
+        if kind == "string" && (key.ends_with(":epoch") || key.contains(":version:")) {
+            // The Rust instances' epoch marker and version counters
+            // (docs/protocol.md §3.2, §3.5), which y-redis neither has nor
+            // reads: not part of the layout compared.
             continue;
         }
         if kind != "stream" {

@@ -30,4 +30,5 @@ pub mod storage;
 pub mod streams;
 pub mod subscriber;
 pub mod upgrade;
+pub mod versions;
 pub mod worker;

@@ -742,3 +742,73 @@ async fn the_openapi_document_and_the_router_agree() {
     }
     instance.shutdown().await.unwrap();
 }
+
+/// Versions kept at once through two instances of a fleet (twelve snapshots
+/// of the current state, sent together) all get numbers of their own: none
+/// replaces another, and every name lands on its own version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_kept_at_once_across_the_fleet_never_share_a_number() {
+    let redis = RedisServer::start().expect("redis-server must be installed");
+    let data = tempfile::tempdir().unwrap();
+    let storage = StorageConfig {
+        backend: Some(StorageBackend::Fs),
+        dir: Some(data.path().to_path_buf()),
+        ..StorageConfig::default()
+    };
+    let one = start(&suite_config(&redis, data.path(), storage.clone())).await;
+    let two = start(&suite_config(&redis, data.path(), storage)).await;
+    let apis = [Api::new(&one, None), Api::new(&two, None)];
+    let doc = format!("/api/document/{ROOM}");
+    apis[0]
+        .post_ok(
+            &format!("{doc}/import"),
+            json!({ "data": some_update("racing") }),
+        )
+        .await;
+
+    let names: Vec<String> = (0..12).map(|i| format!("draft {i}")).collect();
+    let answers = futures_util::future::join_all(names.iter().enumerate().map(|(i, name)| {
+        apis[i % 2].post_ok(
+            "/api/document/snapshot",
+            json!({ "doc_id": ROOM, "name": name }),
+        )
+    }))
+    .await;
+    let mut numbers: Vec<u64> = answers
+        .iter()
+        .map(|a| a["version"].as_u64().expect("a version number"))
+        .collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), names.len(), "numbers shared: {answers:?}");
+
+    let metadata = apis[1].get_ok(&format!("{doc}/history/metadata")).await;
+    let kept: Vec<&str> = metadata
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for name in &names {
+        assert!(kept.contains(&name.as_str()), "{name} lost: {metadata}");
+    }
+
+    // The counter is in Redis beside the stream; deleting the document
+    // deletes it too.
+    let mut conn = redis_conn(&redis).await;
+    let counters: Vec<String> = redis::cmd("KEYS")
+        .arg("y:version:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counters, ["y:version:y:room:api%2520room:index"]);
+    assert_eq!(apis[0].delete(&doc).await.status, 200);
+    let counters: Vec<String> = redis::cmd("KEYS")
+        .arg("y:version:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(counters.is_empty(), "{counters:?}");
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+}

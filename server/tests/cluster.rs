@@ -46,7 +46,7 @@ fn room_keys_by_master(cluster: &RedisCluster) -> HashMap<u16, Vec<String>> {
                 .cli(port, &["KEYS", "*"])
                 .unwrap()
                 .lines()
-                .filter(|key| key.contains(":room:"))
+                .filter(|key| key.contains(":room:") && !key.contains(":version:"))
                 .map(str::to_string)
                 .collect();
             (port, keys)
@@ -179,6 +179,17 @@ async fn compaction_stores_and_trims_rooms_on_every_master() {
         let (port, key) = &stream_of[room];
         eventually(&format!("{room} trimmed"), SOON * 3, || async {
             cluster.cli(*port, &["XLEN", key]).unwrap().trim() == "0"
+        })
+        .await;
+    }
+    // Each stored room kept a version, numbered by a counter in its own slot
+    // (docs/protocol.md §3.5): on the master that holds its stream.
+    for room in &rooms {
+        let (port, key) = &stream_of[room];
+        let counter = format!("y:version:{key}");
+        eventually(&format!("{room}'s version counter"), SOON, || async {
+            let value = cluster.cli(*port, &["GET", &counter]).unwrap();
+            value.trim().parse::<u64>().is_ok_and(|n| n >= 1)
         })
         .await;
     }

@@ -20,6 +20,7 @@ use crate::load::{load_doc, LoadedDoc};
 use crate::protocol;
 use crate::storage::{apply_retention, now_ms, Version, MAX_NAME_BYTES};
 use crate::streams::{CloseOrder, StreamId, CLOSE_DELETED, CLOSE_REVOKED};
+use crate::versions::keep_next_version;
 
 /// Serve `call` by its route's handler.
 pub async fn handle(call: &Call) -> Result<Response, ApiError> {
@@ -247,22 +248,21 @@ async fn record_version(call: &Call, room: &str, doc: &Doc) -> Result<Option<u64
     if !call.state.history {
         return Ok(None);
     }
-    let storage = &call.state.storage;
-    let docid = call.docid();
-    let next = storage
-        .versions(room, docid)
-        .await?
-        .last()
-        .map_or(1, |v| v.version + 1);
-    let version = Version {
-        version: next,
-        timestamp: now_ms(),
-        name: None,
-    };
-    storage
-        .put_version(room, docid, &version, &encode(doc, true)?)
-        .await?;
-    Ok(Some(next))
+    Ok(Some(keep_doc(call, room, doc).await?))
+}
+
+/// Keep the document's state as its next version; its number.
+async fn keep_doc(call: &Call, room: &str, doc: &Doc) -> Result<u64, ApiError> {
+    let versions = keep_next_version(
+        call.state.streams.as_ref(),
+        call.state.storage.as_ref(),
+        room,
+        call.docid(),
+        &encode(doc, true)?,
+        now_ms(),
+    )
+    .await?;
+    Ok(versions.last().map_or(0, |v| v.version))
 }
 
 #[derive(Deserialize)]
@@ -332,22 +332,7 @@ async fn snapshot(call: &Call) -> Result<Response, ApiError> {
         Some(number) => number,
         None => {
             let current = load_existing(call, room).await?;
-            let version = Version {
-                version: call
-                    .state
-                    .storage
-                    .versions(room, call.docid())
-                    .await?
-                    .last()
-                    .map_or(1, |v| v.version + 1),
-                timestamp: now_ms(),
-                name: None,
-            };
-            call.state
-                .storage
-                .put_version(room, call.docid(), &version, &encode(&current.doc, true)?)
-                .await?;
-            version.version
+            keep_doc(call, room, &current.doc).await?
         }
     };
     if !call

@@ -8,6 +8,7 @@ use crate::load::LoadError;
 use crate::log_text::bounded;
 use crate::storage::StorageError;
 use crate::streams::StreamError;
+use crate::versions::KeepError;
 
 /// Why a request failed. Every variant answers `{"error": "<message>"}` with
 /// its status; nothing was appended, stored or deleted by a request that
@@ -43,6 +44,15 @@ impl From<StreamError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         ApiError::Unavailable(format!("storage: {err}"))
+    }
+}
+
+impl From<KeepError> for ApiError {
+    fn from(err: KeepError) -> Self {
+        match err {
+            KeepError::Storage(err) => err.into(),
+            KeepError::Streams(err) => err.into(),
+        }
     }
 }
 

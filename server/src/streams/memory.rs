@@ -36,6 +36,8 @@ struct State {
     streams: HashMap<String, DocStream>,
     queue: BTreeMap<StreamId, String>,
     pending: BTreeMap<StreamId, Instant>,
+    /// The last version number handed out per doc stream.
+    versions: HashMap<String, u64>,
     queue_last: StreamId,
 }
 
@@ -143,7 +145,9 @@ impl Append for MemoryStreams {
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<(), StreamError> {
-        self.state().streams.remove(stream);
+        let mut state = self.state();
+        state.streams.remove(stream);
+        state.versions.remove(stream);
         Ok(())
     }
 }
@@ -199,6 +203,15 @@ impl History for MemoryStreams {
             .streams
             .get(stream)
             .and_then(|doc| doc.entries.front().map(|entry| entry.id)))
+    }
+
+    /// One process holds every writer of the embedded bus, so the counter is
+    /// a map under the bus's lock (kept for the process's life).
+    async fn next_version(&self, stream: &str, floor: u64) -> Result<u64, StreamError> {
+        let mut state = self.state();
+        let last = state.versions.entry(stream.to_string()).or_insert(0);
+        *last = (*last).max(floor) + 1;
+        Ok(*last)
     }
 }
 
@@ -309,5 +322,22 @@ impl Control for MemoryStreams {
             }
         })
         .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn version_numbers_rise_above_the_floor_and_every_number_handed_out() {
+        let streams = MemoryStreams::new("y");
+        assert_eq!(streams.next_version("a", 0).await.unwrap(), 1);
+        assert_eq!(streams.next_version("a", 0).await.unwrap(), 2);
+        // Storage holds more than was handed out here: above it.
+        assert_eq!(streams.next_version("a", 7).await.unwrap(), 8);
+        // A writer that read an older floor still gets a fresh number.
+        assert_eq!(streams.next_version("a", 7).await.unwrap(), 9);
+        assert_eq!(streams.next_version("b", 0).await.unwrap(), 1);
     }
 }

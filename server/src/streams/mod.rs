@@ -148,8 +148,9 @@ pub trait Append: Keyspace {
     /// task, parked under the consumer `pending` (docs/protocol.md §3).
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError>;
 
-    /// Delete a doc stream and everything in it (the document API's delete).
-    /// Its compaction task, if any, finds the stream empty and is dropped.
+    /// Delete a doc stream and everything in it, and its version counter (the
+    /// document API's delete). Its compaction task, if any, finds the stream
+    /// empty and is dropped.
     async fn delete_stream(&self, stream: &str) -> Result<(), StreamError>;
 }
 
@@ -184,6 +185,24 @@ pub trait History: Send + Sync + 'static {
     /// The id of a doc stream's oldest entry (`None`: the stream is empty or
     /// missing). Trimming only ever raises it.
     async fn first_id(&self, stream: &str) -> Result<Option<StreamId>, StreamError>;
+
+    /// A number for the next kept version of the doc stream's document: above
+    /// `floor` (the largest kept one) and above every number handed out for
+    /// it in the last [`VERSION_COUNTER_LIFETIME`], so that writers racing on
+    /// one document (a worker and the API, on any instance) never take the
+    /// same number (docs/protocol.md §3.5).
+    async fn next_version(&self, stream: &str, floor: u64) -> Result<u64, StreamError>;
+}
+
+/// How long a document's version counter outlives its last use; after that
+/// the storage's largest version is the floor again.
+pub const VERSION_COUNTER_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The version counter of a doc stream: `{prefix}:version:{stream key}`, a
+/// string key y-redis never reads (in the cluster layout it carries the
+/// stream key's hash tag, so it lives in the room's slot).
+pub fn version_counter_key(prefix: &str, stream: &str) -> String {
+    format!("{prefix}:version:{stream}")
 }
 
 /// The compaction queue `{prefix}:worker` that workers of every language share.

@@ -13,11 +13,11 @@ use redis::{AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, S
 use tokio::sync::Mutex;
 
 use super::reply::{parse_claim_reply, parse_page, parse_read_reply};
+use super::{version_counter_key, RedisTarget, Sentinels, StreamId, VERSION_COUNTER_LIFETIME};
 use super::{
     Append, CloseOrder, Control, Health, History, Keyspace, StreamBatch, StreamError, StreamPage,
     StreamReader, TaskQueue, WorkerTask, READ_COUNT,
 };
-use super::{RedisTarget, Sentinels, StreamId};
 use crate::metrics::Count;
 
 mod survey;
@@ -58,6 +58,20 @@ end
 return epoch
 "#;
 
+/// Hands out a document's next version number (docs/protocol.md §3.5):
+/// above the storage's largest (`ARGV[1]`) and every number handed out
+/// before; the counter expires `ARGV[2]` ms after its last use.
+pub(super) const NEXT_VERSION_SCRIPT: &str = r#"
+local floor = tonumber(ARGV[1])
+local n = redis.call("INCR", KEYS[1])
+if n <= floor then
+  n = floor + 1
+  redis.call("SET", KEYS[1], n)
+end
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+return n
+"#;
+
 /// How long a command may wait for its answer before the connection counts as
 /// broken and is re-established.
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,6 +99,7 @@ pub struct RedisStreams {
     read_command: std::sync::Mutex<Option<ReadCommand>>,
     append: Script,
     epoch: Script,
+    next_version: Script,
     reconnects: Reconnects,
     /// Redis's `run_id` when these streams connected, before any client was served.
     first_run_id: Option<String>,
@@ -247,6 +262,7 @@ impl RedisStreams {
             read_command: std::sync::Mutex::new(None),
             append: Script::new(APPEND_SCRIPT),
             epoch: Script::new(EPOCH_SCRIPT),
+            next_version: Script::new(NEXT_VERSION_SCRIPT),
             reconnects: Reconnects::default(),
             first_run_id: None,
         };
@@ -538,10 +554,13 @@ impl Append for RedisStreams {
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<(), StreamError> {
+        let counter = version_counter_key(&self.prefix, stream);
+        let counter = counter.as_str();
         let _: i64 = self
             .retrying(|mut connection| async move {
                 redis::cmd("DEL")
                     .arg(stream)
+                    .arg(counter)
                     .query_async(&mut connection)
                     .await
             })
@@ -702,6 +721,22 @@ impl History for RedisStreams {
             })
             .await?;
         Ok(parse_page(stream, reply).last)
+    }
+
+    async fn next_version(&self, stream: &str, floor: u64) -> Result<u64, StreamError> {
+        let key = version_counter_key(&self.prefix, stream);
+        let key = key.as_str();
+        // A retry after a lost answer may skip a number, never repeat one.
+        Ok(self
+            .retrying(|mut connection| async move {
+                self.next_version
+                    .key(key)
+                    .arg(floor)
+                    .arg(VERSION_COUNTER_LIFETIME.as_millis() as u64)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?)
     }
 }
 

@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::load::{load_doc, LoadError};
 use crate::metrics::{self, Metrics};
-use crate::storage::{now_ms, to_drop, Retention, Storage, StorageError, Version};
+use crate::storage::{now_ms, to_drop, Retention, Storage, StorageError};
 use crate::streams::{History, StreamError, StreamId, Streams, TaskQueue, WorkerTask, CLAIM_COUNT};
+use crate::versions::{keep_next_version, KeepError};
 
 /// The longest pause between claims after batches that failed entirely.
 const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(1);
@@ -306,18 +307,17 @@ impl<Q: TaskQueue + History + ?Sized> Worker<Q> {
         docid: &str,
         update: &[u8],
         retention: &Retention,
-    ) -> Result<(), StorageError> {
-        let mut versions = self.storage.versions(room, docid).await?;
+    ) -> Result<(), KeepError> {
         let now = now_ms();
-        let version = Version {
-            version: versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
-            timestamp: now,
-            name: None,
-        };
-        self.storage
-            .put_version(room, docid, &version, update)
-            .await?;
-        versions.push(version);
+        let versions = keep_next_version(
+            self.streams.as_ref(),
+            self.storage.as_ref(),
+            room,
+            docid,
+            update,
+            now,
+        )
+        .await?;
         let dropped = to_drop(&versions, now, retention);
         if !dropped.is_empty() {
             self.storage.delete_versions(room, docid, &dropped).await?;

@@ -30,11 +30,13 @@ pub use self::keys::{hash_slot, shard_tag};
 use self::readers::{Node, ShardReaders, UNBLOCK_RETRY};
 use super::redis::{
     close_order_stream, Reconnects, APPEND_SCRIPT, COMMAND_TIMEOUT, DELETE_IF_EMPTY_SCRIPT,
+    NEXT_VERSION_SCRIPT,
 };
 use super::reply::{parse_claim_reply, parse_page, parse_read_reply};
 use super::{
-    Append, CloseOrder, Control, Health, History, KeyError, Keyspace, StreamBatch, StreamError,
-    StreamId, StreamPage, StreamReader, TaskQueue, WorkerTask, READ_COUNT,
+    version_counter_key, Append, CloseOrder, Control, Health, History, KeyError, Keyspace,
+    StreamBatch, StreamError, StreamId, StreamPage, StreamReader, TaskQueue, WorkerTask,
+    READ_COUNT, VERSION_COUNTER_LIFETIME,
 };
 use crate::metrics::Count;
 
@@ -56,6 +58,7 @@ pub struct ClusterStreams {
     control_key: String,
     append: Script,
     epoch: Script,
+    next_version: Script,
     /// The shard whose queue the next claim starts at, so that every shard is served.
     next_claim: AtomicUsize,
     reconnects: Arc<Reconnects>,
@@ -95,6 +98,7 @@ impl ClusterStreams {
             control_key: format!("{prefix}:control"),
             append: Script::new(APPEND_SCRIPT),
             epoch: Script::new(EPOCH_SCRIPT),
+            next_version: Script::new(NEXT_VERSION_SCRIPT),
             next_claim: AtomicUsize::new(0),
             reconnects: Arc::new(Reconnects::default()),
             first_run_id: None,
@@ -325,8 +329,11 @@ impl Append for ClusterStreams {
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<(), StreamError> {
+        // The counter carries the stream key's hash tag: one slot, one DEL.
         let mut command = redis::cmd("DEL");
-        command.arg(stream);
+        command
+            .arg(stream)
+            .arg(version_counter_key(self.keys.prefix(), stream));
         let _: i64 = self.query(&command).await?;
         Ok(())
     }
@@ -528,6 +535,18 @@ impl History for ClusterStreams {
         command.arg(stream).arg("-").arg("+").arg("COUNT").arg(1);
         let reply: Value = self.query(&command).await?;
         Ok(parse_page(stream, reply).last)
+    }
+
+    async fn next_version(&self, stream: &str, floor: u64) -> Result<u64, StreamError> {
+        let result = self
+            .next_version
+            .key(version_counter_key(self.keys.prefix(), stream))
+            .arg(floor)
+            .arg(VERSION_COUNTER_LIFETIME.as_millis() as u64)
+            .invoke_async(&mut self.commands.clone())
+            .await;
+        self.reconnects.commands(&result);
+        Ok(result?)
     }
 }
 
