@@ -561,8 +561,9 @@ struct Assembled {
 }
 
 impl Assembled {
-    /// Start the subscriber and the Redis restart watch (when serving) and the
-    /// worker (when compacting).
+    /// Start the subscriber and the Redis restart watch (when serving; a
+    /// worker-only process still follows a Sentinel failover) and the worker
+    /// (when compacting).
     fn spawn(self) -> Running {
         let Assembled {
             streams,
@@ -579,13 +580,18 @@ impl Assembled {
                 subscriber_stop.clone(),
             ))
         });
-        let restarts = state.as_ref().map(|state| {
-            tokio::spawn(restarts::watch(
+        let restarts = match (&state, &worker) {
+            (Some(state), _) => Some(tokio::spawn(restarts::watch(
                 Arc::clone(&streams),
                 Arc::clone(state),
                 subscriber_stop.clone(),
-            ))
-        });
+            ))),
+            (None, Some(_)) => Some(tokio::spawn(restarts::follow(
+                Arc::clone(&streams),
+                subscriber_stop.clone(),
+            ))),
+            (None, None) => None,
+        };
         let control = state.as_ref().map(|state| {
             tokio::spawn(control::watch(
                 Arc::clone(&streams),

@@ -48,3 +48,19 @@ pub async fn watch<H: Health + ?Sized>(
         }
     }
 }
+
+/// A process that only compacts has no connections to close, but behind
+/// Sentinel it still follows a failover as soon as a serving instance does:
+/// asking for the run id every [`RESTART_CHECK`] looks for the master first
+/// (docs/protocol.md §3.3), instead of waiting for a command to fail.
+pub async fn follow<H: Health + ?Sized>(streams: Arc<H>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(RESTART_CHECK) => {}
+        }
+        if let Err(err) = streams.run_id().await {
+            tracing::debug!(%err, "redis health check failed");
+        }
+    }
+}
