@@ -72,6 +72,24 @@ redis.call("PEXPIRE", KEYS[1], ARGV[2])
 return n
 "#;
 
+/// A connection for blocking reads (an answer may take the whole block
+/// time), and its Redis client id, by which `CLIENT UNBLOCK` interrupts it.
+pub(super) async fn blocking_connection(
+    client: &Client,
+) -> Result<(MultiplexedConnection, i64), StreamError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(super::READ_BLOCK + COMMAND_TIMEOUT));
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut connection)
+        .await?;
+    Ok((connection, id))
+}
+
 /// How long a command may wait for its answer before the connection counts as
 /// broken and is re-established.
 pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -423,17 +441,7 @@ impl RedisStreams {
         if let Some(reader) = reader.as_ref() {
             return Ok(reader.connection.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(super::READ_BLOCK + COMMAND_TIMEOUT));
-        let mut connection = self
-            .client()
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let id: i64 = redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut connection)
-            .await?;
+        let (connection, id) = blocking_connection(&self.client()).await?;
         if let Ok(mut slot) = self.reader_id.lock() {
             *slot = Some(id);
         }

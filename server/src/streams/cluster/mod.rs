@@ -133,7 +133,12 @@ impl ClusterStreams {
         &self,
         command: &redis::Cmd,
     ) -> Result<T, StreamError> {
-        let result = command.query_async(&mut self.commands.clone()).await;
+        self.noted(command.query_async(&mut self.commands.clone()).await)
+    }
+
+    /// A reply of the cluster client (a command's, a pipeline's or a
+    /// script's), with a lost or re-established connection noted.
+    fn noted<T>(&self, result: redis::RedisResult<T>) -> Result<T, StreamError> {
         self.reconnects.commands(&result);
         Ok(result?)
     }
@@ -249,8 +254,7 @@ impl ClusterStreams {
         command.arg("server");
         let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
         let reply = self.commands.clone().route_command(command, routing).await;
-        self.reconnects.commands(&reply);
-        let replies = match reply? {
+        let replies = match self.noted(reply)? {
             Value::Map(pairs) => pairs.into_iter().map(|(_, info)| info).collect(),
             single => vec![single],
         };
@@ -280,14 +284,13 @@ impl ClusterStreams {
     async fn epochs(&self) -> Result<String, StreamError> {
         let reads = (0..self.keys.shards()).map(|shard| async move {
             let fresh = uuid::Uuid::new_v4().to_string();
-            let result: Result<String, _> = self
+            let result = self
                 .epoch
                 .key(self.keys.epoch_key(shard))
                 .arg(fresh)
-                .invoke_async(&mut self.commands.clone())
+                .invoke_async::<String>(&mut self.commands.clone())
                 .await;
-            self.reconnects.commands(&result);
-            result
+            self.noted(result)
         });
         let epochs = futures_util::future::join_all(reads).await;
         let mut joined = String::new();
@@ -316,15 +319,14 @@ impl Keyspace for ClusterStreams {
 impl Append for ClusterStreams {
     async fn append(&self, stream: &str, message: &[u8]) -> Result<(), StreamError> {
         let queue = self.keys.worker_key(self.shard(stream)?);
-        let result: Result<Value, _> = self
+        let result = self
             .append
             .key(stream)
             .arg(message)
             .arg(&queue)
-            .invoke_async(&mut self.commands.clone())
+            .invoke_async::<Value>(&mut self.commands.clone())
             .await;
-        self.reconnects.commands(&result);
-        result?;
+        self.noted(result)?;
         Ok(())
     }
 
@@ -545,8 +547,7 @@ impl History for ClusterStreams {
             .arg(VERSION_COUNTER_LIFETIME.as_millis() as u64)
             .invoke_async(&mut self.commands.clone())
             .await;
-        self.reconnects.commands(&result);
-        Ok(result?)
+        self.noted(result)
     }
 }
 
@@ -624,9 +625,7 @@ impl TaskQueue for ClusterStreams {
             .arg(&queue)
             .arg(task.id.to_string())
             .ignore();
-        let result: Result<Value, _> = pipe.query_async(&mut self.commands.clone()).await;
-        self.reconnects.commands(&result);
-        result?;
+        self.noted(pipe.query_async::<Value>(&mut self.commands.clone()).await)?;
         Ok(())
     }
 
@@ -663,9 +662,7 @@ impl TaskQueue for ClusterStreams {
             .arg(&queue)
             .arg(task.id.to_string())
             .ignore();
-        let result: Result<Value, _> = pipe.query_async(&mut self.commands.clone()).await;
-        self.reconnects.commands(&result);
-        result?;
+        self.noted(pipe.query_async::<Value>(&mut self.commands.clone()).await)?;
         Ok(())
     }
 }

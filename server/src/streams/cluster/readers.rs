@@ -12,10 +12,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, RedisError, Value};
+use redis::{Client, ConnectionAddr, ConnectionInfo, RedisError, Value};
 
-use crate::streams::redis::{lost, Reconnects, COMMAND_TIMEOUT};
-use crate::streams::{StreamError, READ_BLOCK};
+use crate::streams::redis::{blocking_connection, lost, Reconnects};
+use crate::streams::StreamError;
 
 /// How many redirects one read follows before it gives up for this round.
 const MAX_REDIRECTS: usize = 3;
@@ -188,20 +188,9 @@ pub fn node_of(info: &ConnectionInfo) -> Option<Node> {
     }
 }
 
-/// A connection for blocking reads, and its Redis client id.
+/// A blocking-read connection to the node at `info`, and its client id.
 async fn connect(info: ConnectionInfo) -> Result<(MultiplexedConnection, i64), StreamError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(COMMAND_TIMEOUT))
-        .set_response_timeout(Some(READ_BLOCK + COMMAND_TIMEOUT));
-    let client = Client::open(info)?;
-    let mut connection = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    let id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut connection)
-        .await?;
-    Ok((connection, id))
+    blocking_connection(&Client::open(info)?).await
 }
 
 /// How long a read waits for the other shards' reads after it asked them to
