@@ -19,8 +19,8 @@ pub enum KeepError {
 }
 
 /// Keep `update` (a v2 update, the whole document) as the next version of
-/// (room, docid), kept at `timestamp` (ms). Returns every version of the
-/// document, the new one last.
+/// (room, docid), kept at `timestamp` (ms). Returns the new version's number
+/// and every version of the document, the new one last.
 pub async fn keep_next_version<S: History + Keyspace + ?Sized>(
     streams: &S,
     storage: &dyn Storage,
@@ -28,7 +28,7 @@ pub async fn keep_next_version<S: History + Keyspace + ?Sized>(
     docid: &str,
     update: &[u8],
     timestamp: u64,
-) -> Result<Vec<Version>, KeepError> {
+) -> Result<(u64, Vec<Version>), KeepError> {
     let mut versions = storage.versions(room, docid).await?;
     let floor = versions.iter().map(|v| v.version).max().unwrap_or(0);
     let number = streams
@@ -41,5 +41,5 @@ pub async fn keep_next_version<S: History + Keyspace + ?Sized>(
     };
     storage.put_version(room, docid, &version, update).await?;
     versions.push(version);
-    Ok(versions)
+    Ok((number, versions))
 }

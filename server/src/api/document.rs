@@ -253,7 +253,7 @@ async fn record_version(call: &Call, room: &str, doc: &Doc) -> Result<Option<u64
 
 /// Keep the document's state as its next version; its number.
 async fn keep_doc(call: &Call, room: &str, doc: &Doc) -> Result<u64, ApiError> {
-    let versions = keep_next_version(
+    let (number, _) = keep_next_version(
         call.state.streams.as_ref(),
         call.state.storage.as_ref(),
         room,
@@ -262,7 +262,7 @@ async fn keep_doc(call: &Call, room: &str, doc: &Doc) -> Result<u64, ApiError> {
         now_ms(),
     )
     .await?;
-    Ok(versions.last().map_or(0, |v| v.version))
+    Ok(number)
 }
 
 #[derive(Deserialize)]

@@ -309,7 +309,7 @@ impl<Q: TaskQueue + History + ?Sized> Worker<Q> {
         retention: &Retention,
     ) -> Result<(), KeepError> {
         let now = now_ms();
-        let versions = keep_next_version(
+        let (_, versions) = keep_next_version(
             self.streams.as_ref(),
             self.storage.as_ref(),
             room,
