@@ -43,6 +43,11 @@ impl fmt::Debug for Bounded<'_> {
     }
 }
 
+/// A secret setting for a debug field: whether it is set, never its value.
+pub fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
 /// `scheme://user:secret@host` → `scheme://user:***@host`, so logs never show it.
 pub fn redact_url_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {

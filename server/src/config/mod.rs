@@ -115,7 +115,7 @@ impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
             .field("enabled", &self.enabled)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret", &crate::log_text::redacted(&self.secret))
             .field("max_body", &self.max_body)
             .finish()
     }
@@ -216,7 +216,6 @@ pub struct RedisConfig {
 /// Passwords (in `url`, and the Sentinels') never reach a log line.
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
         f.debug_struct("RedisConfig")
             .field(
                 "url",
@@ -232,7 +231,10 @@ impl std::fmt::Debug for RedisConfig {
             .field("sentinels", &self.sentinels)
             .field("sentinel_master", &self.sentinel_master)
             .field("sentinel_username", &self.sentinel_username)
-            .field("sentinel_password", &redacted(&self.sentinel_password))
+            .field(
+                "sentinel_password",
+                &crate::log_text::redacted(&self.sentinel_password),
+            )
             .field("cluster", &self.cluster)
             .field("cluster_shards", &self.cluster_shards)
             .finish()

@@ -117,11 +117,11 @@ impl std::fmt::Debug for StorageConfig {
             .field("s3_access_key", &self.s3_access_key)
             .field(
                 "s3_secret_key",
-                &self.s3_secret_key.as_ref().map(|_| "<redacted>"),
+                &crate::log_text::redacted(&self.s3_secret_key),
             )
             .field(
                 "s3_session_token",
-                &self.s3_session_token.as_ref().map(|_| "<redacted>"),
+                &crate::log_text::redacted(&self.s3_session_token),
             )
             .field("s3_bucket", &self.s3_bucket)
             .field("s3_region", &self.s3_region)

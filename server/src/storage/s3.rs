@@ -49,13 +49,10 @@ impl std::fmt::Debug for S3Options {
             .field("port", &self.port)
             .field("ssl", &self.ssl)
             .field("access_key", &self.access_key)
-            .field(
-                "secret_key",
-                &self.secret_key.as_ref().map(|_| "<redacted>"),
-            )
+            .field("secret_key", &crate::log_text::redacted(&self.secret_key))
             .field(
                 "session_token",
-                &self.session_token.as_ref().map(|_| "<redacted>"),
+                &crate::log_text::redacted(&self.session_token),
             )
             .field("bucket", &self.bucket)
             .field("region", &self.region)
