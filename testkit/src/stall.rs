@@ -12,7 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// A relay on a free loopback port to `127.0.0.1:{target}`; stops on drop.
 pub struct StallingRelay {
@@ -21,8 +20,8 @@ pub struct StallingRelay {
     stalled_below: Arc<AtomicU64>,
     /// The next connection's number.
     next: Arc<AtomicU64>,
-    accept: JoinHandle<()>,
-    /// Dropped with the relay, which ends every connection's task.
+    /// Dropped with the relay, which ends its accepting and every
+    /// connection's task.
     _alive: watch::Sender<()>,
 }
 
@@ -34,11 +33,17 @@ impl StallingRelay {
         let stalled_below = Arc::new(AtomicU64::new(0));
         let next = Arc::new(AtomicU64::new(0));
         let (alive, dropped) = watch::channel(());
-        let accept = tokio::spawn({
+        tokio::spawn({
             let stalled_below = stalled_below.clone();
             let next = next.clone();
+            let mut relay_dropped = dropped.clone();
             async move {
-                while let Ok((client, _)) = listener.accept().await {
+                loop {
+                    let accepted = tokio::select! {
+                        _ = relay_dropped.changed() => return,
+                        accepted = listener.accept() => accepted,
+                    };
+                    let Ok((client, _)) = accepted else { return };
                     let number = next.fetch_add(1, Ordering::SeqCst);
                     let stalled_below = stalled_below.clone();
                     let dropped = dropped.clone();
@@ -54,7 +59,6 @@ impl StallingRelay {
             port,
             stalled_below,
             next,
-            accept,
             _alive: alive,
         })
     }
@@ -68,12 +72,6 @@ impl StallingRelay {
     pub fn stall_open_connections(&self) {
         self.stalled_below
             .store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
-    }
-}
-
-impl Drop for StallingRelay {
-    fn drop(&mut self) {
-        self.accept.abort();
     }
 }
 
